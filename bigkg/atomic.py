@@ -1,0 +1,97 @@
+"""Crash-safe writes: build under a temporary name, fsync, rename into place.
+
+Every output of bigkg (datasets, checkpoints, exports, summaries) goes through
+these helpers, so a process killed at any moment leaves either the previous
+complete output or nothing, never a half-written file that looks whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+TMP_MARKER = ".tmp-"
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A unique name next to ``path`` that no reader treats as complete."""
+    return path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a directory entry (a rename or a new file) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (inclusive)."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(dirpath))
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path; on success it is fsynced and renamed to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(final)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``path`` once the block succeeds.
+
+    An existing ``path`` is refused unless ``force``; with ``force`` the old
+    directory is replaced only after the new one is complete.
+    """
+    final = Path(path)
+    if final.exists() and not force:
+        raise FileExistsError(f"output directory {final} already exists (use --force to replace it)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        if final.exists():
+            trash = temporary_sibling(final)
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,260 @@
+"""The on-disk dataset format, defined once: the partitioner writes it and the
+trainer, evaluator and exporter read it through this module only.
+
+Layout of a dataset directory (see docs/format.md)::
+
+    manifest.json
+    entities/<type>/part_<i>.parquet       column ``name``, row k = local id k
+    edges/<split>/bucket_<i>_<j>.h5        datasets lhs, rhs, rel [, weight]
+
+Bucket (i, j) holds the edges whose head is in partition i of the relation's
+head type and whose tail is in partition j of its tail type. Buckets without
+edges have no file. Datasets are stored contiguously with their exact length,
+so a bucket of a few edges is a file of a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bigkg.atomic import atomic_file
+from bigkg.errors import BigKGError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+SPLITS = ("train", "valid", "test")
+
+
+class DatasetError(BigKGError):
+    """A dataset directory that is missing, incomplete or of another format."""
+
+
+@dataclass
+class EntityType:
+    name: str
+    partition_counts: list[int]
+
+    @property
+    def count(self) -> int:
+        return sum(self.partition_counts)
+
+
+@dataclass
+class Relation:
+    name: str
+    lhs_type: str
+    rhs_type: str
+
+
+@dataclass
+class Manifest:
+    num_partitions: int
+    entity_types: list[EntityType]
+    relations: list[Relation]
+    # split -> {"i_j": edge count}; only non-empty buckets are listed.
+    bucket_counts: dict[str, dict[str, int]]
+    has_weights: bool = False
+    id_dtype: str = "int32"
+    # Command-line arguments of the run that made this dataset.
+    args: dict[str, Any] = field(default_factory=dict)
+    # [{"path", "bytes", "sha256"}] for every input file.
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    # Partitioner statistics: bad lines skipped, duplicates dropped, unseen entities...
+    stats: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    # -- lookups ---------------------------------------------------------
+    def entity_type(self, name: str) -> EntityType:
+        for et in self.entity_types:
+            if et.name == name:
+                return et
+        raise DatasetError(f"unknown entity type {name!r}; the dataset has {[e.name for e in self.entity_types]}")
+
+    def relation_index(self, name: str) -> int:
+        for k, rel in enumerate(self.relations):
+            if rel.name == name:
+                return k
+        raise DatasetError(f"unknown relation {name!r}")
+
+    def bucket_count(self, split: str, i: int, j: int) -> int:
+        return self.bucket_counts.get(split, {}).get(bucket_key(i, j), 0)
+
+    def split_count(self, split: str) -> int:
+        return sum(self.bucket_counts.get(split, {}).values())
+
+    # -- serialisation ---------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Manifest":
+        data = dict(data)
+        data["entity_types"] = [EntityType(**e) for e in data["entity_types"]]
+        data["relations"] = [Relation(**r) for r in data["relations"]]
+        return cls(**data)
+
+
+class BucketEdges(NamedTuple):
+    lhs: np.ndarray
+    rhs: np.ndarray
+    rel: np.ndarray
+    weight: np.ndarray | None
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return int(self.lhs.shape[0])
+
+
+def bucket_key(i: int, j: int) -> str:
+    return f"{i}_{j}"
+
+
+def manifest_path(root: Path) -> Path:
+    return Path(root) / MANIFEST_NAME
+
+
+def entity_names_path(root: Path, entity_type: str, part: int) -> Path:
+    return Path(root) / "entities" / entity_type / f"part_{part}.parquet"
+
+
+def bucket_path(root: Path, split: str, i: int, j: int) -> Path:
+    return Path(root) / "edges" / split / f"bucket_{i}_{j}.h5"
+
+
+def id_dtype_for(max_partition_size: int) -> str:
+    return "int32" if max_partition_size < 2**31 else "int64"
+
+
+# -- manifest ---------------------------------------------------------------
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    with atomic_file(manifest_path(root)) as tmp:
+        tmp.write_text(manifest.to_json())
+
+
+def load_manifest(root: str | Path) -> Manifest:
+    """Read and check a dataset's manifest; errors name the path and the problem."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset directory {root} does not exist")
+    path = manifest_path(root)
+    if not path.is_file():
+        raise DatasetError(
+            f"{root} has no {MANIFEST_NAME}: it is not a bigkg dataset, or its partitioning did not finish"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DatasetError(
+            f"{path} has format_version {version!r}; this bigkg reads format version {FORMAT_VERSION}. "
+            "Re-partition the input with this version."
+        )
+    try:
+        return Manifest.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise DatasetError(f"{path} is malformed: {exc}") from exc
+
+
+# -- entity names -------------------------------------------------------------
+def write_entity_names(root: Path, entity_type: str, part: int, names: pa.Array | list[str]) -> None:
+    table = pa.table({"name": pa.array(names, type=pa.string())})
+    path = entity_names_path(root, entity_type, part)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_entity_names(root: Path, entity_type: str, part: int) -> pa.Array:
+    path = entity_names_path(root, entity_type, part)
+    if not path.is_file():
+        raise DatasetError(f"missing entity table {path}")
+    return pq.read_table(path, columns=["name"]).column("name").combine_chunks()
+
+
+# -- buckets --------------------------------------------------------------------
+class BucketWriter:
+    """Writes one bucket file of a known number of edges, block by block.
+
+    The file is built under a temporary name and renamed on ``close``; a
+    writer that is abandoned (an exception, a kill) leaves no bucket file.
+    """
+
+    def __init__(self, path: Path, num_edges: int, *, id_dtype: str = "int32", has_weight: bool = False):
+        self.path = Path(path)
+        self.num_edges = num_edges
+        self._written = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._ctx = atomic_file(self.path)
+        tmp = self._ctx.__enter__()
+        self._file = h5py.File(tmp, "w")
+        self._file.attrs["format_version"] = FORMAT_VERSION
+        self._datasets = {
+            "lhs": self._file.create_dataset("lhs", shape=(num_edges,), dtype=id_dtype),
+            "rhs": self._file.create_dataset("rhs", shape=(num_edges,), dtype=id_dtype),
+            "rel": self._file.create_dataset("rel", shape=(num_edges,), dtype="int32"),
+        }
+        if has_weight:
+            self._datasets["weight"] = self._file.create_dataset("weight", shape=(num_edges,), dtype="float32")
+
+    def append(self, lhs: np.ndarray, rhs: np.ndarray, rel: np.ndarray, weight: np.ndarray | None = None) -> None:
+        n = len(lhs)
+        end = self._written + n
+        if end > self.num_edges:
+            raise ValueError(f"{self.path}: appending {n} edges overflows the declared {self.num_edges}")
+        sl = slice(self._written, end)
+        self._datasets["lhs"][sl] = lhs
+        self._datasets["rhs"][sl] = rhs
+        self._datasets["rel"][sl] = rel
+        if "weight" in self._datasets:
+            if weight is None:
+                raise ValueError(f"{self.path}: this bucket has weights but none were given")
+            self._datasets["weight"][sl] = weight
+        self._written = end
+
+    def close(self) -> None:
+        if self._written != self.num_edges:
+            self.abort()
+            raise ValueError(f"{self.path}: wrote {self._written} of {self.num_edges} declared edges")
+        self._file.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> "BucketWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_bucket(root: Path, split: str, i: int, j: int, edges: BucketEdges, *, id_dtype: str = "int32") -> None:
+    with BucketWriter(
+        bucket_path(root, split, i, j), len(edges), id_dtype=id_dtype, has_weight=edges.weight is not None
+    ) as writer:
+        writer.append(edges.lhs, edges.rhs, edges.rel, edges.weight)
+
+
+def read_bucket(root: Path, split: str, i: int, j: int) -> BucketEdges:
+    """All edges of bucket (i, j) of ``split``; empty arrays when it has none."""
+    path = bucket_path(root, split, i, j)
+    if not path.is_file():
+        empty = np.empty(0, dtype=np.int64)
+        return BucketEdges(empty, empty, empty.astype(np.int32), None)
+    with h5py.File(path, "r") as fh:
+        weight = fh["weight"][...] if "weight" in fh else None
+        return BucketEdges(fh["lhs"][...], fh["rhs"][...], fh["rel"][...], weight)

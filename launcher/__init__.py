@@ -1,0 +1,1 @@
+"""Process entry points: the ``bigkg`` command and the torchrun worker entry."""

@@ -1,0 +1,1 @@
+"""Offline, streaming partitioning of edge lists into bigkg datasets."""
