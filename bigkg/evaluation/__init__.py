@@ -1,0 +1,1 @@
+"""Filtered link-prediction evaluation and recommendation metrics."""

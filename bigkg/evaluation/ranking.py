@@ -1,0 +1,219 @@
+"""Chunked filtered ranking over all entities of a type, across all partitions.
+
+For each query (anchor, relation, true answer) the evaluator counts how many
+candidates of the answer's entity type score strictly higher and how many score
+equally, after removing every *other* known true answer (train+valid+test):
+
+    rank = 1 + #greater + #equal / 2          ("realistic" rank: ties count half)
+
+so a model that gives every entity the same score gets the mean rank of a
+random order, not rank 1. The query's own answer is scored separately and never
+competes with itself.
+
+The loop is partition-major: each partition of the target type is loaded once,
+and every query batch is scored against it in candidate chunks. Memory is the
+query vectors, one partition, and a ``query_batch x candidate_chunk`` score
+block.
+
+Sampled mode (for graphs too large for full ranking): each query batch draws
+``num_sampled`` entities of the target type uniformly with replacement, keeps
+the distinct ones, and ranks against those (known true answers still
+filtered). The rank is then among the sample, not the whole type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+
+from bigkg.errors import BigKGError
+from bigkg.evaluation.filters import FilterIndex
+
+# (side, anchor vectors [N, d], relation ids [N], candidate vectors [M, d]) -> scores [N, M];
+# side "rhs" ranks tails for (head, rel), "lhs" ranks heads for (tail, rel); higher is better.
+ScoreFn = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class EntitySource(Protocol):
+    """Where the vectors of one entity type's partitions come from."""
+
+    def partition_offsets(self, entity_type: str) -> np.ndarray:
+        """``P + 1`` cumulative row offsets of the type's partitions (global ids)."""
+
+    def load(self, entity_type: str, part: int) -> torch.Tensor:
+        """The vectors of partition ``part``, one row per local id."""
+
+
+class NonFiniteScoreError(BigKGError):
+    """The embeddings or shared parameters hold NaN/inf: no rank is meaningful."""
+
+
+@dataclass
+class RankingOptions:
+    query_batch: int = 1000
+    candidate_chunk: int = 10000
+    # None: rank against every entity of the type; an int: sampled mode.
+    num_sampled: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+
+def gather(source: EntitySource, entity_type: str, gids: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    """Rows ``gids`` of an entity type, loading each needed partition once."""
+    offsets = source.partition_offsets(entity_type)
+    parts = np.searchsorted(offsets, gids, side="right") - 1
+    out: torch.Tensor | None = None
+    for part in np.unique(parts):
+        sel = np.flatnonzero(parts == part)
+        vectors = source.load(entity_type, int(part))
+        rows = vectors[torch.from_numpy(gids[sel] - offsets[part])]
+        if out is None:
+            out = torch.empty((len(gids), vectors.shape[1]), dtype=vectors.dtype)
+        out[torch.from_numpy(sel)] = rows.cpu()
+    if out is None:
+        raise ValueError("gather of no rows")
+    return out.to(device)
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+    """Score of each query's own answer, through the same ``score_fn`` as the candidates."""
+    out = torch.empty(anchors.shape[0], dtype=torch.float32, device=anchors.device)
+    for sl in _batches(anchors.shape[0], 128):
+        out[sl] = score_fn(side, anchors[sl], rels[sl], answers[sl]).diagonal().float()
+    return out
+
+
+def _chunks(ids: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    for start in range(0, ids.size, size):
+        yield ids[start : start + size]
+
+
+def rank_queries(
+    side: str,
+    anchors: np.ndarray,
+    rels: np.ndarray,
+    answers: np.ndarray,
+    anchor_type: str,
+    target_type: str,
+    source: EntitySource,
+    score_fn: ScoreFn,
+    filters: FilterIndex,
+    options: RankingOptions,
+) -> np.ndarray:
+    """Filtered realistic ranks (float64) of ``answers`` among all candidates of ``target_type``.
+
+    All queries share one anchor type and one target type (the caller groups
+    relations by their entity types). Ids are global ids.
+    """
+    n = len(anchors)
+    if n == 0:
+        return np.empty(0, dtype=np.float64)
+    device = options.device
+    anchor_vecs = gather(source, anchor_type, anchors, device)
+    rel_t = torch.from_numpy(np.asarray(rels, dtype=np.int64)).to(device)
+    with torch.no_grad():
+        true_scores = _pair_scores(score_fn, side, anchor_vecs, rel_t, gather(source, target_type, answers, device))
+    if not bool(torch.isfinite(true_scores).all()):
+        raise NonFiniteScoreError(f"the model gives non-finite scores to {int((~torch.isfinite(true_scores)).sum())} {side} queries")
+    greater = torch.zeros(n, dtype=torch.int64, device=device)
+    equal = torch.zeros(n, dtype=torch.int64, device=device)
+
+    offsets = source.partition_offsets(target_type)
+    batches = _batches(n, options.query_batch)
+    samples = None
+    if options.num_sampled is not None:
+        rng = np.random.default_rng(options.seed)
+        samples = [np.unique(rng.integers(0, offsets[-1], options.num_sampled)) for _ in batches]
+
+    for part in range(len(offsets) - 1):
+        lo, hi = int(offsets[part]), int(offsets[part + 1])
+        if hi == lo:
+            continue
+        vectors = source.load(target_type, part).to(device)
+        for b, sl in enumerate(batches):
+            if samples is None:
+                candidates = np.arange(lo, hi, dtype=np.int64)
+            else:
+                candidates = samples[b][(samples[b] >= lo) & (samples[b] < hi)]
+            if candidates.size == 0:
+                continue
+            # Known answers of this batch that live in this partition, sorted by id.
+            qidx, known = filters.known_answers(side, anchors[sl], rels[sl])
+            keep = (known >= lo) & (known < hi)
+            qidx, known = qidx[keep], known[keep]
+            true_b = true_scores[sl].unsqueeze(1)
+            with torch.no_grad():
+                for chunk in _chunks(candidates, options.candidate_chunk):
+                    scores = score_fn(side, anchor_vecs[sl], rel_t[sl], vectors[torch.from_numpy(chunk - lo).to(device)])
+                    scores = scores.float()
+                    pos = np.minimum(np.searchsorted(chunk, known), chunk.size - 1)
+                    hit = chunk[pos] == known
+                    if hit.any():
+                        scores[torch.from_numpy(qidx[hit]).to(device), torch.from_numpy(pos[hit]).to(device)] = float("-inf")
+                    greater[sl] += (scores > true_b).sum(dim=1)
+                    equal[sl] += (scores == true_b).sum(dim=1)
+    return 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
+
+
+def top_k(
+    side: str,
+    anchors: np.ndarray,
+    rels: np.ndarray,
+    anchor_type: str,
+    target_type: str,
+    source: EntitySource,
+    score_fn: ScoreFn,
+    k: int,
+    options: RankingOptions,
+    exclude: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best candidates of ``target_type`` per query: (gids [N, k'], scores [N, k']).
+
+    ``exclude`` is (query position, gid) pairs never returned (e.g. training
+    items); ``k' = min(k, number of entities of the type)``; slots that only
+    excluded candidates could fill have id -1. Ties are broken arbitrarily.
+    """
+    n = len(anchors)
+    device = options.device
+    offsets = source.partition_offsets(target_type)
+    k = min(k, int(offsets[-1]))
+    best_scores = torch.full((n, k), float("-inf"), device=device)
+    best_ids = torch.full((n, k), -1, dtype=torch.int64, device=device)
+    if n == 0 or k == 0:
+        return best_ids.cpu().numpy(), best_scores.cpu().numpy()
+    anchor_vecs = gather(source, anchor_type, anchors, device)
+    rel_t = torch.from_numpy(np.asarray(rels, dtype=np.int64)).to(device)
+    ex_q, ex_ids = exclude if exclude is not None else (np.empty(0, np.int64), np.empty(0, np.int64))
+    batches = _batches(n, options.query_batch)
+    for part in range(len(offsets) - 1):
+        lo, hi = int(offsets[part]), int(offsets[part + 1])
+        if hi == lo:
+            continue
+        vectors = source.load(target_type, part).to(device)
+        for sl in batches:
+            in_batch = (ex_q >= sl.start) & (ex_q < sl.stop) & (ex_ids >= lo) & (ex_ids < hi)
+            q_local, ids_local = ex_q[in_batch] - sl.start, ex_ids[in_batch]
+            with torch.no_grad():
+                for c0 in range(lo, hi, options.candidate_chunk):
+                    c1 = min(c0 + options.candidate_chunk, hi)
+                    scores = score_fn(side, anchor_vecs[sl], rel_t[sl], vectors[c0 - lo : c1 - lo]).float()
+                    hit = (ids_local >= c0) & (ids_local < c1)
+                    if hit.any():
+                        rows = torch.from_numpy(q_local[hit]).to(device)
+                        cols = torch.from_numpy(ids_local[hit] - c0).to(device)
+                        scores[rows, cols] = float("-inf")
+                    ids = torch.arange(c0, c1, device=device).expand(scores.shape[0], -1)
+                    merged_scores = torch.cat([best_scores[sl], scores], dim=1)
+                    merged_ids = torch.cat([best_ids[sl], ids], dim=1)
+                    top = torch.topk(merged_scores, k, dim=1, sorted=True)
+                    best_scores[sl] = top.values
+                    best_ids[sl] = torch.gather(merged_ids, 1, top.indices)
+    best_ids[torch.isneginf(best_scores)] = -1
+    return best_ids.cpu().numpy(), best_scores.cpu().numpy()

@@ -1,0 +1,76 @@
+"""Small real dataset directories for the evaluation tests, written with bigkg.format.
+
+Entities are spread over partitions at random so that global ids
+(partition offset + local id) differ from the order of the names; the tests
+get back each name's global id to build their brute-force references.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bigkg.format import (
+    EntityType,
+    Manifest,
+    Relation,
+    bucket_key,
+    write_bucket,
+    write_entity_names,
+    write_manifest,
+    BucketEdges,
+)
+
+
+def write_dataset(
+    root: Path,
+    entity_counts: dict[str, int],
+    relations: list[tuple[str, str, str]],
+    splits: dict[str, np.ndarray],
+    num_partitions: int,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Write a dataset; ``splits[s]`` is an int array [n, 3] of (head, rel, tail) entity indices.
+
+    Entity k of type T is named ``f"{T}{k}"``. Returns, per type, the global id of entity k.
+    """
+    rng = np.random.default_rng(seed)
+    part_of: dict[str, np.ndarray] = {}
+    local_of: dict[str, np.ndarray] = {}
+    gid_of: dict[str, np.ndarray] = {}
+    entity_types = []
+    for name, count in entity_counts.items():
+        part = rng.integers(0, num_partitions, count)
+        local = np.zeros(count, dtype=np.int64)
+        counts = []
+        for p in range(num_partitions):
+            members = np.flatnonzero(part == p)
+            local[members] = np.arange(members.size)
+            counts.append(int(members.size))
+            write_entity_names(root, name, p, [f"{name}{k}" for k in members])
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        part_of[name], local_of[name] = part, local
+        gid_of[name] = offsets[part] + local
+        entity_types.append(EntityType(name, counts))
+    rel_objs = [Relation(*r) for r in relations]
+    bucket_counts: dict[str, dict[str, int]] = {}
+    for split, triples in splits.items():
+        triples = np.asarray(triples, dtype=np.int64).reshape(-1, 3)
+        lhs_t = [rel_objs[r].lhs_type for r in triples[:, 1]]
+        rhs_t = [rel_objs[r].rhs_type for r in triples[:, 1]]
+        pi = np.array([part_of[t][h] for t, h in zip(lhs_t, triples[:, 0])], dtype=np.int64)
+        pj = np.array([part_of[t][x] for t, x in zip(rhs_t, triples[:, 2])], dtype=np.int64)
+        li = np.array([local_of[t][h] for t, h in zip(lhs_t, triples[:, 0])], dtype=np.int64)
+        lj = np.array([local_of[t][x] for t, x in zip(rhs_t, triples[:, 2])], dtype=np.int64)
+        bucket_counts[split] = {}
+        for i in range(num_partitions):
+            for j in range(num_partitions):
+                sel = (pi == i) & (pj == j)
+                if sel.any():
+                    edges = BucketEdges(li[sel].astype(np.int32), lj[sel].astype(np.int32),
+                                        triples[sel, 1].astype(np.int32), None)
+                    write_bucket(root, split, i, j, edges)
+                    bucket_counts[split][bucket_key(i, j)] = int(sel.sum())
+    write_manifest(root, Manifest(num_partitions, entity_types, rel_objs, bucket_counts))
+    return gid_of

@@ -1,0 +1,203 @@
+"""Filter index and chunked filtered ranking against brute force on small random data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bigkg.evaluation.filters import FilterIndex, KeyedSets, Triples, read_split
+from bigkg.evaluation.ranking import NonFiniteScoreError, RankingOptions, gather, rank_queries, top_k
+from bigkg.format import load_manifest
+from eval_datasets import write_dataset
+
+
+class TensorSource:
+    """Vectors held in memory per (type, partition): the protocol the checkpoint source implements."""
+
+    def __init__(self, vectors_by_type: dict[str, torch.Tensor], offsets: dict[str, np.ndarray]):
+        self.vectors, self.offsets = vectors_by_type, offsets
+        self.loads = 0
+
+    def partition_offsets(self, entity_type):
+        return self.offsets[entity_type]
+
+    def load(self, entity_type, part):
+        self.loads += 1
+        o = self.offsets[entity_type]
+        return self.vectors[entity_type][o[part] : o[part + 1]]
+
+
+def diag_score(rel_vecs: torch.Tensor):
+    def score(side, anchors, rels, cands):
+        return (anchors * rel_vecs[rels]) @ cands.T  # symmetric, same for both sides
+
+    return score
+
+
+def test_keyed_sets_lookup_matches_python_sets():
+    rng = np.random.default_rng(1)
+    keys = rng.integers(0, 30, 400)
+    values = rng.integers(0, 50, 400)
+    ks = KeyedSets.build(keys, values)
+    expected: dict[int, set[int]] = {}
+    for k, v in zip(keys, values):
+        expected.setdefault(int(k), set()).add(int(v))
+    queries = np.array([0, 5, 5, 29, 31, -1, 12])
+    qidx, vals = ks.lookup(queries)
+    for pos, q in enumerate(queries):
+        got = vals[qidx == pos]
+        assert list(got) == sorted(expected.get(int(q), set()))
+    assert len(ks) == sum(len(s) for s in expected.values())  # duplicates dropped
+
+
+def test_keyed_sets_empty():
+    ks = KeyedSets.build(np.empty(0), np.empty(0))
+    qidx, vals = ks.lookup(np.array([3, 4]))
+    assert qidx.size == 0 and vals.size == 0
+
+
+def _random_kg(tmp_path, seed=0, n_ent=40, n_rel=3, parts=3):
+    rng = np.random.default_rng(seed)
+
+    def triples(n):
+        return np.stack([rng.integers(0, n_ent, n), rng.integers(0, n_rel, n), rng.integers(0, n_ent, n)], 1)
+
+    splits = {"train": triples(300), "valid": triples(40), "test": triples(60)}
+    gid = write_dataset(tmp_path, {"ent": n_ent}, [(f"r{k}", "ent", "ent") for k in range(n_rel)], splits, parts, seed)
+    return splits, gid["ent"]
+
+
+def test_read_split_maps_to_global_ids(tmp_path):
+    splits, gid = _random_kg(tmp_path)
+    manifest = load_manifest(tmp_path)
+    got = read_split(tmp_path, manifest, "test")
+    exp = splits["test"]
+    got_set = sorted(zip(got.heads.tolist(), got.rels.tolist(), got.tails.tolist()))
+    exp_set = sorted(zip(gid[exp[:, 0]].tolist(), exp[:, 1].tolist(), gid[exp[:, 2]].tolist()))
+    assert got_set == exp_set
+
+
+def _brute_force_ranks(scores_all, triples, known, side):
+    """scores_all(h, r) -> scores of all candidates; rank each triple with other known answers removed."""
+    ranks = []
+    for h, r, t in triples:
+        anchor, answer = (h, t) if side == "rhs" else (t, h)
+        s = scores_all(anchor, r).copy()
+        true = s[answer]
+        others = [x for x in known[(anchor, r)] if x != answer]
+        s[others] = -np.inf
+        s[answer] = -np.inf  # the answer itself is the reference, not a competitor
+        ranks.append(1 + (s > true).sum() + (s == true).sum() / 2)
+    return np.array(ranks)
+
+
+@pytest.mark.parametrize("chunk,batch", [(7, 5), (1000, 1000)])
+def test_filtered_ranks_match_brute_force_with_ties(tmp_path, chunk, batch):
+    splits, gid = _random_kg(tmp_path)
+    manifest = load_manifest(tmp_path)
+    filters = FilterIndex.from_dataset(tmp_path, manifest)
+    test = read_split(tmp_path, manifest, "test")
+    n = manifest.entity_type("ent").count
+    g = torch.Generator().manual_seed(0)
+    # Small integer vectors: exact float arithmetic, many ties.
+    vectors = torch.randint(-1, 2, (n, 4), generator=g).float()
+    rel_vecs = torch.randint(-1, 2, (3, 4), generator=g).float()
+    offsets = {"ent": np.concatenate([[0], np.cumsum(manifest.entity_type("ent").partition_counts)])}
+    source = TensorSource({"ent": vectors}, offsets)
+    score_fn = diag_score(rel_vecs)
+
+    all_triples = np.concatenate([read_split(tmp_path, manifest, s) for s in ("train", "valid", "test")], 1).T
+    known_t: dict = {}
+    known_h: dict = {}
+    for h, r, t in all_triples:
+        known_t.setdefault((h, r), set()).add(t)
+        known_h.setdefault((t, r), set()).add(h)
+
+    def scores_all(anchor, r):
+        return ((vectors[anchor] * rel_vecs[r]) @ vectors.T).numpy().astype(np.float64)
+
+    opts = RankingOptions(query_batch=batch, candidate_chunk=chunk)
+    test_triples = np.stack([test.heads, test.rels, test.tails], 1)
+    for side, known in (("rhs", known_t), ("lhs", known_h)):
+        anchors, answers = (test.heads, test.tails) if side == "rhs" else (test.tails, test.heads)
+        got = rank_queries(side, anchors, test.rels, answers, "ent", "ent", source, score_fn, filters, opts)
+        exp = _brute_force_ranks(scores_all, test_triples, known, side)
+        np.testing.assert_allclose(got, exp)
+        assert np.any(got != np.floor(got)), "the data should contain ties"
+
+
+def test_hand_worked_example():
+    # 5 entities in 2 partitions; a candidate's score is its own value: [1, 1, 2, 2, 0].
+    source = TensorSource({"ent": torch.tensor([[1.0], [1.0], [2.0], [2.0], [0.0]])}, {"ent": np.array([0, 2, 5])})
+    score_fn = lambda side, a, r, c: c.T.expand(a.shape[0], -1)  # noqa: E731
+    # Query (0, r0, ?) with answer 1 (score 1). Known tails of (0, r0): {1, 2}: 2 is filtered.
+    filters = FilterIndex(Triples(np.array([0, 0]), np.array([0, 0]), np.array([1, 2])), 1, 5)
+    ranks = rank_queries("rhs", np.array([0]), np.array([0]), np.array([1]), "ent", "ent", source, score_fn,
+                         filters, RankingOptions(candidate_chunk=2))
+    # Competitors left: e0 (1, a tie), e3 (2, greater), e4 (0, lower) -> 1 + 1 + 1/2.
+    assert ranks.tolist() == [2.5]
+
+
+def test_sampled_mode_ranks_within_sample(tmp_path):
+    splits, gid = _random_kg(tmp_path, n_ent=60)
+    manifest = load_manifest(tmp_path)
+    filters = FilterIndex.from_dataset(tmp_path, manifest)
+    test = read_split(tmp_path, manifest, "test")
+    n = manifest.entity_type("ent").count
+    vectors = torch.randn(n, 8, generator=torch.Generator().manual_seed(3))
+    offsets = {"ent": np.concatenate([[0], np.cumsum(manifest.entity_type("ent").partition_counts)])}
+    source = TensorSource({"ent": vectors}, offsets)
+    score_fn = diag_score(torch.ones(3, 8))
+    full = rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, score_fn, filters,
+                        RankingOptions())
+    sampled = rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, score_fn, filters,
+                           RankingOptions(num_sampled=10, query_batch=16))
+    # A sample of <= 10 candidates can only lower the rank, and bounds it.
+    assert np.all(sampled <= full) and np.all(sampled <= 11)
+    assert sampled.mean() < full.mean()
+    again = rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, score_fn, filters,
+                         RankingOptions(num_sampled=10, query_batch=16))
+    np.testing.assert_array_equal(sampled, again)  # seeded
+
+
+def test_each_partition_loaded_once_per_ranking(tmp_path):
+    splits, gid = _random_kg(tmp_path, parts=4)
+    manifest = load_manifest(tmp_path)
+    test = read_split(tmp_path, manifest, "test")
+    n = manifest.entity_type("ent").count
+    offsets = {"ent": np.concatenate([[0], np.cumsum(manifest.entity_type("ent").partition_counts)])}
+    source = TensorSource({"ent": torch.randn(n, 4)}, offsets)
+    rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, diag_score(torch.ones(3, 4)),
+                 FilterIndex.from_dataset(tmp_path, manifest), RankingOptions(query_batch=7, candidate_chunk=5))
+    # gather anchors (<= 4) + gather answers (<= 4) + one pass over the 4 partitions
+    assert source.loads <= 12
+
+
+def test_non_finite_scores_are_an_error(tmp_path):
+    offsets = {"ent": np.array([0, 3])}
+    source = TensorSource({"ent": torch.tensor([[1.0], [float("nan")], [0.0]])}, offsets)
+    filters = FilterIndex(Triples(np.array([0]), np.array([0]), np.array([1])), 1, 3)
+    with pytest.raises(NonFiniteScoreError):
+        rank_queries("rhs", np.array([0]), np.array([0]), np.array([1]), "ent", "ent", source,
+                     diag_score(torch.ones(1, 1)), filters, RankingOptions())
+
+
+def test_gather_across_partitions():
+    offsets = {"ent": np.array([0, 2, 2, 5])}
+    vectors = torch.arange(5.0).unsqueeze(1)
+    got = gather(TensorSource({"ent": vectors}, offsets), "ent", np.array([4, 0, 3, 1, 4]))
+    assert got.squeeze(1).tolist() == [4.0, 0.0, 3.0, 1.0, 4.0]
+
+
+def test_top_k_excludes_and_orders():
+    offsets = {"item": np.array([0, 3, 6]), "user": np.array([0, 2])}
+    items = torch.tensor([[5.0], [1.0], [4.0], [3.0], [6.0], [2.0]])
+    users = torch.tensor([[1.0], [-1.0]])
+    source = TensorSource({"item": items, "user": users}, offsets)
+    score_fn = lambda side, a, r, c: a @ c.T  # noqa: E731
+    exclude = (np.array([0, 1]), np.array([4, 5]))  # user 0 already has item 4, user 1 item 5
+    ids, scores = top_k("rhs", np.array([0, 1]), np.array([0, 0]), "user", "item", source, score_fn, 3,
+                        RankingOptions(candidate_chunk=2), exclude)
+    assert ids.tolist() == [[0, 2, 3], [1, 3, 2]]
+    assert scores.tolist() == [[5.0, 4.0, 3.0], [-1.0, -3.0, -4.0]]
