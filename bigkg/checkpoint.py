@@ -1,0 +1,195 @@
+"""Versioned, crash-safe checkpoints of a run.
+
+Layout under ``run_dir/checkpoints``::
+
+    LATEST                          name of the last complete version
+    v000007/                        never modified once complete
+        meta.json                   format version, epoch, finished buckets, dims, trainer state
+        shared.pt                   {"model": KGModel state_dict, "optimizer": dense optimizer state}
+        partitions/<type>/part_<i>.pt   {"embeddings": [n, d] float32, "adagrad": [n] float32}
+
+A version is built under a temporary name: the partitions that changed are
+written, the others are hard-linked from the base version (no copy); then the
+tree is fsynced, renamed into place and LATEST is replaced atomically. A kill
+at any moment leaves LATEST naming a complete version. Old versions beyond
+``keep_versions`` are removed after the pointer moves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from bigkg.atomic import TMP_MARKER, fsync_dir, fsync_tree, temporary_sibling, write_text_atomic
+from bigkg.errors import BigKGError
+
+CHECKPOINT_FORMAT = 1
+LATEST_NAME = "LATEST"
+_VERSION_RE = re.compile(r"^v(\d{6,})$")
+
+PartitionKey = tuple[str, int]
+
+
+class CheckpointError(BigKGError):
+    """A checkpoint that is missing, incomplete, or does not fit the run's config."""
+
+
+@dataclass
+class PartitionState:
+    """One partition's embeddings and row-wise Adagrad state."""
+
+    embeddings: Tensor
+    adagrad: Tensor
+
+
+def partition_relpath(entity_type: str, part: int) -> Path:
+    return Path("partitions") / entity_type / f"part_{part}.pt"
+
+
+class CheckpointVersion:
+    """A complete, read-only checkpoint version."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.name = self.path.name
+        meta_path = self.path / "meta.json"
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"checkpoint {self.path} is unreadable: {exc}") from exc
+        if self.meta.get("format_version") != CHECKPOINT_FORMAT:
+            raise CheckpointError(
+                f"{meta_path} has checkpoint format {self.meta.get('format_version')!r}; "
+                f"this bigkg reads format {CHECKPOINT_FORMAT}"
+            )
+
+    @property
+    def number(self) -> int:
+        return int(self.name[1:])
+
+    def partition_path(self, entity_type: str, part: int) -> Path:
+        return self.path / partition_relpath(entity_type, part)
+
+    def load_partition(self, entity_type: str, part: int) -> tuple[Tensor, Tensor]:
+        """(embeddings [n, d], adagrad [n]) of one partition, on the CPU."""
+        path = self.partition_path(entity_type, part)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot read partition file {path}: {exc}") from exc
+        return data["embeddings"], data["adagrad"]
+
+    def shared_state(self) -> dict[str, Any]:
+        path = self.path / "shared.pt"
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as exc:
+            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+
+    def load_shared(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Load the model's shared parameters (and the dense optimizer state when given)."""
+        state = self.shared_state()
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{self.path / 'shared.pt'} does not fit the model of this config: {exc}") from exc
+        if optimizer is not None and state.get("optimizer"):
+            optimizer.load_state_dict(state["optimizer"])
+
+
+class CheckpointStore:
+    """The checkpoint directory of a run: find the latest version, write new ones."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.root = self.run_dir / "checkpoints"
+
+    def versions(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+        return sorted(found, key=lambda p: int(p.name[1:]))
+
+    def latest(self) -> CheckpointVersion | None:
+        pointer = self.root / LATEST_NAME
+        if not pointer.is_file():
+            return None
+        name = pointer.read_text().strip()
+        path = self.root / name
+        if not _VERSION_RE.match(name) or not path.is_dir():
+            raise CheckpointError(f"{pointer} names {name!r}, which is not a complete checkpoint version")
+        return CheckpointVersion(path)
+
+    def write(
+        self,
+        meta: Mapping[str, Any],
+        shared: Mapping[str, Any],
+        changed: Mapping[PartitionKey, PartitionState],
+        all_partitions: list[PartitionKey],
+        *,
+        base: CheckpointVersion | None,
+        keep_versions: int,
+    ) -> CheckpointVersion:
+        """Commit a new version: ``changed`` partitions written, the rest of
+        ``all_partitions`` hard-linked from ``base``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temporaries()
+        existing = self.versions()
+        number = int(existing[-1].name[1:]) + 1 if existing else 0
+        final = self.root / f"v{number:06d}"
+        tmp = temporary_sibling(final)
+        tmp.mkdir()
+        try:
+            for key in all_partitions:
+                dest = tmp / partition_relpath(*key)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if key in changed:
+                    state = changed[key]
+                    torch.save({"embeddings": state.embeddings, "adagrad": state.adagrad}, dest)
+                elif base is not None:
+                    os.link(base.partition_path(*key), dest)
+                else:
+                    raise CheckpointError(f"partition {key} is neither changed nor in a base version")
+            torch.save(dict(shared), tmp / "shared.pt")
+            (tmp / "meta.json").write_text(json.dumps({**meta, "format_version": CHECKPOINT_FORMAT}, indent=2))
+            fsync_tree(tmp)
+            os.replace(tmp, final)
+            fsync_dir(self.root)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        write_text_atomic(self.root / LATEST_NAME, final.name + "\n")
+        for old in self.versions()[:-keep_versions]:
+            shutil.rmtree(old, ignore_errors=True)
+        return CheckpointVersion(final)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Half-built versions left by a killed process (never named by LATEST)."""
+        for p in self.root.iterdir():
+            if TMP_MARKER in p.name and p.name.startswith("v") and not _writer_alive(p.name):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _writer_alive(tmp_name: str) -> bool:
+    """Whether the process that made a temporary name (``...tmp-<pid>-<hex>``) still runs here."""
+    try:
+        pid = int(tmp_name.split(TMP_MARKER, 1)[1].split("-")[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,276 @@
+"""The one configuration schema of bigkg: dataclasses loaded from YAML.
+
+Every option is a dataclass field with a default, a help text and, where the
+values are a closed set, the allowed choices. ``load_config(path, overrides)``
+reads a YAML file, applies ``a.b=value`` overrides (values parsed as YAML) and
+checks every key and value; a mistake raises ``ConfigError`` naming the key and
+what is allowed. ``describe_options()`` lists every option for
+``bigkg config --print-defaults``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from bigkg.errors import BigKGError
+
+
+class ConfigError(BigKGError):
+    """A config file or override with an unknown key or a bad value."""
+
+
+def opt(default: Any, help: str, choices: tuple[Any, ...] | None = None, minimum: float | None = None) -> Any:
+    """A config field: its default, help text, allowed values and lower bound."""
+    meta = {"help": help, "choices": choices, "minimum": minimum}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=type(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+OPERATORS = ("none", "translation", "diagonal", "complex_diagonal", "rotate", "linear", "affine")
+COMPARATORS = ("dot", "cos", "l2", "squared_l2")
+LOSSES = ("softmax", "logistic", "ranking")
+REGULARIZERS = ("none", "n3", "l2")
+NEGATIVE_MODES = ("batched", "all")
+BUCKET_ORDERS = ("inside_out", "outside_in", "random", "affinity")
+
+
+@dataclass
+class EncoderConfig:
+    name: str = opt("none", "entity encoder; 'none' is the shallow model (representation = embedding)")
+
+
+@dataclass
+class ModelConfig:
+    dim: int = opt(100, "embedding dimension (even for complex_diagonal and rotate)", minimum=1)
+    operator: str = opt("none", "relation operator applied to the head", OPERATORS)
+    relation_operators: dict[str, str] = opt({}, "per-relation operator, relation name -> operator (overrides 'operator')")
+    comparator: str = opt("dot", "how an operated head is compared with a tail; higher is better", COMPARATORS)
+    reciprocal: bool = opt(False, "learn a reciprocal relation per relation to score heads given tails")
+    regularizer: str = opt("none", "regularizer on the embedding rows and relation parameters used by a batch", REGULARIZERS)
+    regularization_weight: float = opt(0.0, "weight of the regularizer", minimum=0.0)
+    init_scale: float = opt(0.001, "standard deviation of the initial entity embeddings", minimum=0.0)
+    encoder: EncoderConfig = opt(EncoderConfig(), "entity encoder section")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = opt(10, "number of passes over the training edges", minimum=0)
+    batch_size: int = opt(1000, "positive edges per optimizer step", minimum=1)
+    chunk_size: int = opt(50, "C: positives per chunk; each is a negative for the chunk's other positives", minimum=1)
+    num_uniform_negatives: int = opt(50, "U: entities drawn uniformly once per chunk from the partition", minimum=0)
+    negatives: str = opt("batched", "'batched': chunk positives + U uniform; 'all': every entity of the partition", NEGATIVE_MODES)
+    loss: str = opt("softmax", "loss over a positive and its negatives", LOSSES)
+    margin: float = opt(0.1, "margin of the ranking loss", minimum=0.0)
+    lr: float = opt(0.1, "learning rate of the row-wise Adagrad on entity embeddings", minimum=0.0)
+    shared_optimizer: str = opt("adagrad", "optimizer of the shared (relation, encoder) parameters", ("adagrad", "adam"))
+    shared_lr: float | None = opt(None, "learning rate of the shared optimizer (default: lr)", minimum=0.0)
+    bucket_order: str = opt("inside_out", "order in which the P x P buckets are trained", BUCKET_ORDERS)
+    threads: int = opt(0, "torch CPU threads; 0 uses every core", minimum=0)
+    prefetch: bool = opt(True, "load the next bucket's partitions and edges in the background")
+
+
+@dataclass
+class EvalConfig:
+    split: str = opt("test", "split evaluated by 'bigkg eval'", ("train", "valid", "test"))
+    mode: str = opt("full", "'full': filtered ranking against every entity; 'sampled': against num_sampled uniform ones", ("full", "sampled"))
+    num_sampled: int = opt(1000, "candidates per query in sampled mode", minimum=1)
+    query_batch: int = opt(1024, "queries scored together", minimum=1)
+    candidate_chunk: int = opt(65536, "candidates scored together (bounds memory)", minimum=1)
+    hits: list[int] = opt([1, 3, 10], "k of the reported hits@k")
+    valid_every: int = opt(1, "validate every N epochs during training; 0 never", minimum=0)
+    early_stopping_patience: int = opt(0, "stop after N validations without a better valid MRR; 0 never", minimum=0)
+    rec_relation: str | None = opt(None, "user->item relation for recall@K / ndcg@K")
+    rec_k: list[int] = opt([10, 20], "K of recall@K and ndcg@K")
+
+
+@dataclass
+class CheckpointConfig:
+    keep_versions: int = opt(2, "complete checkpoint versions kept on disk", minimum=1)
+
+
+@dataclass
+class DistributedConfig:
+    lease_seconds: float = opt(60.0, "a bucket lease not renewed for this long goes back to the pool", minimum=0.0)
+    heartbeat_seconds: float = opt(10.0, "interval at which a worker renews its lease", minimum=0.0)
+    timeout: float = opt(600.0, "seconds to wait for the rendezvous and for peers", minimum=0.0)
+
+
+@dataclass
+class Config:
+    dataset: str = opt("", "partitioned dataset directory (made by 'bigkg partition')")
+    run_dir: str = opt("", "directory of this run: config, metrics, checkpoints, plots")
+    seed: int = opt(0, "seed of initialisation, shuffling and negative sampling")
+    device: str = opt("cpu", "'cpu', 'cuda', 'cuda:N', or 'auto' (cuda when available)")
+    model: ModelConfig = opt(ModelConfig(), "model section")
+    training: TrainingConfig = opt(TrainingConfig(), "training section")
+    eval: EvalConfig = opt(EvalConfig(), "evaluation section")
+    checkpoint: CheckpointConfig = opt(CheckpointConfig(), "checkpoint section")
+    distributed: DistributedConfig = opt(DistributedConfig(), "distributed section")
+
+
+# -- loading and checking ---------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotated type ``tp``; ints are accepted as floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(key, value, arg)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}: {value!r} is not a {_type_name(tp)}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item)}, got {value!r}")
+        return [_convert(f"{key}[{k}]", v, item) for k, v in enumerate(value)]
+    if origin is dict:
+        ktp, vtp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_convert(key, k, ktp): _convert(f"{key}.{k}", v, vtp) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of options, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"section {prefix!r}" if prefix else "the top level"
+        raise ConfigError(f"unknown option {prefix + unknown[0]!r}; {where} allows: {', '.join(sorted(fields))}")
+    values = {}
+    for name, value in data.items():
+        key = prefix + name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, value if value is not None else {}, key + ".")
+            continue
+        converted = _convert(key, value, tp)
+        meta = fields[name].metadata
+        if meta.get("choices") and converted not in meta["choices"]:
+            raise ConfigError(f"{key}: {converted!r} is not allowed; choose one of {', '.join(map(str, meta['choices']))}")
+        if meta.get("minimum") is not None and converted is not None and converted < meta["minimum"]:
+            raise ConfigError(f"{key}: {converted!r} is below the minimum {meta['minimum']}")
+        values[name] = converted
+    return cls(**values)
+
+
+def _check(config: Config) -> None:
+    """Rules that involve more than one option."""
+    m = config.model
+    for rel, op in m.relation_operators.items():
+        if op not in OPERATORS:
+            raise ConfigError(f"model.relation_operators.{rel}: {op!r} is not allowed; choose one of {', '.join(OPERATORS)}")
+    complex_ops = {"complex_diagonal", "rotate"} & ({m.operator} | set(m.relation_operators.values()))
+    if complex_ops and m.dim % 2:
+        raise ConfigError(f"model.dim: {m.dim} must be even for the {sorted(complex_ops)[0]} operator")
+    if not (config.device in ("cpu", "cuda", "auto") or config.device.startswith("cuda:")):
+        raise ConfigError(f"device: {config.device!r} is not allowed; choose cpu, cuda, cuda:N or auto")
+    if config.eval.hits and min(config.eval.hits) < 1:
+        raise ConfigError(f"eval.hits: every k must be at least 1, got {config.eval.hits}")
+
+
+def _set_dotted(data: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key.sub=value")
+    key, raw = override.split("=", 1)
+    parts = key.strip().split(".")
+    target = data
+    for part in parts[:-1]:
+        nxt = target.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+        target = nxt
+    try:
+        target[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: value is not valid YAML: {exc}") from exc
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    data = _deep_copy(data)
+    for override in overrides:
+        _set_dotted(data, override)
+    config = _build(Config, data, "")
+    _check(config)
+    return config
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config and apply ``key.sub=value`` overrides; errors name the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    try:
+        return config_from_dict(data, overrides)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def describe_options(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Any, str, tuple[Any, ...] | None]]:
+    """(dotted key, default, help, choices) for every leaf option."""
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from describe_options(type(value), prefix + f.name + ".")
+        else:
+            yield prefix + f.name, value, f.metadata.get("help", ""), f.metadata.get("choices")

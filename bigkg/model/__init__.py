@@ -1,0 +1,14 @@
+"""The model: relation operators, comparators, regularisers, encoders and KGModel."""
+
+from bigkg.model.encoder import Encoder, EncoderContext, IdentityEncoder, build_encoder, register_encoder
+from bigkg.model.model import KGModel, build_model
+
+__all__ = [
+    "Encoder",
+    "EncoderContext",
+    "IdentityEncoder",
+    "KGModel",
+    "build_encoder",
+    "build_model",
+    "register_encoder",
+]

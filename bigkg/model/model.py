@@ -1,0 +1,145 @@
+"""KGModel: the shared parameters (relation operators, encoder) and the scoring functions.
+
+Entity embeddings are not in this module: they live in partition storage and
+are passed in as tensors, so a model of any size fits the same code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bigkg.config import Config, ModelConfig
+from bigkg.format import Manifest
+from bigkg.model.comparators import Comparator, build_comparator
+from bigkg.model.encoder import Encoder, build_encoder
+from bigkg.model.operators import OPERATORS, Operator
+from bigkg.model.regularizers import regularization
+
+SIDES = ("lhs", "rhs")
+
+
+class KGModel(nn.Module):
+    """Scores ``comparator(op_r(head), tail)``.
+
+    Relation ids are 0..R-1; with ``reciprocal`` the ids R..2R-1 are the
+    reciprocal relations, used to score heads given a tail as
+    ``comparator(op_{r+R}(tail), head)``. Without it, head ranking moves the
+    operator to the tail side (see ``bigkg.model.operators``), or, for the few
+    operator/comparator pairs where no exact rewrite exists, applies the
+    operator to the candidates once per distinct relation.
+    """
+
+    def __init__(self, config: ModelConfig, relation_names: list[str], encoder: Encoder):
+        super().__init__()
+        unknown = sorted(set(config.relation_operators) - set(relation_names))
+        if unknown:
+            from bigkg.config import ConfigError
+
+            raise ConfigError(f"model.relation_operators: {unknown[0]!r} is not a relation of the dataset")
+        self.dim = config.dim
+        self.num_relations = len(relation_names)
+        self.reciprocal = config.reciprocal
+        self.regularizer = config.regularizer
+        self.regularization_weight = config.regularization_weight
+        names = [config.relation_operators.get(r, config.operator) for r in relation_names]
+        if self.reciprocal:
+            names = names + names
+        kinds = sorted(set(names))
+        total = len(names)
+        self.operators = nn.ModuleList([OPERATORS[k](total, config.dim) for k in kinds])
+        self.register_buffer("operator_of", torch.tensor([kinds.index(n) for n in names], dtype=torch.long), persistent=False)
+        self.comparator: Comparator = build_comparator(config.comparator)
+        self.encoder = encoder
+        self.is_complex = all(op.is_complex for op in self.operators)
+        self._head_ranking = self._choose_head_ranking()
+
+    # -- operators over mixed relations ------------------------------------------
+    def _per_operator(self, method: str, x: Tensor, rel: Tensor) -> Tensor:
+        if len(self.operators) == 1:
+            return getattr(self.operators[0], method)(x, rel)
+        which = self.operator_of[rel]
+        out = torch.zeros_like(x)
+        for k, op in enumerate(self.operators):
+            mask = which == k
+            out = torch.where(mask.unsqueeze(-1), getattr(op, method)(x, rel), out)
+        return out
+
+    def operate(self, x: Tensor, rel: Tensor) -> Tensor:
+        return self._per_operator("forward", x, rel)
+
+    def _dot_bias(self, x: Tensor, rel: Tensor) -> Tensor | None:
+        biases = []
+        for k, op in enumerate(self.operators):
+            bias = op.dot_bias(x, rel)
+            if bias is not None:
+                biases.append(bias if len(self.operators) == 1 else bias * (self.operator_of[rel] == k))
+        return sum(biases) if biases else None  # type: ignore[return-value]
+
+    def _choose_head_ranking(self) -> str:
+        if self.reciprocal:
+            return "reciprocal"
+        name = self.comparator.name
+        if name == "dot":
+            return "adjoint"
+        if name in ("l2", "squared_l2") and all(op.distance_inverse for op in self.operators):
+            return "inverse"
+        if name == "cos" and all(op.distance_inverse and op.norm_preserving for op in self.operators):
+            return "inverse"
+        return "per_relation"
+
+    # -- scoring -------------------------------------------------------------------
+    def score_pairs(self, lhs: Tensor, rhs: Tensor, rel: Tensor) -> Tensor:
+        """Score of each edge (lhs[k], rel[k], rhs[k]) -> [...]."""
+        return self.comparator.pairs(self.operate(lhs, rel), rhs)
+
+    def score_candidates(self, side: str, anchor: Tensor, rel: Tensor, candidates: Tensor) -> Tensor:
+        """Scores [..., N, M] of every candidate for every (anchor, rel) query.
+
+        side "rhs": anchor = heads, candidates = tails; side "lhs": anchor =
+        tails, candidates = heads. Leading batch dimensions are allowed
+        (anchor [..., N, d], rel [..., N], candidates [..., M, d]).
+        """
+        if side == "rhs":
+            return self.comparator.candidates(self.operate(anchor, rel), candidates)
+        if side != "lhs":
+            raise ValueError(f"side must be 'lhs' or 'rhs', got {side!r}")
+        mode = self._head_ranking
+        if mode == "reciprocal":
+            return self.comparator.candidates(self.operate(anchor, rel + self.num_relations), candidates)
+        if mode == "adjoint":
+            scores = self.comparator.candidates(self._per_operator("adjoint", anchor, rel), candidates)
+            bias = self._dot_bias(anchor, rel)
+            return scores if bias is None else scores + bias.unsqueeze(-1)
+        if mode == "inverse":
+            return self.comparator.candidates(self._per_operator("inverse", anchor, rel), candidates)
+        return self._score_heads_per_relation(anchor, rel, candidates)
+
+    def _score_heads_per_relation(self, anchor: Tensor, rel: Tensor, candidates: Tensor) -> Tensor:
+        """Exact fallback: op_r applied to every candidate, once per distinct r."""
+        out = None
+        for r in torch.unique(rel).tolist():
+            rel_r = torch.full(candidates.shape[:-1], r, dtype=torch.long, device=candidates.device)
+            scores = self.comparator.candidates(self.operate(candidates, rel_r), anchor).transpose(-1, -2)
+            out = scores if out is None else torch.where((rel == r).unsqueeze(-1), scores, out)
+        assert out is not None, "no queries to score"
+        return out
+
+    # -- regularisation --------------------------------------------------------------
+    def regularization(self, entity_rows: list[Tensor], rel: Tensor) -> Tensor | None:
+        """Weighted regulariser of the entity rows and relation parameters a batch used."""
+        if self.regularizer == "none" or self.regularization_weight == 0:
+            return None
+        tensors = list(entity_rows)
+        rel_ids = torch.cat([rel, rel + self.num_relations]) if self.reciprocal else rel
+        for k, op in enumerate(self.operators):
+            ids = rel_ids if len(self.operators) == 1 else rel_ids[self.operator_of[rel_ids] == k]
+            rows = op.relation_rows(ids)
+            if rows is not None:
+                tensors.append(rows)
+        return self.regularization_weight * regularization(self.regularizer, tensors, self.is_complex)
+
+
+def build_model(config: Config, manifest: Manifest) -> KGModel:
+    """The model of ``config`` for the relations of ``manifest`` (shared parameters only)."""
+    return KGModel(config.model, [r.name for r in manifest.relations], build_encoder(config, manifest))

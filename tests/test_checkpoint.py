@@ -1,0 +1,74 @@
+"""Checkpoint versions: hard-linked unchanged partitions, the LATEST pointer, pruning, loading."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from bigkg.checkpoint import CheckpointError, CheckpointStore, PartitionState
+from bigkg.config import config_from_dict
+from bigkg.format import EntityType, Manifest, Relation
+from bigkg.model import build_model
+
+KEYS = [("e", 0), ("e", 1)]
+
+
+def state(value: float) -> PartitionState:
+    return PartitionState(torch.full((3, 4), value), torch.full((3,), value))
+
+
+def test_versions_link_unchanged_partitions_and_prune(tmp_path):
+    store = CheckpointStore(tmp_path)
+    assert store.latest() is None
+    v0 = store.write({"epoch": 0}, {"model": {}}, {k: state(i) for i, k in enumerate(KEYS)}, KEYS, base=None, keep_versions=2)
+    v1 = store.write({"epoch": 1}, {"model": {}}, {KEYS[1]: state(7)}, KEYS, base=v0, keep_versions=2)
+    assert store.latest().name == v1.name == "v000001"
+    # partition 0 unchanged: the same inode, not a copy
+    assert os.stat(v1.partition_path("e", 0)).st_ino == os.stat(v0.partition_path("e", 0)).st_ino
+    emb, ada = v1.load_partition("e", 1)
+    assert torch.equal(emb, torch.full((3, 4), 7.0)) and torch.equal(ada, torch.full((3,), 7.0))
+    assert v1.meta["epoch"] == 1
+    v2 = store.write({"epoch": 2}, {"model": {}}, {}, KEYS, base=v1, keep_versions=2)
+    assert [p.name for p in store.versions()] == ["v000001", "v000002"]
+    # the pruned version's inode survives through the link in v2
+    assert torch.equal(v2.load_partition("e", 0)[0], torch.zeros(3, 4))
+
+
+def test_stale_temporary_is_ignored_and_removed(tmp_path):
+    store = CheckpointStore(tmp_path)
+    v0 = store.write({}, {"model": {}}, {k: state(1) for k in KEYS}, KEYS, base=None, keep_versions=3)
+    stale = store.root / "v000001.tmp-999999999-abcd"
+    (stale / "partitions").mkdir(parents=True)
+    assert store.latest().name == v0.name
+    store.write({}, {"model": {}}, {}, KEYS, base=v0, keep_versions=3)
+    assert not stale.exists()
+    assert store.latest().name == "v000001"
+
+
+def test_shared_state_round_trip_and_mismatch(tmp_path):
+    manifest = Manifest(1, [EntityType("e", [3])], [Relation("r", "e", "e")], {})
+    model = build_model(config_from_dict({"model": {"dim": 4, "operator": "diagonal"}}), manifest)
+    with torch.no_grad():
+        model.operators[0].diagonal.fill_(3.0)
+    opt = torch.optim.Adagrad(model.parameters(), lr=0.1)
+    store = CheckpointStore(tmp_path)
+    v = store.write({}, {"model": model.state_dict(), "optimizer": opt.state_dict()}, {KEYS[0]: state(0)}, KEYS[:1], base=None, keep_versions=1)
+    fresh = build_model(config_from_dict({"model": {"dim": 4, "operator": "diagonal"}}), manifest)
+    v.load_shared(fresh, torch.optim.Adagrad(fresh.parameters(), lr=0.1))
+    assert torch.equal(fresh.operators[0].diagonal, torch.full((1, 4), 3.0))
+    other = build_model(config_from_dict({"model": {"dim": 8, "operator": "diagonal"}}), manifest)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        v.load_shared(other)
+
+
+def test_bad_pointer_and_format(tmp_path):
+    store = CheckpointStore(tmp_path)
+    v = store.write({}, {"model": {}}, {KEYS[0]: state(0)}, KEYS[:1], base=None, keep_versions=1)
+    meta = json.loads((v.path / "meta.json").read_text())
+    (v.path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(CheckpointError, match="format 99"):
+        store.latest()
+    (store.root / "LATEST").write_text("v000042\n")
+    with pytest.raises(CheckpointError, match="v000042"):
+        store.latest()

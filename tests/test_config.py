@@ -1,0 +1,62 @@
+"""Config loading: defaults, overrides, and clear errors for typos and bad values."""
+
+import pytest
+
+from bigkg.config import Config, ConfigError, config_from_dict, config_to_yaml, describe_options, load_config
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: d\nrun_dir: r\nmodel:\n  dim: 8\n  operator: diagonal\ntraining:\n  lr: 1\n")
+    config = load_config(path, ["training.epochs=3", "model.reciprocal=true", "eval.hits=[1,5]"])
+    assert config.model.dim == 8 and config.model.operator == "diagonal"
+    assert config.training.lr == 1.0 and isinstance(config.training.lr, float)
+    assert config.training.epochs == 3 and config.model.reciprocal is True
+    assert config.eval.hits == [1, 5]
+    assert config.training.batch_size == Config().training.batch_size
+
+
+def test_round_trip_through_yaml(tmp_path):
+    config = config_from_dict({"dataset": "x", "model": {"relation_operators": {"r1": "rotate"}, "dim": 4}})
+    path = tmp_path / "c.yaml"
+    path.write_text(config_to_yaml(config))
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize(
+    "data, overrides, words",
+    [
+        ({"modle": {}}, [], ["modle", "model"]),
+        ({"model": {"dimm": 3}}, [], ["model.dimm", "dim"]),
+        ({}, ["training.los=softmax"], ["training.los", "loss"]),
+        ({"model": {"operator": "transe"}}, [], ["model.operator", "transe", "translation"]),
+        ({"training": {"batch_size": "many"}}, [], ["training.batch_size", "integer"]),
+        ({"training": {"batch_size": 0}}, [], ["training.batch_size", "minimum"]),
+        ({"model": {"reciprocal": "yes"}}, [], ["model.reciprocal", "true or false"]),
+        ({"model": {"operator": "rotate", "dim": 5}}, [], ["model.dim", "even"]),
+        ({"device": "tpu"}, [], ["device", "cuda"]),
+        ({}, ["training.lr"], ["training.lr", "key.sub=value"]),
+        ({"model": {"relation_operators": {"r": "bad"}}}, [], ["relation_operators.r", "bad"]),
+    ],
+)
+def test_errors_name_key_and_allowed(data, overrides, words):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data, overrides)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(bad)
+
+
+def test_every_option_has_help():
+    options = list(describe_options())
+    keys = {key for key, *_ in options}
+    assert {"model.dim", "training.chunk_size", "eval.early_stopping_patience", "checkpoint.keep_versions"} <= keys
+    assert all(help_text for _, _, help_text, _ in options)
