@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from bigkg.format import (
     EntityType,
@@ -74,3 +75,22 @@ def write_dataset(
                     bucket_counts[split][bucket_key(i, j)] = int(sel.sum())
     write_manifest(root, Manifest(num_partitions, entity_types, rel_objs, bucket_counts))
     return gid_of
+
+
+class TensorSource:
+    """Vectors held in memory per (type, partition): the protocol the checkpoint source implements."""
+
+    def __init__(self, vectors_by_type: dict[str, torch.Tensor], offsets: dict[str, np.ndarray]):
+        self.vectors, self.offsets = vectors_by_type, offsets
+        self.loads = 0
+
+    def partition_offsets(self, entity_type):
+        return self.offsets[entity_type]
+
+    def load(self, entity_type, part):
+        self.loads += 1
+        o = self.offsets[entity_type]
+        return self.vectors[entity_type][o[part] : o[part + 1]]
+
+    def dimension(self, entity_type):
+        return int(self.vectors[entity_type].shape[1])

@@ -9,23 +9,7 @@ import torch
 from bigkg.evaluation.filters import FilterIndex, KeyedSets, Triples, read_split
 from bigkg.evaluation.ranking import NonFiniteScoreError, RankingOptions, gather, rank_queries, top_k
 from bigkg.format import load_manifest
-from eval_datasets import write_dataset
-
-
-class TensorSource:
-    """Vectors held in memory per (type, partition): the protocol the checkpoint source implements."""
-
-    def __init__(self, vectors_by_type: dict[str, torch.Tensor], offsets: dict[str, np.ndarray]):
-        self.vectors, self.offsets = vectors_by_type, offsets
-        self.loads = 0
-
-    def partition_offsets(self, entity_type):
-        return self.offsets[entity_type]
-
-    def load(self, entity_type, part):
-        self.loads += 1
-        o = self.offsets[entity_type]
-        return self.vectors[entity_type][o[part] : o[part + 1]]
+from eval_datasets import TensorSource, write_dataset
 
 
 def diag_score(rel_vecs: torch.Tensor):

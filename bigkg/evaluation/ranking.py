@@ -46,6 +46,9 @@ class EntitySource(Protocol):
     def load(self, entity_type: str, part: int) -> torch.Tensor:
         """The vectors of partition ``part``, one row per local id."""
 
+    def dimension(self, entity_type: str) -> int:
+        """The length of the type's vectors."""
+
 
 class NonFiniteScoreError(BigKGError):
     """The embeddings or shared parameters hold NaN/inf: no rank is meaningful."""

@@ -1,0 +1,175 @@
+"""Export trained entity vectors with their names: Parquet, HDF5 or NumPy.
+
+Rows are written partition by partition, so memory holds one partition at a
+time (except ``npz``, a single in-memory archive meant for small graphs).
+Within an entity type, rows follow global-id order (partition, then local id).
+
+* parquet: one row per entity, columns ``entity_type``, ``name``,
+  ``partition``, ``local_id``, ``embedding`` (list<float32>); one or more row
+  groups per partition.
+* hdf5: a group per entity type with datasets ``embedding`` [n, d] float32,
+  ``name`` (UTF-8), ``partition`` int32, ``local_id`` int64.
+* npy: a directory with, per entity type, ``<type>.embedding.npy`` [n, d]
+  (streamed through a memory map), ``<type>.partition.npy``,
+  ``<type>.local_id.npy`` and ``<type>.names.txt`` (one name per line).
+* npz: one archive with arrays ``<type>/embedding``, ``<type>/name``,
+  ``<type>/partition``, ``<type>/local_id``.
+
+Every output is built under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bigkg.atomic import atomic_directory, atomic_file
+from bigkg.errors import BigKGError
+from bigkg.evaluation.ranking import EntitySource
+from bigkg.format import DatasetError, Manifest, read_entity_names
+
+FORMATS = ("parquet", "hdf5", "npy", "npz")
+ROW_GROUP_ROWS = 65536
+
+
+class ExportError(BigKGError):
+    """The export cannot be written as asked."""
+
+
+def _partitions(root: Path, manifest: Manifest, source: EntitySource) -> Iterator[tuple[str, int, pa.Array, np.ndarray]]:
+    """(entity type, partition, names, vectors [n, d] float32) in global-id order."""
+    for et in manifest.entity_types:
+        for part, count in enumerate(et.partition_counts):
+            names = read_entity_names(root, et.name, part)
+            vectors = source.load(et.name, part).detach().cpu().float().numpy()
+            if len(names) != count or vectors.shape[0] != count:
+                raise DatasetError(
+                    f"entity type {et.name!r} partition {part}: manifest says {count} entities, "
+                    f"the name table has {len(names)} and the checkpoint {vectors.shape[0]}"
+                )
+            yield et.name, part, names, vectors
+
+
+PARQUET_SCHEMA = pa.schema(
+    [
+        ("entity_type", pa.string()),
+        ("name", pa.string()),
+        ("partition", pa.int32()),
+        ("local_id", pa.int64()),
+        ("embedding", pa.list_(pa.float32())),
+    ]
+)
+
+
+def _write_parquet(tmp: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
+    with pq.ParquetWriter(tmp, PARQUET_SCHEMA) as writer:
+        for etype, part, names, vectors in _partitions(root, manifest, source):
+            n, d = vectors.shape
+            for start in range(0, n, ROW_GROUP_ROWS):
+                stop = min(start + ROW_GROUP_ROWS, n)
+                m = stop - start
+                flat = pa.array(np.ascontiguousarray(vectors[start:stop]).reshape(-1), type=pa.float32())
+                offsets = pa.array(np.arange(0, (m + 1) * d, d, dtype=np.int32), type=pa.int32())
+                batch = pa.record_batch(
+                    [
+                        pa.array([etype] * m, type=pa.string()),
+                        names.slice(start, m),
+                        pa.array(np.full(m, part, dtype=np.int32)),
+                        pa.array(np.arange(start, stop, dtype=np.int64)),
+                        pa.ListArray.from_arrays(offsets, flat),
+                    ],
+                    schema=PARQUET_SCHEMA,
+                )
+                writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+
+
+def _write_hdf5(tmp: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
+    with h5py.File(tmp, "w") as fh:
+        groups = {}
+        for et in manifest.entity_types:
+            dim = source.dimension(et.name)
+            g = fh.create_group(et.name)
+            g.create_dataset("embedding", shape=(et.count, dim), dtype="float32")
+            g.create_dataset("name", shape=(et.count,), dtype=h5py.string_dtype("utf-8"))
+            g.create_dataset("partition", shape=(et.count,), dtype="int32")
+            g.create_dataset("local_id", shape=(et.count,), dtype="int64")
+            groups[et.name] = (g, np.concatenate([[0], np.cumsum(et.partition_counts)]))
+        for etype, part, names, vectors in _partitions(root, manifest, source):
+            g, offsets = groups[etype]
+            sl = slice(int(offsets[part]), int(offsets[part + 1]))
+            g["embedding"][sl] = vectors
+            g["name"][sl] = names.to_pylist()
+            g["partition"][sl] = part
+            g["local_id"][sl] = np.arange(vectors.shape[0])
+
+
+def _write_npy(tmp_dir: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
+    files: dict[str, Any] = {}
+    for et in manifest.entity_types:
+        dim = source.dimension(et.name)
+        files[et.name] = {
+            "embedding": np.lib.format.open_memmap(tmp_dir / f"{et.name}.embedding.npy", "w+", np.float32, (et.count, dim)),
+            "partition": np.lib.format.open_memmap(tmp_dir / f"{et.name}.partition.npy", "w+", np.int32, (et.count,)),
+            "local_id": np.lib.format.open_memmap(tmp_dir / f"{et.name}.local_id.npy", "w+", np.int64, (et.count,)),
+            "names": open(tmp_dir / f"{et.name}.names.txt", "w", encoding="utf-8"),
+            "offsets": np.concatenate([[0], np.cumsum(et.partition_counts)]),
+        }
+    try:
+        for etype, part, names, vectors in _partitions(root, manifest, source):
+            f = files[etype]
+            sl = slice(int(f["offsets"][part]), int(f["offsets"][part + 1]))
+            f["embedding"][sl] = vectors
+            f["partition"][sl] = part
+            f["local_id"][sl] = np.arange(vectors.shape[0])
+            for name in names.to_pylist():
+                if "\n" in name:
+                    raise ExportError(f"entity name {name!r} holds a newline; use --format parquet or hdf5")
+                f["names"].write(name + "\n")
+    finally:
+        for f in files.values():
+            for key in ("embedding", "partition", "local_id"):
+                f[key].flush()
+            f["names"].close()
+
+
+def _write_npz(tmp: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
+    arrays: dict[str, list[np.ndarray]] = {}
+    for etype, part, names, vectors in _partitions(root, manifest, source):
+        for key, value in (
+            ("embedding", vectors),
+            ("name", np.array(names.to_pylist(), dtype=str)),
+            ("partition", np.full(vectors.shape[0], part, dtype=np.int32)),
+            ("local_id", np.arange(vectors.shape[0], dtype=np.int64)),
+        ):
+            arrays.setdefault(f"{etype}/{key}", []).append(value)
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **{k: np.concatenate(v) for k, v in arrays.items()})
+
+
+def export_embeddings(
+    root: str | Path, manifest: Manifest, source: EntitySource, out: str | Path, fmt: str, *, force: bool = False
+) -> dict[str, Any]:
+    """Write every entity's vector and name to ``out``; returns a summary."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    root, out = Path(root), Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists (use --force to replace it)")
+    if fmt == "npy":
+        with atomic_directory(out, force=True) as tmp_dir:
+            _write_npy(tmp_dir, root, manifest, source)
+    else:
+        writer = {"parquet": _write_parquet, "hdf5": _write_hdf5, "npz": _write_npz}[fmt]
+        with atomic_file(out) as tmp:
+            writer(tmp, root, manifest, source)
+    return {
+        "path": str(out),
+        "format": fmt,
+        "entities": {et.name: et.count for et in manifest.entity_types},
+        "rows": sum(et.count for et in manifest.entity_types),
+    }

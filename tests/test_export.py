@@ -1,0 +1,94 @@
+"""Export writers: read each format back and compare names and vectors with the source."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from bigkg.evaluation.filters import entity_offsets
+from bigkg.export import ExportError, export_embeddings
+from bigkg.format import load_manifest
+from eval_datasets import TensorSource, write_dataset
+
+
+@pytest.fixture()
+def dataset(tmp_path):
+    root = tmp_path / "data"
+    triples = np.array([[0, 0, 0], [1, 1, 2], [2, 0, 4]])
+    gid = write_dataset(root, {"user": 5, "item": 7}, [("likes", "user", "item"), ("hates", "user", "item")],
+                        {"train": triples}, num_partitions=3, seed=4)
+    manifest = load_manifest(root)
+    offsets = entity_offsets(manifest)
+    g = torch.Generator().manual_seed(0)
+    vectors = {"user": torch.randn(5, 6, generator=g), "item": torch.randn(7, 6, generator=g)}
+    # Expected (name -> vector): entity k of type T is named T{k} and sits at global id gid[T][k].
+    expected = {f"{t}{k}": vectors[t][gid[t][k]].numpy() for t in vectors for k in range(len(gid[t]))}
+    return root, manifest, TensorSource(vectors, offsets), expected
+
+
+def test_parquet_round_trip(dataset, tmp_path):
+    root, manifest, source, expected = dataset
+    out = tmp_path / "emb.parquet"
+    summary = export_embeddings(root, manifest, source, out, "parquet")
+    assert summary["rows"] == 12
+    table = pq.read_table(out)
+    assert table.schema.field("embedding").type.value_type == "float"
+    rows = table.to_pylist()
+    assert sorted(r["name"] for r in rows) == sorted(expected)
+    for r in rows:
+        np.testing.assert_array_equal(np.array(r["embedding"], dtype=np.float32), expected[r["name"]])
+        assert r["name"].startswith(r["entity_type"])
+        assert 0 <= r["local_id"] < manifest.entity_type(r["entity_type"]).partition_counts[r["partition"]]
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_hdf5_round_trip(dataset, tmp_path):
+    root, manifest, source, expected = dataset
+    out = tmp_path / "emb.h5"
+    export_embeddings(root, manifest, source, out, "hdf5")
+    with h5py.File(out, "r") as fh:
+        for t in ("user", "item"):
+            names = [n.decode() for n in fh[t]["name"][...]]
+            emb = fh[t]["embedding"][...]
+            assert len(names) == manifest.entity_type(t).count
+            for name, vec in zip(names, emb):
+                np.testing.assert_array_equal(vec, expected[name])
+
+
+def test_npy_and_npz_round_trip(dataset, tmp_path):
+    root, manifest, source, expected = dataset
+    export_embeddings(root, manifest, source, tmp_path / "npy", "npy")
+    export_embeddings(root, manifest, source, tmp_path / "emb.npz", "npz")
+    npz = np.load(tmp_path / "emb.npz")
+    for t in ("user", "item"):
+        emb = np.load(tmp_path / "npy" / f"{t}.embedding.npy")
+        names = (tmp_path / "npy" / f"{t}.names.txt").read_text().splitlines()
+        assert names == list(npz[f"{t}/name"])
+        np.testing.assert_array_equal(emb, npz[f"{t}/embedding"])
+        for name, vec in zip(names, emb):
+            np.testing.assert_array_equal(vec, expected[name])
+
+
+def test_existing_output_refused_without_force(dataset, tmp_path):
+    root, manifest, source, _ = dataset
+    out = tmp_path / "emb.parquet"
+    out.write_text("keep me")
+    with pytest.raises(ExportError, match="already exists"):
+        export_embeddings(root, manifest, source, out, "parquet")
+    assert out.read_text() == "keep me"
+    export_embeddings(root, manifest, source, out, "parquet", force=True)
+    assert pq.read_table(out).num_rows == 12
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_embeddings(root, manifest, source, tmp_path / "x", "csv")
+
+
+def test_failed_export_leaves_nothing(dataset, tmp_path):
+    root, manifest, source, _ = dataset
+    (root / "entities" / "item" / "part_1.parquet").unlink()
+    out = tmp_path / "emb.parquet"
+    with pytest.raises(Exception, match="missing entity table"):
+        export_embeddings(root, manifest, source, out, "parquet")
+    assert not out.exists() and not list(tmp_path.glob("emb.parquet*"))
