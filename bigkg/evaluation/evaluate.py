@@ -1,0 +1,160 @@
+"""``evaluate(config, split)``: filtered link prediction (and recommendation) metrics of a run."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bigkg.checkpoint import CheckpointStore
+from bigkg.config import Config
+from bigkg.evaluation.filters import FilterIndex, Triples, read_split
+from bigkg.evaluation.metrics import ranking_metrics, recall_ndcg_at_k
+from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
+from bigkg.evaluation.source import EvaluationError, TrainedRun, open_run
+from bigkg.format import SPLITS, DatasetError, Manifest, manifest_path
+
+RANK_DEFINITION = "filtered realistic rank: 1 + #higher + #tied/2, other known true triples (train+valid+test) removed"
+
+# The filter index of a dataset, kept across the validations of one training run.
+_FILTER_CACHE: dict[tuple[str, int], FilterIndex] = {}
+
+
+def filter_index(root: str | Path, manifest: Manifest) -> FilterIndex:
+    path = manifest_path(Path(root)).resolve()
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _FILTER_CACHE:
+        _FILTER_CACHE.clear()
+        _FILTER_CACHE[key] = FilterIndex.from_dataset(root, manifest)
+    return _FILTER_CACHE[key]
+
+
+def unseen_in_training(root: str | Path, manifest: Manifest, triples: Triples) -> np.ndarray:
+    """Mask of the triples whose head or tail never occurs in a training edge."""
+    train = read_split(root, manifest, "train")
+    counts = {et.name: et.count for et in manifest.entity_types}
+    seen = {name: np.zeros(n, dtype=bool) for name, n in counts.items()}
+    lhs_types = np.array([r.lhs_type for r in manifest.relations], dtype=object)
+    rhs_types = np.array([r.rhs_type for r in manifest.relations], dtype=object)
+    for name in counts:
+        seen[name][train.heads[lhs_types[train.rels] == name]] = True
+        seen[name][train.tails[rhs_types[train.rels] == name]] = True
+    unseen = np.zeros(len(triples), dtype=bool)
+    for name in counts:
+        h = lhs_types[triples.rels] == name
+        t = rhs_types[triples.rels] == name
+        unseen[h] |= ~seen[name][triples.heads[h]]
+        unseen[t] |= ~seen[name][triples.tails[t]]
+    return unseen
+
+
+def _options(config: Config, device: str) -> RankingOptions:
+    e = config.eval
+    return RankingOptions(
+        query_batch=e.query_batch,
+        candidate_chunk=e.candidate_chunk,
+        num_sampled=e.num_sampled if e.mode == "sampled" else None,
+        seed=config.seed,
+        device=device,
+    )
+
+
+def link_prediction_ranks(run: TrainedRun, triples: Triples, filters: FilterIndex, options: RankingOptions) -> dict[str, np.ndarray]:
+    """Ranks of every triple's tail ("rhs") and head ("lhs"), in the triples' order."""
+    rels = run.manifest.relations
+    out = {}
+    for side in ("rhs", "lhs"):
+        ranks = np.empty(len(triples), dtype=np.float64)
+        # One ranking pass per (anchor type, target type): candidates must be of the answer's type.
+        groups: dict[tuple[str, str], list[int]] = {}
+        for r, rel in enumerate(rels):
+            types = (rel.lhs_type, rel.rhs_type) if side == "rhs" else (rel.rhs_type, rel.lhs_type)
+            groups.setdefault(types, []).append(r)
+        for (anchor_type, target_type), rel_ids in groups.items():
+            sel = np.flatnonzero(np.isin(triples.rels, rel_ids))
+            anchors, answers = (triples.heads, triples.tails) if side == "rhs" else (triples.tails, triples.heads)
+            ranks[sel] = rank_queries(
+                side, anchors[sel], triples.rels[sel], answers[sel], anchor_type, target_type,
+                run.source, run.score_fn, filters, options,
+            )
+        out[side] = ranks
+    return out
+
+
+def recommendation_metrics(run: TrainedRun, split: str, ks: list[int], options: RankingOptions) -> dict[str, Any]:
+    """Recall@K and NDCG@K of the ``eval.rec_relation`` user->item relation.
+
+    Every item is a candidate except the user's items in the other splits
+    (training items; when evaluating test, also validation items).
+    """
+    manifest, root = run.manifest, run.config.dataset
+    name = run.config.eval.rec_relation
+    try:
+        rel_id = manifest.relation_index(name)
+    except DatasetError as exc:
+        raise EvaluationError(f"eval.rec_relation: {exc}") from exc
+    rel = manifest.relations[rel_id]
+    held_out = read_split(root, manifest, split)
+    sel = held_out.rels == rel_id
+    users, user_row = np.unique(held_out.heads[sel], return_inverse=True)
+    if users.size == 0:
+        raise EvaluationError(f"the {split} split has no {name!r} edges for recall/ndcg")
+    # The splits before this one (train; and valid when evaluating test) hold the items to exclude.
+    known_u, known_i = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for other in SPLITS[: SPLITS.index(split)]:
+        t = read_split(root, manifest, other)
+        m = t.rels == rel_id
+        known_u.append(t.heads[m])
+        known_i.append(t.tails[m])
+    ku, ki = np.concatenate(known_u), np.concatenate(known_i)
+    row = np.minimum(np.searchsorted(users, ku), users.size - 1)
+    keep = users[row] == ku
+    exclude = (row[keep], ki[keep])
+    top, _ = top_k("rhs", users, np.full(users.size, rel_id), rel.lhs_type, rel.rhs_type, run.source, run.score_fn,
+                   max(ks), options, exclude)
+    out: dict[str, Any] = {"rec_relation": name}
+    for k in ks:
+        out.update(recall_ndcg_at_k(top, user_row, held_out.tails[sel], k))
+    return out
+
+
+def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | None = None) -> dict[str, Any]:
+    """Filtered MRR, MR, Hits@k of ``split`` (both directions), from the run's latest checkpoint.
+
+    Test triples whose entities never occur in training are kept and ranked
+    like the others; ``unseen_entity_triples`` says how many there were.
+    """
+    if split not in SPLITS:
+        raise EvaluationError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    started = time.perf_counter()
+    run = open_run(config, store)
+    root = config.dataset
+    triples = read_split(root, run.manifest, split)
+    if len(triples) == 0:
+        raise EvaluationError(f"dataset {root} has no {split} edges to evaluate")
+    options = _options(config, run.device)
+    ranks = link_prediction_ranks(run, triples, filter_index(root, run.manifest), options)
+    hits = config.eval.hits
+    result: dict[str, Any] = {
+        "split": split,
+        "checkpoint": run.version.name,
+        "epoch": run.version.meta.get("epoch"),
+        "mode": config.eval.mode,
+        **ranking_metrics(np.concatenate([ranks["rhs"], ranks["lhs"]]), hits),
+        "triples": len(triples),
+        "unseen_entity_triples": int(unseen_in_training(root, run.manifest, triples).sum()),
+        "tails": ranking_metrics(ranks["rhs"], hits),
+        "heads": ranking_metrics(ranks["lhs"], hits),
+        "rank": RANK_DEFINITION,
+    }
+    if config.eval.mode == "sampled":
+        result["sampling"] = (
+            f"{config.eval.num_sampled} uniform draws (with replacement, duplicates dropped) of the answer's "
+            "entity type per query batch, known true answers filtered"
+        )
+    if config.eval.rec_relation:
+        result.update(recommendation_metrics(run, split, config.eval.rec_k, options))
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    return result
