@@ -1,0 +1,409 @@
+"""``run_partition``: edge files in, a complete bigkg dataset directory out.
+
+Pass 1 streams every input once to build the relation and entity
+dictionaries (O(entities) memory) and the training degrees; entities are then
+assigned to partitions. Pass 2 streams the inputs again, maps names to
+(partition, local id) and spills edges by bucket (see ``spill``); finally each
+bucket becomes its exact-size HDF5 file. Everything is built inside a
+temporary directory that is renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from bigkg.atomic import atomic_directory, write_text_atomic
+from bigkg.format import (
+    SPLITS,
+    EntityType,
+    Manifest,
+    Relation,
+    bucket_key,
+    bucket_path,
+    id_dtype_for,
+    write_entity_names,
+    write_manifest,
+)
+from partitioner.assign import ASSIGNMENTS, assign_partitions
+from partitioner.errors import PartitionError
+from partitioner.kernels import SPLIT_IDS, add_counts, random_split, route
+from partitioner.readers import EdgeBatch, InputFormat, detect_format, read_edges
+from partitioner.schema import DEFAULT_TYPE, Schema, load_schema
+from partitioner.spill import SpillFile
+from partitioner.strtable import StringTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartitionOptions:
+    inputs: list[str]
+    out: Path
+    num_partitions: int = 1
+    valid: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+    valid_fraction: float = 0.0
+    test_fraction: float = 0.0
+    schema: Path | None = None
+    assign: str = "random"
+    dedup: bool = False
+    drop_self_loops: bool = False
+    input_format: InputFormat = field(default_factory=InputFormat)
+    seed: int = 0
+    force: bool = False
+    buffer_edges: int = 1 << 21
+    progress: bool | None = None  # None: only on a terminal
+
+    def as_record(self) -> dict[str, Any]:
+        """The options as plain JSON values, for the manifest."""
+        record = asdict(self)
+        record["out"] = str(self.out)
+        record["schema"] = str(self.schema) if self.schema else None
+        record.pop("progress")
+        return record
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    split: str | None  # None: a random split by fractions
+
+
+def _expand(patterns: list[str], what: str) -> list[Path]:
+    paths: list[Path] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise PartitionError(f"no {what} file matches {pattern!r}")
+            paths.extend(Path(m) for m in matches)
+        else:
+            path = Path(pattern)
+            if not path.is_file():
+                raise PartitionError(f"{what} file {path} does not exist")
+            paths.append(path)
+    return paths
+
+
+def _sources(opts: PartitionOptions) -> list[Source]:
+    if not opts.inputs:
+        raise PartitionError("no input files given")
+    fractions = opts.valid_fraction or opts.test_fraction
+    if fractions and (opts.valid or opts.test):
+        raise PartitionError("give either --valid/--test files or --valid-fraction/--test-fraction, not both")
+    for name, frac in (("--valid-fraction", opts.valid_fraction), ("--test-fraction", opts.test_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise PartitionError(f"{name} must be in [0, 1), got {frac}")
+    if opts.valid_fraction + opts.test_fraction >= 1.0:
+        raise PartitionError("--valid-fraction plus --test-fraction must leave some edges for training")
+    train_split = None if fractions else "train"
+    sources = [Source(p, train_split) for p in _expand(opts.inputs, "input")]
+    sources += [Source(p, "valid") for p in _expand(opts.valid, "--valid")]
+    sources += [Source(p, "test") for p in _expand(opts.test, "--test")]
+    return sources
+
+
+def _sha256(path: Path) -> dict[str, Any]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _known_rows(sources: list[Source], spec: InputFormat) -> int | None:
+    """Total rows when every input is Parquet (from its metadata), for the progress bar."""
+    if not all(detect_format(s.path, spec.fmt) == "parquet" for s in sources):
+        return None
+    try:
+        return sum(pq.ParquetFile(s.path).metadata.num_rows for s in sources)
+    except Exception:  # unreadable files are reported by the reader itself
+        return None
+
+
+class _Grown:
+    """A numpy array that grows (doubling) to cover every index asked for."""
+
+    def __init__(self, dtype: type) -> None:
+        self.array = np.zeros(1024, dtype=dtype)
+
+    def ensure(self, n: int) -> np.ndarray:
+        if n > len(self.array):
+            bigger = np.zeros(max(n, 2 * len(self.array)), dtype=self.array.dtype)
+            bigger[: len(self.array)] = self.array
+            self.array = bigger
+        return self.array
+
+
+class Partitioner:
+    """One partitioning run; see the module docstring for the passes."""
+
+    def __init__(self, opts: PartitionOptions) -> None:
+        if opts.num_partitions < 1:
+            raise PartitionError(f"--partitions must be at least 1, got {opts.num_partitions}")
+        if opts.assign not in ASSIGNMENTS:
+            raise PartitionError(f"unknown --assign {opts.assign!r}; choose from {list(ASSIGNMENTS)}")
+        if opts.input_format.on_bad_line not in ("error", "skip"):
+            raise PartitionError(f"--on-bad-line must be error or skip, got {opts.input_format.on_bad_line!r}")
+        self.opts = opts
+        self.P = opts.num_partitions
+        self.sources = _sources(opts)
+        self.schema: Schema | None = load_schema(opts.schema) if opts.schema else None
+        self.types = self.schema.types if self.schema else [DEFAULT_TYPE]
+        self.relations = StringTable(capacity=256)
+        self.entities = StringTable()
+        self.rel_types = np.zeros((0, 2), dtype=np.int32)
+        if self.schema:
+            names = list(self.schema.relations)
+            self.relations.add(pa.array(names, type=pa.string()), np.zeros(len(names), dtype=np.int32))
+            self.rel_types = np.array(list(self.schema.relations.values()), dtype=np.int32).reshape(-1, 2)
+        self.degree = _Grown(np.int64)
+        self.rel_train = _Grown(np.int64)
+        self.input_edges = Counter({s: 0 for s in SPLITS})
+        self.bad_lines: Counter = Counter()
+        self.show_progress = sys.stderr.isatty() if opts.progress is None else opts.progress
+
+    # -- shared by both passes ---------------------------------------------------
+    def _batches(self, bad_lines: Counter, desc: str, total: int | None) -> Iterator[tuple[EdgeBatch, np.ndarray]]:
+        """Every good edge batch of every source, with its split ids."""
+        edge_ordinal = 0
+        with tqdm(total=total, desc=desc, unit="edge", unit_scale=True, disable=not self.show_progress) as bar:
+            for source in self.sources:
+                for batch in read_edges(source.path, self.opts.input_format, bad_lines):
+                    n = len(batch)
+                    if source.split is None:
+                        split = random_split(
+                            edge_ordinal, n, self.opts.seed, self.opts.valid_fraction, self.opts.test_fraction
+                        )
+                    else:
+                        split = np.full(n, SPLIT_IDS[source.split], dtype=np.int8)
+                    edge_ordinal += n
+                    bar.update(n)
+                    yield batch, split
+
+    def _kinds(self, rel: np.ndarray, side: int, n: int) -> np.ndarray:
+        if self.schema is None:
+            return np.zeros(n, dtype=np.int32)
+        return self.rel_types[rel, side]
+
+    # -- pass 1 ------------------------------------------------------------------------
+    def build_dictionaries(self) -> None:
+        total = _known_rows(self.sources, self.opts.input_format)
+        for batch, split in self._batches(self.bad_lines, "pass 1/2", total):
+            n = len(batch)
+            rel = self.relations.add(batch.rel, np.zeros(n, dtype=np.int32))
+            if self.schema is not None and len(self.relations) > len(self.schema.relations):
+                unknown = self.relations.names(np.arange(len(self.schema.relations), len(self.relations)))
+                raise PartitionError(
+                    f"relation {unknown[0].as_py()!r} of the input is not in the schema file {self.opts.schema}"
+                )
+            head = self.entities.add(batch.head, self._kinds(rel, 0, n))
+            tail = self.entities.add(batch.tail, self._kinds(rel, 1, n))
+            train = split == 0
+            if self.opts.drop_self_loops:
+                train &= head != tail
+            degree = self.degree.ensure(len(self.entities))
+            add_counts(head[train], degree)
+            add_counts(tail[train], degree)
+            add_counts(rel[train], self.rel_train.ensure(len(self.relations)))
+            for name, sid in SPLIT_IDS.items():
+                self.input_edges[name] += int(np.count_nonzero(split == sid))
+        if self.input_edges["train"] == 0:
+            files = ", ".join(str(s.path) for s in self.sources if s.split != "valid" and s.split != "test")
+            raise PartitionError(f"no training edges in the input ({files}): the input is empty or every line was bad")
+
+    def assign(self) -> None:
+        n = len(self.entities)
+        degree = self.degree.ensure(n)[:n]
+        self.ent_part = np.zeros(n, dtype=np.int32)
+        self.ent_local = np.zeros(n, dtype=np.int64)
+        self.members: list[np.ndarray] = []  # per type: entry ids, in global order
+        self.partition_counts: list[list[int]] = []
+        types = self.entities.types
+        for t in range(len(self.types)):
+            entries = np.flatnonzero(types == t)
+            rng = np.random.default_rng([self.opts.seed, t])
+            part, local = assign_partitions(degree[entries], self.P, self.opts.assign, rng)
+            self.ent_part[entries] = part
+            self.ent_local[entries] = local
+            self.members.append(entries)
+            self.partition_counts.append(np.bincount(part, minlength=self.P).tolist())
+        self.id_dtype = id_dtype_for(max(max(c) for c in self.partition_counts))
+
+    # -- pass 2 ------------------------------------------------------------------------
+    def spill(self, spill: SpillFile) -> None:
+        self.self_loops = Counter({s: 0 for s in SPLITS})
+        self.unseen_edges = Counter({s: 0 for s in SPLITS})
+        degree = self.degree.array
+        total = sum(self.input_edges.values())
+        for batch, split in self._batches(Counter(), "pass 2/2", total):
+            n = len(batch)
+            rel = self.relations.find(batch.rel, np.zeros(n, dtype=np.int32))
+            head = self.entities.find(batch.head, self._kinds(rel, 0, n))
+            tail = self.entities.find(batch.tail, self._kinds(rel, 1, n))
+            if min(rel.min(), head.min(), tail.min()) < 0:
+                raise PartitionError("an input file changed between the two passes; partition it again")
+            key = np.empty(n, dtype=np.int32)
+            lhs = np.empty(n, dtype=np.int64)
+            rhs = np.empty(n, dtype=np.int64)
+            route(head, tail, split, self.ent_part, self.ent_local, self.P, self.opts.drop_self_loops, key, lhs, rhs)
+            kept = key >= 0
+            unseen = kept & ((degree[head] == 0) | (degree[tail] == 0))
+            for name, sid in SPLIT_IDS.items():
+                in_split = split == sid
+                self.self_loops[name] += int(np.count_nonzero(in_split & ~kept))
+                self.unseen_edges[name] += int(np.count_nonzero(in_split & unseen))
+            spill.add(key, lhs, rhs, rel.astype(np.int32), batch.weight)
+        spill.flush()
+
+    # -- output ------------------------------------------------------------------------
+    def write_entities(self, root: Path) -> None:
+        for t, type_name in enumerate(self.types):
+            entries = self.members[t]
+            part = self.ent_part[entries]
+            for p in range(self.P):
+                # Entries are in global order, which is local-id order within a partition.
+                write_entity_names(root, type_name, p, self.entities.names(entries[part == p]))
+
+    def write_buckets(self, root: Path, spill: SpillFile) -> dict[str, dict[str, int]]:
+        self.duplicates = Counter({s: 0 for s in SPLITS})
+        counts: dict[str, dict[str, int]] = {s: {} for s in SPLITS}
+        pp = self.P * self.P
+        for key in np.flatnonzero(spill.totals):
+            split, bucket = SPLITS[key // pp], int(key % pp)
+            i, j = divmod(bucket, self.P)
+            written, dropped = spill.write_bucket(int(key), bucket_path(root, split, i, j), dedup=self.opts.dedup)
+            counts[split][bucket_key(i, j)] = written
+            self.duplicates[split] += dropped
+        return counts
+
+    def stats(self, bucket_counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+        n = len(self.entities)
+        degree = self.degree.array[:n]
+        train = bucket_counts["train"]
+        sizes = [(train.get(bucket_key(i, j), 0), bucket_key(i, j)) for i in range(self.P) for j in range(self.P)]
+        largest = max(sizes, key=lambda s: s[0])
+        smallest = min(sizes, key=lambda s: s[0])
+        rel_train = self.rel_train.ensure(len(self.relations))[: len(self.relations)]
+        return {
+            "edges": {s: sum(bucket_counts[s].values()) for s in SPLITS},
+            "input_edges": dict(self.input_edges),
+            "bad_lines_skipped": sum(self.bad_lines.values()),
+            "bad_lines_by_file": {k: v for k, v in sorted(self.bad_lines.items()) if v},
+            "duplicates_dropped": dict(self.duplicates),
+            "self_loops_dropped": dict(self.self_loops),
+            "entities": {name: int(len(self.members[t])) for t, name in enumerate(self.types)},
+            "entities_not_in_train": {
+                name: int(np.count_nonzero(degree[self.members[t]] == 0)) for t, name in enumerate(self.types)
+            },
+            "edges_with_entity_not_in_train": {s: self.unseen_edges[s] for s in ("valid", "test")},
+            "relations": len(self.relations),
+            "relations_not_in_train": int(np.count_nonzero(rel_train == 0)),
+            "largest_train_bucket": {"bucket": largest[1], "edges": largest[0]},
+            "smallest_train_bucket": {"bucket": smallest[1], "edges": smallest[0]},
+        }
+
+    def relation_list(self) -> list[Relation]:
+        names = self.relations.names(np.arange(len(self.relations))).to_pylist()
+        if self.schema is None:
+            return [Relation(name, DEFAULT_TYPE, DEFAULT_TYPE) for name in names]
+        return [Relation(name, self.types[lt], self.types[rt]) for name, (lt, rt) in zip(names, self.rel_types)]
+
+
+def run_partition(opts: PartitionOptions) -> dict[str, Any]:
+    """Partition ``opts.inputs`` into the dataset directory ``opts.out``; returns the summary."""
+    started = time.perf_counter()
+    out = Path(opts.out)
+    if out.exists() and not opts.force:
+        raise PartitionError(f"output directory {out} already exists (use --force to replace it)")
+    part = Partitioner(opts)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # Checksums are read alongside pass 1 (hashlib releases the GIL).
+        checksums = [pool.submit(_sha256, s.path) for s in part.sources]
+        part.build_dictionaries()
+        pass1 = time.perf_counter()
+        part.assign()
+        with atomic_directory(out, force=opts.force) as tmp:
+            spill = SpillFile(
+                tmp / "spill.bin",
+                num_keys=len(SPLITS) * part.P * part.P,
+                id_dtype=part.id_dtype,
+                has_weight=opts.input_format.weight_column is not None,
+                capacity=opts.buffer_edges,
+            )
+            try:
+                part.spill(spill)
+                pass2 = time.perf_counter()
+                part.write_entities(tmp)
+                bucket_counts = part.write_buckets(tmp, spill)
+            finally:
+                spill.close()
+            stats = part.stats(bucket_counts)
+            inputs = [dict(c.result(), split=s.split or "random") for c, s in zip(checksums, part.sources)]
+            manifest = Manifest(
+                num_partitions=part.P,
+                entity_types=[EntityType(name, counts) for name, counts in zip(part.types, part.partition_counts)],
+                relations=part.relation_list(),
+                bucket_counts={s: dict(sorted(c.items())) for s, c in bucket_counts.items()},
+                has_weights=opts.input_format.weight_column is not None,
+                id_dtype=part.id_dtype,
+                args=opts.as_record(),
+                inputs=inputs,
+                stats=stats,
+            )
+            write_manifest(tmp, manifest)
+    elapsed = time.perf_counter() - started
+    total_input = sum(part.input_edges.values())
+    return {
+        "dataset": str(out),
+        "num_partitions": part.P,
+        **stats,
+        "timings_s": {
+            "pass1": round(pass1 - started, 3),
+            "pass2": round(pass2 - pass1, 3),
+            "write": round(elapsed - (pass2 - started), 3),
+            "total": round(elapsed, 3),
+        },
+        "edges_per_s": round(total_input / elapsed, 1) if elapsed > 0 else None,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable end-of-run summary."""
+    ents = ", ".join(f"{name} {count:,}" for name, count in summary["entities"].items())
+    edges = ", ".join(f"{s} {n:,}" for s, n in summary["edges"].items())
+    unseen = summary["edges_with_entity_not_in_train"]
+    lines = [
+        f"dataset      {summary['dataset']} ({summary['num_partitions']} partitions)",
+        f"entities     {ents}",
+        f"relations    {summary['relations']:,}",
+        f"edges        {edges}",
+        f"buckets      largest {summary['largest_train_bucket']['bucket']} "
+        f"({summary['largest_train_bucket']['edges']:,} train edges), smallest "
+        f"{summary['smallest_train_bucket']['bucket']} ({summary['smallest_train_bucket']['edges']:,})",
+        f"not in train {sum(summary['entities_not_in_train'].values()):,} entities; kept edges using them: "
+        f"valid {unseen['valid']:,}, test {unseen['test']:,}",
+        f"dropped      bad lines {summary['bad_lines_skipped']:,}, duplicates "
+        f"{sum(summary['duplicates_dropped'].values()):,}, self-loops {sum(summary['self_loops_dropped'].values()):,}",
+        f"time         {summary['timings_s']['total']:.2f} s ({summary['edges_per_s']:,.0f} edges/s)",
+    ]
+    return "\n".join(lines)
+
+
+def write_summary_json(path: Path, summary: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")

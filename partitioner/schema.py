@@ -1,0 +1,50 @@
+"""Entity types from a schema file: each relation names its head and tail type.
+
+The file is YAML (or JSON) mapping relation names to ``[head_type, tail_type]``::
+
+    plays_for: [person, team]
+    born_in:   [person, city]
+
+Without a schema every entity has the single type ``entity``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from partitioner.errors import PartitionError
+
+DEFAULT_TYPE = "entity"
+
+
+@dataclass(frozen=True)
+class Schema:
+    types: list[str]
+    # relation name -> (head type index, tail type index), in file order
+    relations: dict[str, tuple[int, int]]
+
+
+def load_schema(path: Path) -> Schema:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise PartitionError(f"cannot read schema file {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise PartitionError(f"schema file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict) or not data:
+        raise PartitionError(f"schema file {path} must map relation names to [head_type, tail_type]")
+    types: list[str] = []
+    relations: dict[str, tuple[int, int]] = {}
+    for rel, pair in data.items():
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) and t for t in pair)):
+            raise PartitionError(
+                f"schema file {path}: relation {rel!r} must map to [head_type, tail_type], got {pair!r}"
+            )
+        for t in pair:
+            if t not in types:
+                types.append(t)
+        relations[str(rel)] = (types.index(pair[0]), types.index(pair[1]))
+    return Schema(types, relations)

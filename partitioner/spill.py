@@ -1,0 +1,110 @@
+"""Bounded-memory bucketing: an external counting sort through one spill file.
+
+Mapped edges collect in fixed buffers. When the buffers are full, they are
+grouped by bucket key (a stable counting sort, so input order is kept inside a
+bucket) and appended to the spill file as one *run*: the lhs, rhs, rel (and
+weight) columns one after the other. Only each run's per-key counts stay in
+memory. Converting a bucket then reads its segment of every run, in run
+order, and appends it to the bucket's HDF5 file, so every bucket file is
+written in blocks no larger than one run and no bucket is ever held whole
+(except with deduplication, which must see a bucket's edges together).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from bigkg.format import BucketWriter
+from partitioner.kernels import first_occurrences, group_order
+
+_ALIGN = 8
+
+
+class SpillFile:
+    def __init__(self, path: Path, num_keys: int, id_dtype: str, has_weight: bool, capacity: int) -> None:
+        self.path = Path(path)
+        self.num_keys = num_keys
+        self.id_dtype = np.dtype(id_dtype)
+        self.has_weight = has_weight
+        self._fh = open(self.path, "wb+")
+        self._key = np.empty(capacity, dtype=np.int32)
+        self._lhs = np.empty(capacity, dtype=self.id_dtype)
+        self._rhs = np.empty(capacity, dtype=self.id_dtype)
+        self._rel = np.empty(capacity, dtype=np.int32)
+        self._weight = np.empty(capacity if has_weight else 0, dtype=np.float32)
+        self._fill = 0
+        # Per run: (file offset, edges in the run, counts per key)
+        self._runs: list[tuple[int, int, np.ndarray]] = []
+        self.totals = np.zeros(num_keys, dtype=np.int64)
+
+    def add(self, key: np.ndarray, lhs: np.ndarray, rhs: np.ndarray, rel: np.ndarray, weight: np.ndarray | None) -> None:
+        start = 0
+        while start < len(key):
+            take = min(len(key) - start, len(self._key) - self._fill)
+            dst = slice(self._fill, self._fill + take)
+            src = slice(start, start + take)
+            self._key[dst] = key[src]
+            self._lhs[dst] = lhs[src]
+            self._rhs[dst] = rhs[src]
+            self._rel[dst] = rel[src]
+            if self.has_weight:
+                self._weight[dst] = weight[src]
+            self._fill += take
+            start += take
+            if self._fill == len(self._key):
+                self.flush()
+
+    def flush(self) -> None:
+        if self._fill == 0:
+            return
+        order, counts = group_order(self._key[: self._fill], self.num_keys)
+        offset = self._fh.seek(0, 2)
+        columns = [self._lhs, self._rhs, self._rel] + ([self._weight] if self.has_weight else [])
+        for col in columns:
+            self._fh.write(col[order].tobytes())
+            pad = -self._fh.tell() % _ALIGN
+            self._fh.write(b"\0" * pad)
+        self._runs.append((offset, len(order), counts))
+        self.totals += counts
+        self._fill = 0
+
+    def segments(self, key: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """(lhs, rhs, rel, weight) of ``key``'s edges, one block per run, in input order."""
+        dtypes = [self.id_dtype, self.id_dtype, np.dtype(np.int32)] + ([np.dtype(np.float32)] if self.has_weight else [])
+        for offset, n, counts in self._runs:
+            count = int(counts[key])
+            if count == 0:
+                continue
+            before = int(counts[:key].sum())
+            cols = []
+            col_start = offset
+            for dt in dtypes:
+                self._fh.seek(col_start + before * dt.itemsize)
+                cols.append(np.fromfile(self._fh, dtype=dt, count=count))
+                col_start += n * dt.itemsize
+                col_start += -col_start % _ALIGN
+            yield cols[0], cols[1], cols[2], (cols[3] if self.has_weight else None)
+
+    def write_bucket(self, key: int, path: Path, *, dedup: bool) -> tuple[int, int]:
+        """Write ``key``'s edges to an HDF5 bucket file; returns (edges written, duplicates dropped)."""
+        if dedup:
+            blocks = list(self.segments(key))
+            lhs, rhs, rel = (np.concatenate([b[k] for b in blocks]) for k in range(3))
+            weight = np.concatenate([b[3] for b in blocks]) if self.has_weight else None
+            keep = first_occurrences(lhs, rel, rhs)
+            blocks = [(lhs[keep], rhs[keep], rel[keep], weight[keep] if weight is not None else None)]
+            count = int(keep.sum())
+        else:
+            blocks = self.segments(key)
+            count = int(self.totals[key])
+        with BucketWriter(path, count, id_dtype=self.id_dtype.name, has_weight=self.has_weight) as writer:
+            for lhs, rhs, rel, weight in blocks:
+                writer.append(lhs, rhs, rel, weight)
+        return count, int(self.totals[key]) - count
+
+    def close(self) -> None:
+        self._fh.close()
+        self.path.unlink(missing_ok=True)
