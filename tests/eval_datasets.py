@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bigkg.checkpoint import CheckpointStore, PartitionState
+from bigkg.config import config_from_dict
+from bigkg.model import build_model
 from bigkg.format import (
     EntityType,
     Manifest,
@@ -21,6 +24,7 @@ from bigkg.format import (
     write_entity_names,
     write_manifest,
     BucketEdges,
+    load_manifest,
 )
 
 
@@ -94,3 +98,50 @@ class TensorSource:
 
     def dimension(self, entity_type):
         return int(self.vectors[entity_type].shape[1])
+
+
+TYPES = {"user": 12, "item": 20}
+RELS = [("likes", "user", "item"), ("similar", "item", "item"), ("follows", "user", "user")]
+
+
+def random_triples(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n random (head, rel, tail) index triples over TYPES and RELS."""
+    rel = rng.integers(0, 3, n)
+    counts = [(TYPES[RELS[r][1]], TYPES[RELS[r][2]]) for r in rel]
+    return np.array([[rng.integers(0, a), r, rng.integers(0, b)] for r, (a, b) in zip(rel, counts)])
+
+
+def write_trained_run(tmp_path: Path, overrides=(), splits=None, operator="diagonal"):
+    """A dataset over TYPES/RELS and a checkpoint of random vectors and relation parameters.
+
+    Returns (config, model, splits, vectors by entity index per type).
+    """
+    rng = np.random.default_rng(5)
+    if splits is None:
+        splits = {"train": random_triples(rng, 150), "valid": random_triples(rng, 20), "test": random_triples(rng, 40)}
+    data, run = tmp_path / "data", tmp_path / "run"
+    gid = write_dataset(data, TYPES, RELS, splits, num_partitions=2, seed=2)
+    manifest = load_manifest(data)
+    config = config_from_dict(
+        {"dataset": str(data), "run_dir": str(run), "model": {"dim": 6, "operator": operator},
+         "eval": {"query_batch": 8, "candidate_chunk": 5}},
+        list(overrides),
+    )
+    model = build_model(config, manifest)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    vectors = {t: torch.randn(n, 6, generator=g) for t, n in TYPES.items()}  # in global-id order
+    changed, keys = {}, []
+    for et in manifest.entity_types:
+        start = 0
+        for part, count in enumerate(et.partition_counts):
+            keys.append((et.name, part))
+            emb = vectors[et.name][start : start + count].clone()
+            changed[(et.name, part)] = PartitionState(emb, torch.zeros(count))
+            start += count
+    CheckpointStore(run).write({"epoch": 3}, {"model": model.state_dict()}, changed, keys, base=None, keep_versions=1)
+    # Vectors by entity index (the names' numbering), independent of partitions.
+    by_index = {t: vectors[t][torch.from_numpy(gid[t])] for t in TYPES}
+    return config, model, splits, by_index

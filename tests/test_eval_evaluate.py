@@ -8,55 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from bigkg.checkpoint import CheckpointStore, PartitionState
 from bigkg.config import config_from_dict
 from bigkg.evaluation import evaluate
 from bigkg.evaluation.source import EvaluationError
-from bigkg.format import load_manifest
-from bigkg.model import build_model
-from eval_datasets import write_dataset
-
-TYPES = {"user": 12, "item": 20}
-RELS = [("likes", "user", "item"), ("similar", "item", "item"), ("follows", "user", "user")]
-
-
-def _triples(rng, n):
-    rel = rng.integers(0, 3, n)
-    counts = [(TYPES[RELS[r][1]], TYPES[RELS[r][2]]) for r in rel]
-    return np.array([[rng.integers(0, a), r, rng.integers(0, b)] for r, (a, b) in zip(rel, counts)])
-
-
-def _setup(tmp_path, overrides=(), splits=None, operator="diagonal"):
-    rng = np.random.default_rng(5)
-    if splits is None:
-        splits = {"train": _triples(rng, 150), "valid": _triples(rng, 20), "test": _triples(rng, 40)}
-    data, run = tmp_path / "data", tmp_path / "run"
-    gid = write_dataset(data, TYPES, RELS, splits, num_partitions=2, seed=2)
-    manifest = load_manifest(data)
-    config = config_from_dict(
-        {"dataset": str(data), "run_dir": str(run), "model": {"dim": 6, "operator": operator},
-         "eval": {"query_batch": 8, "candidate_chunk": 5}},
-        list(overrides),
-    )
-    model = build_model(config, manifest)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-    vectors = {t: torch.randn(n, 6, generator=g) for t, n in TYPES.items()}  # in global-id order
-    changed, keys = {}, []
-    for et in manifest.entity_types:
-        start = 0
-        for part, count in enumerate(et.partition_counts):
-            keys.append((et.name, part))
-            emb = vectors[et.name][start : start + count].clone()
-            changed[(et.name, part)] = PartitionState(emb, torch.zeros(count))
-            start += count
-    CheckpointStore(run).write({"epoch": 3}, {"model": model.state_dict()}, changed, keys, base=None, keep_versions=1)
-    # Vectors by entity index (the names' numbering), independent of partitions.
-    by_index = {t: vectors[t][torch.from_numpy(gid[t])] for t in TYPES}
-    return config, model, splits, by_index
-
+from eval_datasets import RELS, TYPES, random_triples as _triples, write_trained_run as _setup
 
 def _brute_force(model, splits, by_index, split="test"):
     known = {tuple(t) for s in splits.values() for t in s.tolist()}

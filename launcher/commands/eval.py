@@ -1,0 +1,50 @@
+"""bigkg eval CONFIG: filtered MRR, MR, Hits@k (and Recall/NDCG@K) from a run's latest checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from bigkg.atomic import write_text_atomic
+from bigkg.config import load_config
+from bigkg.evaluation import evaluate
+
+NAME = "eval"
+HELP = "evaluate the latest checkpoint: filtered MRR, MR, Hits@k (and Recall/NDCG@K)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config of the run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config option, e.g. --set eval.mode=sampled (repeatable)")
+    parser.add_argument("--split", choices=("train", "valid", "test"), help="split to rank (default: eval.split)")
+    parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH")
+
+
+def format_table(result: dict[str, Any]) -> str:
+    hits = sorted(k for k in result if k.startswith("hits@"))
+    hits.sort(key=lambda k: int(k.split("@")[1]))
+    head = f"{'':8}{'MRR':>8}{'MR':>10}" + "".join(f"{h:>9}" for h in hits) + f"{'count':>9}"
+    lines = [
+        f"split {result['split']}, checkpoint {result['checkpoint']} (epoch {result['epoch']}), "
+        f"{result['mode']} ranking, {result['triples']} triples "
+        f"({result['unseen_entity_triples']} with an entity unseen in training, kept)",
+        head,
+    ]
+    for label, m in (("both", result), ("tails", result["tails"]), ("heads", result["heads"])):
+        lines.append(f"{label:8}{m['mrr']:8.4f}{m['mr']:10.2f}" + "".join(f"{m[h]:9.4f}" for h in hits) + f"{m['count']:9d}")
+    rec = sorted((k for k in result if k.startswith(("recall@", "ndcg@"))), key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
+    if rec:
+        lines.append(f"{result['rec_relation']} ({result['rec_users']} users): " + ", ".join(f"{k} {result[k]:.4f}" for k in rec))
+    lines.append(f"rank: {result['rank']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    result = evaluate(config, args.split or config.eval.split)
+    print(format_table(result))
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    return 0

@@ -1,0 +1,37 @@
+"""bigkg export CONFIG --format parquet|hdf5|npy|npz --out PATH: entity vectors with their names."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from bigkg.atomic import write_text_atomic
+from bigkg.config import load_config
+from bigkg.evaluation.source import open_run
+from bigkg.export import FORMATS, export_embeddings
+
+NAME = "export"
+HELP = "write every entity's name and vector from the latest checkpoint (Parquet, HDF5, NumPy)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config of the run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config option (repeatable)")
+    parser.add_argument("--format", choices=FORMATS, default="parquet",
+                        help="parquet (one row per entity), hdf5 (a group per type), npy (a directory), npz")
+    parser.add_argument("--out", required=True, help="output file (a directory for npy)")
+    parser.add_argument("--force", action="store_true", help="replace an existing output")
+    parser.add_argument("--json", metavar="PATH", help="also write a JSON summary to PATH")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    trained = open_run(config)
+    summary = export_embeddings(config.dataset, trained.manifest, trained.source, args.out, args.format, force=args.force)
+    summary["checkpoint"] = trained.version.name
+    print(f"wrote {summary['rows']} entities ({', '.join(f'{k}: {v}' for k, v in summary['entities'].items())}) "
+          f"from checkpoint {summary['checkpoint']} to {summary['path']} ({summary['format']})")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+    return 0

@@ -1,0 +1,42 @@
+"""bigkg query CONFIG --head NAME --relation REL: the top-k tails (or --tail NAME: the top-k heads)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+
+from bigkg.atomic import write_text_atomic
+from bigkg.config import load_config
+from bigkg.evaluation.query import query
+from bigkg.evaluation.source import open_run
+
+NAME = "query"
+HELP = "top-k tails of (head, relation) or heads of (relation, tail), by entity and relation names"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML config of the run")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config option (repeatable)")
+    anchor = parser.add_mutually_exclusive_group(required=True)
+    anchor.add_argument("--head", help="head entity name: rank tails")
+    anchor.add_argument("--tail", help="tail entity name: rank heads")
+    parser.add_argument("--relation", required=True, help="relation name")
+    parser.add_argument("-k", "--top", type=int, default=10, help="number of answers (default 10)")
+    parser.add_argument("--exclude-known", action="store_true",
+                        help="leave out answers that are already true triples of the dataset")
+    parser.add_argument("--json", metavar="PATH", help="also write the answers as JSON to PATH")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config, args.overrides)
+    answers = query(open_run(config), args.relation, args.top, head=args.head, tail=args.tail,
+                    exclude_known=args.exclude_known)
+    what = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
+    print(f"top {len(answers)} for {what}; * = a known true triple")
+    for rank, a in enumerate(answers, 1):
+        print(f"{rank:4d}  {a.score:10.4f}  {'*' if a.known else ' '} {a.name}")
+    if args.json:
+        write_text_atomic(args.json, json.dumps({"query": what, "answers": [asdict(a) for a in answers]}, indent=2) + "\n")
+    return 0

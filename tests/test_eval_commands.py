@@ -1,0 +1,76 @@
+"""The eval, export and query commands on a real dataset and checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from bigkg.config import config_to_dict
+from bigkg.evaluation import evaluate
+from launcher.cli import main
+from eval_datasets import write_trained_run
+
+
+@pytest.fixture()
+def run(tmp_path):
+    config, model, splits, by_index = write_trained_run(tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    return path, config, model, splits, by_index
+
+
+def test_eval_command_prints_table_and_writes_json(run, tmp_path, capsys):
+    path, config, *_ = run
+    out = tmp_path / "metrics.json"
+    assert main(["eval", str(path), "--split", "valid", "--json", str(out), "--set", "eval.query_batch=3"]) == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    for key in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "count", "unseen_entity_triples"):
+        assert key in data
+    assert data["split"] == "valid"
+    assert data["mrr"] == pytest.approx(evaluate(config, "valid")["mrr"])
+    assert f"{data['mrr']:.4f}" in printed and "tails" in printed and "heads" in printed
+
+
+def test_eval_command_bad_override_is_one_line_error(run, capsys):
+    path, *_ = run
+    assert main(["eval", str(path), "--set", "eval.mode=everything"]) == 2
+    err = capsys.readouterr().err
+    assert "eval.mode" in err and "Traceback" not in err
+
+
+def test_export_command_parquet(run, tmp_path, capsys):
+    path, config, model, splits, by_index = run
+    out = tmp_path / "emb.parquet"
+    assert main(["export", str(path), "--format", "parquet", "--out", str(out)]) == 0
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == sum(len(v) for v in by_index.values())
+    for r in rows:
+        k = int(r["name"][len(r["entity_type"]):])
+        assert torch.equal(torch.tensor(r["embedding"]), by_index[r["entity_type"]][k])
+    assert main(["export", str(path), "--format", "parquet", "--out", str(out)]) == 2  # exists, no --force
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_query_command_top_tails_and_heads(run, tmp_path, capsys):
+    path, config, model, splits, by_index = run
+    out = tmp_path / "answers.json"
+    assert main(["query", str(path), "--head", "user3", "--relation", "likes", "-k", "4", "--json", str(out)]) == 0
+    answers = json.loads(out.read_text())["answers"]
+    with torch.no_grad():
+        scores = model.score_candidates("rhs", by_index["user"][[3]], torch.tensor([0]), by_index["item"])[0]
+    expected = [f"item{i}" for i in torch.argsort(scores, descending=True)[:4].tolist()]
+    assert [a["name"] for a in answers] == expected
+    known = {f"item{t}" for s in splits.values() for h, r, t in s.tolist() if h == 3 and r == 0}
+    assert all(a["known"] == (a["name"] in known) for a in answers)
+    capsys.readouterr()
+    assert main(["query", str(path), "--tail", "item5", "--relation", "likes", "-k", "20", "--exclude-known"]) == 0
+    printed = capsys.readouterr().out
+    known_heads = {h for s in splits.values() for h, r, t in s.tolist() if t == 5 and r == 0}
+    assert printed.count("user") == 12 - len(known_heads)
+    assert main(["query", str(path), "--head", "nobody", "--relation", "likes"]) == 2
+    assert "nobody" in capsys.readouterr().err
