@@ -1,0 +1,45 @@
+"""Shared fixtures: the real graphs of ../shared/data, unpacked once per test session.
+
+The data directory is ``../shared/data`` relative to the repository, or the
+directory named by ``BIGKG_SHARED_DATA``; tests that need it skip cleanly
+when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("BIGKG_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_dataset(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``shared_dataset("FB15k-237")`` -> the unpacked directory (train.txt, valid.txt, test.txt)."""
+    unpacked: dict[str, Path] = {}
+
+    def unpack(name: str) -> Path:
+        if name not in unpacked:
+            archive = shared_data_dir() / f"{name}.tar.xz"
+            if not archive.is_file():
+                pytest.skip(f"{archive} is not available (set BIGKG_SHARED_DATA to the data directory)")
+            dest = tmp_path_factory.mktemp(name)
+            with tarfile.open(archive) as tar:
+                tar.extractall(dest, filter="data")
+            unpacked[name] = dest / name
+        return unpacked[name]
+
+    return unpack
+
+
+@pytest.fixture(scope="session")
+def fb15k237(shared_dataset: Callable[[str], Path]) -> Path:
+    return shared_dataset("FB15k-237")
