@@ -191,27 +191,33 @@ def _read_parquet(path: Path, spec: InputFormat, bad_lines: Counter) -> Iterator
 
 
 # -- TSV / CSV -----------------------------------------------------------------------
-def _first_line(path: Path) -> bytes | None:
+def _first_lines(path: Path, limit: int = 1000) -> list[str]:
+    """Up to ``limit`` first lines of a text file (decompressed), to learn its columns."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as fh:
-            line = fh.readline()
+            return [fh.readline().decode("utf-8", errors="replace").rstrip("\r\n") for _ in range(limit)]
     except (OSError, EOFError) as exc:
         raise PartitionError(f"{path}: cannot read: {exc}") from exc
-    return line or None
+
+
+def _split_fields(line: str, fmt: str, delimiter: str) -> list[str]:
+    return next(csv.reader([line], delimiter=delimiter)) if fmt == "csv" else line.split(delimiter)
 
 
 def _read_text(path: Path, fmt: str, spec: InputFormat, bad_lines: Counter) -> Iterator[EdgeBatch]:
     delimiter = spec.delimiter or ("\t" if fmt == "tsv" else ",")
-    first = _first_line(path)
-    if first is None or (spec.header and not first.strip()):
-        raise PartitionError(f"{path}: empty input (no lines)")
-    text = first.decode("utf-8", errors="replace").rstrip("\r\n")
-    if fmt == "csv":
-        fields = next(csv.reader([text], delimiter=delimiter))
+    lines = _first_lines(path)
+    if spec.header:
+        if not lines[0]:
+            raise PartitionError(f"{path}: empty input (no header line)")
+        names = _split_fields(lines[0], fmt, delimiter)
     else:
-        fields = text.split(delimiter)
-    names = fields if spec.header else [f"c{k}" for k in range(len(fields))]
+        # The usual number of fields of the first lines, so that one bad first line is just a bad line.
+        widths = Counter(len(_split_fields(line, fmt, delimiter)) for line in lines if line)
+        if not widths:
+            raise PartitionError(f"{path}: empty input (no edges)")
+        names = [f"c{k}" for k in range(widths.most_common(1)[0][0])]
     if spec.header and len(set(names)) != len(names):
         raise PartitionError(f"{path}: line 1: the header repeats a column name: {names}")
     used = _used_columns(path, spec, names, by_name_ok=spec.header)
