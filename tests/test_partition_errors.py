@@ -18,6 +18,7 @@ from bigkg.atomic import TMP_MARKER
 from bigkg.format import DatasetError, load_manifest
 from partition_helpers import file_triples, partition, split_triples
 from partitioner.errors import PartitionError
+from partitioner.generate import GraphSpec, generate_graph
 
 GOOD = ["a\tr1\tb", "b\tr2\tc", "c\tr1\ta"]
 
@@ -160,15 +161,11 @@ def test_existing_output_is_refused_without_force(tmp_path):
 
 def test_sigkill_mid_run_leaves_no_complete_looking_dataset(tmp_path):
     graph = tmp_path / "graph.parquet"
-    subprocess.run(
-        [sys.executable, "-m", "launcher.cli", "generate", "--out", str(graph),
-         "--edges", "3000000", "--entities", "200000", "--relations", "50"],
-        check=True, capture_output=True,
-    )
+    generate_graph(GraphSpec(edges=1_000_000, entities=100_000, relations=50), graph)
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "launcher.cli", "partition", str(graph), "--out", str(out), "-P", "8",
-         "--buffer-edges", "100000"],
+         "--buffer-edges", "50000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     # Kill it once it is writing the dataset (its temporary directory holds a spill file).
