@@ -1,0 +1,194 @@
+"""The bucket lock server on a real TCPStore: rules in one process, then real worker processes."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import multiprocessing
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+
+from bigkg.distributed.audit import AuditError, audit, read_events
+from bigkg.distributed.lock_server import EpochBusy, EpochOver, LeaseLostError, LockServer
+from bigkg.distributed.scheduler import DistributedScheduler
+from bigkg.schedule import Bucket
+
+
+@pytest.fixture
+def store():
+    return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=datetime.timedelta(seconds=30))
+
+
+def client(port: int, prefix: str = "run") -> dist.Store:
+    tcp = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=datetime.timedelta(seconds=30))
+    return dist.PrefixStore(prefix, tcp)
+
+
+# -- rules, one process, several handles --------------------------------------------------
+def test_first_epoch_rule_and_affinity(store):
+    a = LockServer(client(store.port), "a", 3)
+    b = LockServer(client(store.port), "b", 3)
+    assert a.start_epoch(0, first_epoch=True) is True
+    assert b.start_epoch(0, first_epoch=True) is False  # already open: b joins
+    first = a.try_acquire(0, set())
+    # nothing is trained yet and a bucket is in flight: no other bucket is anchored
+    assert b.try_acquire(0, set()) is None
+    a.release(first, done=True)
+    second = b.try_acquire(0, set())
+    assert second.bucket.partitions() & first.bucket.partitions()
+    b.release(second, done=True)
+    # affinity: a worker holding partition p gets a bucket with p when one is free and eligible
+    held = {second.bucket.lhs}
+    third = b.try_acquire(0, held)
+    assert third.bucket.partitions() & held
+    b.release(third, done=False)  # not done: back to the pool
+    assert third.bucket not in {first.bucket, second.bucket}
+    assert sum(c == "1" for c in a.snapshot()["done"]) == len({first.bucket, second.bucket})
+
+
+def test_epoch_lifecycle_and_no_double_grant(store):
+    workers = [LockServer(client(store.port), w, 2) for w in "ab"]
+    workers[0].start_epoch(0, first_epoch=False)
+    seen = []
+    while True:
+        try:
+            grant = workers[len(seen) % 2].try_acquire(0, set())
+        except EpochOver:
+            break
+        assert grant is not None
+        workers[len(seen) % 2].release(grant, done=True)
+        seen.append(grant.bucket)
+    assert sorted(seen) == sorted(Bucket(p, q) for p in range(2) for q in range(2))
+    with pytest.raises(EpochOver):
+        workers[1].try_acquire(0, set())
+    # epoch 1 opens only after epoch 0 is complete; resumed buckets are not handed again
+    workers[1].start_epoch(1, {Bucket(0, 0), Bucket(1, 1)}, first_epoch=False)
+    got = {workers[0].try_acquire(1, set()).bucket}
+    with pytest.raises(EpochBusy):
+        workers[1].start_epoch(2, first_epoch=False)
+    assert got <= {Bucket(0, 1), Bucket(1, 0)}
+
+
+def test_expired_lease_is_fenced(store):
+    a = LockServer(client(store.port), "a", 2, lease_seconds=0.2)
+    b = LockServer(client(store.port), "b", 2, lease_seconds=0.2)
+    a.start_epoch(0, first_epoch=False)
+    a.heartbeat()
+    grant = a.try_acquire(0, set())
+    others = [Bucket(p, q) for p in range(2) for q in range(2) if not Bucket(p, q).partitions() & grant.bucket.partitions()]
+    # a stops beating; b first records a's counter, then sees it unchanged past the lease
+    b_first = b.try_acquire(0, set())
+    assert b_first is None or b_first.bucket in others
+    if b_first is not None:
+        b.release(b_first, done=True)
+    time.sleep(0.3)
+    taken = b.try_acquire(0, set())
+    while taken is None or taken.bucket != grant.bucket:
+        if taken is not None:
+            b.release(taken, done=True)
+        time.sleep(0.3)
+        taken = b.try_acquire(0, set())
+    with pytest.raises(LeaseLostError):
+        a.release(grant, done=True)  # too late: its result must not count
+    b.release(taken, done=True)
+    assert a.snapshot()["leases"] == {}
+
+
+# -- real worker processes -------------------------------------------------------------
+def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_epoch: int) -> None:
+    """Train fake buckets: a read-modify-write of each held partition's counter file."""
+    sched = DistributedScheduler(
+        client(port), name, partitions, lease_seconds=1.0, heartbeat_seconds=0.1, timeout=60, event_log=f"{out}/{name}.jsonl"
+    )
+    rng = random.Random(name)
+    for epoch in range(epochs):
+        sched.start_epoch(epoch)
+        while (bucket := sched.acquire()) is not None:
+            if epoch == hang_epoch:
+                Path(out, f"{name}.holding").write_text(json.dumps(list(bucket)))
+                time.sleep(600)  # the test SIGKILLs us here
+            values = {p: int(Path(out, f"part_{p}").read_text()) for p in bucket.partitions()}
+            time.sleep(rng.uniform(0.0, 0.02))  # widen the race window a lock bug would open
+            for p, v in values.items():
+                Path(out, f"part_{p}").write_text(str(v + 1))
+            sched.release(bucket, done=True)
+    sched.close()
+
+
+def _run_workers(tmp_path: Path, port: int, partitions: int, epochs: int, n: int, hang: dict[str, int]):
+    for p in range(partitions):
+        (tmp_path / f"part_{p}").write_text("0")
+    ctx = multiprocessing.get_context("spawn")
+    procs = {
+        f"w{k}": ctx.Process(target=_worker, args=(port, f"w{k}", partitions, epochs, str(tmp_path), hang.get(f"w{k}", -1)))
+        for k in range(n)
+    }
+    for p in procs.values():
+        p.start()
+    return procs
+
+
+def _check_counters(tmp_path: Path, partitions: int, epochs: int) -> None:
+    # each bucket (p, q) increments p and q once (a diagonal bucket once): 2P - 1 per epoch
+    for p in range(partitions):
+        assert int((tmp_path / f"part_{p}").read_text()) == epochs * (2 * partitions - 1), f"lost update on partition {p}"
+
+
+def test_four_workers_exclusive_and_exactly_once(store, tmp_path):
+    P, E = 4, 3
+    procs = _run_workers(tmp_path, store.port, P, E, 4, {})
+    for p in procs.values():
+        p.join(120)
+        assert p.exitcode == 0
+    report = audit(sorted(tmp_path.glob("w*.jsonl")), P)
+    assert report.epochs == list(range(E))
+    assert all(sum(c.values()) == P * P for c in report.done.values())
+    trainers = {e["worker"] for e in read_events(tmp_path.glob("w*.jsonl")) if e["event"] == "done"}
+    assert len(trainers) > 1  # the work was really shared
+    _check_counters(tmp_path, P, E)
+
+
+def test_sigkilled_worker_bucket_is_reassigned(store, tmp_path):
+    P, E = 4, 3
+    procs = _run_workers(tmp_path, store.port, P, E, 3, {"w0": 1})
+    holding = tmp_path / "w0.holding"
+    deadline = time.monotonic() + 60
+    while not holding.exists():
+        assert time.monotonic() < deadline, "worker w0 never reached epoch 1"
+        time.sleep(0.05)
+    os.kill(procs["w0"].pid, signal.SIGKILL)
+    for name, p in procs.items():
+        p.join(120)
+        assert p.exitcode == (-signal.SIGKILL if name == "w0" else 0)
+    report = audit(sorted(tmp_path.glob("w*.jsonl")), P)
+    assert report.expired == 1
+    held = tuple(json.loads(holding.read_text()))
+    assert report.done[1][held] == 1  # the dead worker's bucket was finished by another
+    assert all(sum(c.values()) == P * P for c in report.done.values())
+    _check_counters(tmp_path, P, E)
+
+
+def test_audit_catches_overlap_and_double_done(tmp_path):
+    log = tmp_path / "bad.jsonl"
+    rows = [
+        {"event": "start_epoch", "worker": "a", "epoch": 0, "version": 1, "bucket": None, "holder": None},
+        {"event": "grant", "worker": "a", "epoch": 0, "version": 2, "bucket": [0, 1], "holder": None},
+        {"event": "grant", "worker": "b", "epoch": 0, "version": 3, "bucket": [1, 1], "holder": None},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AuditError, match="partition 1 granted to b while a holds it"):
+        audit([log], 2)
+    rows[2:] = [
+        {"event": "done", "worker": "a", "epoch": 0, "version": 3, "bucket": [0, 1], "holder": None},
+        {"event": "grant", "worker": "b", "epoch": 0, "version": 4, "bucket": [0, 1], "holder": None},
+        {"event": "done", "worker": "b", "epoch": 0, "version": 5, "bucket": [0, 1], "holder": None},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AuditError, match=r"done more than once: \[\(0, 1\)\]"):
+        audit([log], 2)
