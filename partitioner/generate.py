@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ from bigkg.atomic import atomic_file
 from partitioner.errors import PartitionError
 
 FORMATS = ("parquet", "tsv")
+BLOCK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -60,25 +62,37 @@ def _names(prefix: str, ids: np.ndarray) -> pa.Array:
     return pc.binary_join_element_wise(prefix, pc.cast(pa.array(ids), pa.string()), "")
 
 
-def generate_chunks(spec: GraphSpec, chunk_edges: int = 1 << 20):
-    """Yield the graph as Arrow tables of at most ``chunk_edges`` rows."""
+def _block(spec: GraphSpec, index: int, maps: list[tuple[int, int]]) -> dict[str, pa.Array]:
+    """Edges ``index * BLOCK ..`` of the graph; each block has its own seeded stream."""
+    (a_ent, b_ent), (a_rel, b_rel), (a_cov, b_cov) = maps
+    rng = np.random.default_rng([spec.seed, index])
+    start = index * BLOCK
+    n = min(BLOCK, spec.edges - start)
+    head = (_power_law_ranks(rng, spec.entities, n, spec.alpha) * a_ent + b_ent) % spec.entities
+    tail = (_power_law_ranks(rng, spec.entities, n, spec.alpha) * a_ent + b_ent) % spec.entities
+    rel = (_power_law_ranks(rng, spec.relations, n, spec.alpha) * a_rel + b_rel) % spec.relations
+    cover = np.arange(start, min(start + n, spec.entities), dtype=np.int64)
+    tail[: len(cover)] = (cover * a_cov + b_cov) % spec.entities
+    columns = {"head": _names("e", head), "relation": _names("r", rel), "tail": _names("e", tail)}
+    if spec.weights:
+        columns["weight"] = pa.array(rng.random(n, dtype=np.float32) + np.float32(1e-3))
+    return columns
+
+
+def generate_chunks(spec: GraphSpec, chunk_edges: int = 1 << 20) -> Iterator[pa.Table]:
+    """Yield the graph as Arrow tables of about ``chunk_edges`` rows (whole blocks).
+
+    The edges do not depend on ``chunk_edges``.
+    """
     if spec.edges < 1 or spec.entities < 1 or spec.relations < 1:
         raise PartitionError("--edges, --entities and --relations must all be at least 1")
     rng = np.random.default_rng(spec.seed)
-    a_ent, b_ent = _bijection(spec.entities, rng)
-    a_rel, b_rel = _bijection(spec.relations, rng)
-    a_cov, b_cov = _bijection(spec.entities, rng)
-    for start in range(0, spec.edges, chunk_edges):
-        n = min(chunk_edges, spec.edges - start)
-        head = (_power_law_ranks(rng, spec.entities, n, spec.alpha) * a_ent + b_ent) % spec.entities
-        tail = (_power_law_ranks(rng, spec.entities, n, spec.alpha) * a_ent + b_ent) % spec.entities
-        rel = (_power_law_ranks(rng, spec.relations, n, spec.alpha) * a_rel + b_rel) % spec.relations
-        cover = np.arange(start, min(start + n, spec.entities), dtype=np.int64)
-        tail[: len(cover)] = (cover * a_cov + b_cov) % spec.entities
-        columns = {"head": _names("e", head), "relation": _names("r", rel), "tail": _names("e", tail)}
-        if spec.weights:
-            columns["weight"] = pa.array(rng.random(n, dtype=np.float32) + np.float32(1e-3))
-        yield pa.table(columns)
+    maps = [_bijection(spec.entities, rng), _bijection(spec.relations, rng), _bijection(spec.entities, rng)]
+    blocks_per_chunk = max(1, chunk_edges // BLOCK)
+    num_blocks = -(-spec.edges // BLOCK)
+    for first in range(0, num_blocks, blocks_per_chunk):
+        blocks = [pa.table(_block(spec, b, maps)) for b in range(first, min(first + blocks_per_chunk, num_blocks))]
+        yield pa.concat_tables(blocks).combine_chunks()
 
 
 def generate_graph(spec: GraphSpec, out: Path, fmt: str = "auto", chunk_edges: int = 1 << 20) -> Path:
