@@ -1,0 +1,200 @@
+"""Autograd Functions whose forward is exact and whose saved state is compressed.
+
+Each Function saves what its backward needs as a b-bit copy (see ``codec``), or
+as 1-bit masks where the derivative is 0/1 (ReLU, dropout). ``bits=32`` keeps an
+exact float copy; an input that autograd keeps alive anyway (a leaf such as an
+embedding table) is always saved by reference, since compressing it would add
+memory rather than save it.
+
+``recompute`` runs a function of a node-level tensor (gather, edge messages,
+attention softmax, scatter) without keeping any of its intermediates: backward
+rebuilds them from the saved node-level input and the indices, so edge-level
+[E, d] tensors are never stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from bigkg.quant.codec import Quantized, check_bits, dequantize, pack_mask, quantize, unpack_mask
+from bigkg.sparsify.counter import MacCounter
+
+EXACT = 32
+
+Packed = tuple[list[Tensor], tuple[Any, ...]]
+
+
+def saving_bits(x: Tensor, bits: int) -> int:
+    """``bits`` for a Function input, or EXACT for a leaf that autograd keeps
+    alive anyway (decided outside the Function, where leafness is visible)."""
+    return EXACT if x.is_leaf and x.requires_grad else bits
+
+
+def compress(x: Tensor, bits: int) -> Packed:
+    """The tensors to save for ``x`` and how to rebuild it."""
+    if bits == EXACT:
+        return [x], ("raw",)
+    check_bits(bits)
+    q = quantize(x, bits)
+    return list(q.tensors()), ("q", q.shape, q.bits, q.dtype)
+
+
+def decompress(tensors: Sequence[Tensor], meta: tuple[Any, ...]) -> Tensor:
+    if meta[0] == "raw":
+        return tensors[0]
+    _, shape, bits, dtype = meta
+    packed, lo, step = tensors
+    return dequantize(Quantized(packed, lo, step, shape, bits, dtype))
+
+
+def _count(meta: tuple[Any, ...]) -> int:
+    return 1 if meta[0] == "raw" else 3
+
+
+class _Recompute(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, fn, bits, num_aux, x, *rest):  # type: ignore[override]
+        aux = rest[:num_aux]
+        out = fn(x, *aux)
+        saved, meta = compress(x, bits)
+        ctx.save_for_backward(*saved, *aux)
+        ctx.fn, ctx.meta, ctx.num_params = fn, meta, len(rest) - num_aux
+        ctx.params = rest[num_aux:]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        saved = ctx.saved_tensors
+        n = _count(ctx.meta)
+        x = decompress(saved[:n], ctx.meta).detach().requires_grad_(ctx.needs_input_grad[3])
+        aux = saved[n:]
+        params = ctx.params
+        wanted = [x] if x.requires_grad else []
+        wanted += [p for p, need in zip(params, ctx.needs_input_grad[3 + len(aux) + 1 :]) if need]
+        with torch.enable_grad():
+            out = ctx.fn(x, *aux)
+        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True)) if wanted else iter(())
+        grad_x = next(grads) if x.requires_grad else None
+        grad_params = [next(grads) if need else None for need in ctx.needs_input_grad[3 + len(aux) + 1 :]]
+        return (None, None, None, grad_x, *([None] * len(aux)), *grad_params)
+
+
+def recompute(
+    fn: Callable[..., Tensor], x: Tensor, aux: Sequence[Tensor], params: Sequence[Tensor], bits: int
+) -> Tensor:
+    """``fn(x, *aux)`` saving only a (compressed) copy of ``x`` plus ``aux``.
+
+    ``aux`` are tensors saved as they are (indices, edge weights); ``params``
+    are every tensor ``fn`` reads that needs a gradient (it may read them from
+    a module), listed so autograd routes their gradients.
+    """
+    return _Recompute.apply(fn, saving_bits(x, bits), len(aux), x, *aux, *params)
+
+
+class _Linear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, bits, counter):  # type: ignore[override]
+        rows = x.reshape(-1, x.shape[-1])
+        out = torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
+        saved, meta = compress(rows, bits)
+        ctx.save_for_backward(*saved, weight)
+        ctx.meta, ctx.counter, ctx.shape = meta, counter, x.shape
+        ctx.has_bias = bias is not None
+        if counter is not None:
+            counter.add("transform", rows.shape[0] * weight.numel())
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        saved = ctx.saved_tensors
+        n = _count(ctx.meta)
+        weight = saved[n]
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (g @ weight).view(ctx.shape)
+            if ctx.counter is not None:
+                ctx.counter.add("transform", g.shape[0] * weight.numel())
+        if ctx.needs_input_grad[1]:
+            grad_w = g.t() @ decompress(saved[:n], ctx.meta)
+            if ctx.counter is not None:
+                ctx.counter.add("transform", g.shape[0] * weight.numel())
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b, None, None
+
+
+def linear(
+    x: Tensor, weight: Tensor, bias: Tensor | None, bits: int, counter: MacCounter | None = None
+) -> Tensor:
+    """``x @ weight.T + bias`` saving a b-bit copy of ``x`` (the weight is a parameter).
+
+    Pruned weights arrive here already masked; they are executed as a dense
+    product because torch's CPU sparse kernels are slower than dense BLAS at
+    the densities and sizes of encoder weights (docs/kgnn.md).
+    """
+    return _Linear.apply(x, weight, bias, saving_bits(x, bits), counter)
+
+
+class _ReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        out = x.clamp_min(0)
+        ctx.save_for_backward(pack_mask(out > 0))
+        ctx.shape = x.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        (packed,) = ctx.saved_tensors
+        return grad_out * unpack_mask(packed, ctx.shape)
+
+
+def relu(x: Tensor) -> Tensor:
+    """ReLU saving 1 bit per entry."""
+    return _ReLU.apply(x)
+
+
+class _Tanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, bits):  # type: ignore[override]
+        out = torch.tanh(x)
+        saved, meta = compress(out, bits)
+        ctx.save_for_backward(*saved)
+        ctx.meta = meta
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        y = decompress(ctx.saved_tensors, ctx.meta)
+        return grad_out * (1 - y * y), None
+
+
+def tanh(x: Tensor, bits: int) -> Tensor:
+    """tanh saving a b-bit copy of its output (the derivative is 1 - y^2)."""
+    return _Tanh.apply(x, bits)
+
+
+class _Dropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p, generator):  # type: ignore[override]
+        keep = torch.rand(x.shape, generator=generator, device=x.device) >= p
+        scale = 1.0 / (1.0 - p)
+        ctx.save_for_backward(pack_mask(keep))
+        ctx.shape, ctx.scale = x.shape, scale
+        return x * keep * scale
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        (packed,) = ctx.saved_tensors
+        return grad_out * unpack_mask(packed, ctx.shape) * ctx.scale, None, None
+
+
+def dropout(x: Tensor, p: float, training: bool, generator: torch.Generator | None = None) -> Tensor:
+    """Inverted dropout saving its mask as 1 bit per entry."""
+    if not training or p == 0.0:
+        return x
+    return _Dropout.apply(x, p, generator)
