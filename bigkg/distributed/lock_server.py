@@ -89,7 +89,7 @@ class _State:
     done: str  # one '0'/'1' per bucket, row-major (lhs * P + rhs)
     trained: list[int]
     leases: dict[str, dict[str, Any]]  # worker -> {"bucket": [lhs, rhs], "token": str}
-    payload: dict[str, Any] = field(default_factory=dict)  # partition -> committed value
+    payload: dict[str, Any] = field(default_factory=dict)  # partition name -> committed value
     by: str = ""
 
     @classmethod
@@ -282,16 +282,13 @@ class LockServer:
         self._on_event(Event("grant", self.worker, epoch, state.version, result))
         return grant
 
-    def release(self, grant: Grant, *, done: bool, payload: dict[int, Any] | None = None) -> int:
+    def release(self, grant: Grant, *, done: bool, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """Give ``grant`` back; ``done`` marks its bucket trained and commits ``payload``.
 
-        ``payload`` maps partitions of the bucket to values stored in the state
-        in the same atomic step (see ``payload``). Returns the state version.
+        ``payload`` maps names of the bucket's partitions to values stored in
+        the state in the same atomic step (see ``payload``). Returns the new state.
         Raises ``LeaseLostError`` if the lease was expired meanwhile.
         """
-        if payload and not set(payload) <= grant.bucket.partitions():
-            raise LockServerError(f"payload names partitions {sorted(payload)} outside bucket {tuple(grant.bucket)}")
-
         def change(state: _State) -> tuple[None, bool]:
             lease = state.leases.get(self.worker)
             if state.epoch != grant.epoch or lease is None or lease["token"] != grant.token:
@@ -303,27 +300,26 @@ class LockServer:
                 state.mark_done(grant.bucket)
                 state.trained = sorted(set(state.trained) | grant.bucket.partitions())
                 for part, value in (payload or {}).items():
-                    state.payload[str(part)] = value
+                    state.payload[part] = value
             return None, True
 
         state, _ = self._update(change)
         self._on_event(Event("done" if done else "release", self.worker, grant.epoch, state.version, grant.bucket))
-        return state.version
+        return json.loads(state.encode())
 
-    def payload(self) -> dict[int, Any]:
+    def payload(self) -> dict[str, Any]:
         """The committed per-partition values (kept across epochs)."""
-        return {int(k): v for k, v in self._read()[1].payload.items()}
+        return dict(self._read()[1].payload)
 
-    def set_payload(self, payload: dict[int, Any]) -> None:
+    def set_payload(self, payload: dict[str, Any]) -> None:
         """Seed the per-partition values (e.g. from a checkpoint) while no lease is held."""
 
         def change(state: _State) -> tuple[None, bool]:
             if state.leases:
                 raise LockServerError("the partition payload can only be seeded while no bucket is leased")
-            wanted = {str(k): v for k, v in payload.items()}
-            if all(state.payload.get(k) == v for k, v in wanted.items()):
+            if all(state.payload.get(k) == v for k, v in payload.items()):
                 return None, False
-            state.payload.update(wanted)
+            state.payload.update(payload)
             return None, True
 
         self._update(change)

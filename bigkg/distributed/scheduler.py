@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from torch.distributed import Store
 
@@ -39,7 +39,11 @@ class SchedulerTimeout(LockServerError):
 
 
 class DistributedScheduler:
-    """Hands out buckets through the lock server in ``store``; see the module doc."""
+    """Hands out buckets through the lock server in ``store``; see the module doc.
+
+    ``on_commit`` receives the lock state right after each bucket is marked
+    done (the partition exchange persists it as durable progress).
+    """
 
     def __init__(
         self,
@@ -52,6 +56,7 @@ class DistributedScheduler:
         timeout: float = 600.0,
         seed: int = 0,
         event_log: str | Path | None = None,
+        on_commit: Callable[[dict[str, Any]], None] | None = None,
         poll_min: float = 0.005,
         poll_max: float = 0.5,
     ):
@@ -65,11 +70,12 @@ class DistributedScheduler:
         self.poll_min, self.poll_max = poll_min, poll_max
         self._event_log = open(event_log, "a", buffering=1) if event_log is not None else None
         self.lock = LockServer(store, worker, num_partitions, lease_seconds=lease_seconds, seed=seed, on_event=self._record)
+        self.on_commit = on_commit
         self.epoch = -1
         self.lost_buckets = 0  # buckets whose lease expired before release (work discarded)
         self._grant: Grant | None = None
         self._held: set[int] = set()
-        self._payload: dict[int, Any] = {}
+        self._payload: dict[str, Any] = {}
         self._rng = random.Random(f"backoff/{worker}")
         # The heartbeat thread gets its own connection: a Store client is not shared across threads.
         self._beat_store = store.clone()
@@ -102,12 +108,15 @@ class DistributedScheduler:
         self._grant = None
         payload, self._payload = self._payload, {}
         try:
-            self.lock.release(grant, done=done, payload=payload if done else None)
+            state = self.lock.release(grant, done=done, payload=payload if done else None)
         except LeaseLostError as exc:
             # Presumed dead by a peer, the bucket was handed again: discard this copy's work.
             self.lost_buckets += 1
             self._held = set()
             log.warning("%s; its result is discarded and the bucket is trained by another worker", exc)
+            return
+        if done and self.on_commit is not None:
+            self.on_commit(state)
 
     # -- extras ---------------------------------------------------------------------
     @property
@@ -115,7 +124,7 @@ class DistributedScheduler:
         """The lease currently held, if any."""
         return self._grant
 
-    def commit_with_release(self, payload: dict[int, Any]) -> None:
+    def commit_with_release(self, payload: dict[str, Any]) -> None:
         """Values committed with the held bucket's ``release(done=True)`` (partition versions)."""
         if self._grant is None:
             raise LockServerError("no bucket is held; nothing to commit with")
