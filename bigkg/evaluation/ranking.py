@@ -154,7 +154,11 @@ def rank_queries(
             true_b = true_scores[sl].unsqueeze(1)
             with torch.no_grad():
                 for chunk in _chunks(candidates, options.candidate_chunk):
-                    scores = score_fn(side, anchor_vecs[sl], rel_t[sl], vectors[torch.from_numpy(chunk - lo).to(device)])
+                    if samples is None:  # a contiguous range: a view, no copy
+                        rows = vectors[int(chunk[0]) - lo : int(chunk[-1]) + 1 - lo]
+                    else:
+                        rows = vectors[torch.from_numpy(chunk - lo).to(device)]
+                    scores = score_fn(side, anchor_vecs[sl], rel_t[sl], rows)
                     scores = scores.float()
                     pos = np.minimum(np.searchsorted(chunk, known), chunk.size - 1)
                     hit = chunk[pos] == known
