@@ -75,7 +75,10 @@ class TrainingConfig:
     shared_optimizer: str = opt("adagrad", "optimizer of the shared (relation, encoder) parameters", ("adagrad", "adam"))
     shared_lr: float | None = opt(None, "learning rate of the shared optimizer (default: lr)", minimum=0.0)
     bucket_order: str = opt("inside_out", "order in which the P x P buckets are trained", BUCKET_ORDERS)
-    threads: int = opt(0, "torch CPU threads; 0 uses every core", minimum=0)
+    workers: int = opt(
+        1, "threads training batches of the same bucket at once (Hogwild, like PBG's workers); "
+        "1 keeps CPU training reproducible", minimum=1)
+    threads: int = opt(0, "torch intra-op CPU threads per worker; 0: cores / workers", minimum=0)
     prefetch: bool = opt(True, "load the next bucket's partitions and edges in the background")
 
 
@@ -95,7 +98,9 @@ class EvalConfig:
 
 @dataclass
 class CheckpointConfig:
-    keep_versions: int = opt(2, "complete checkpoint versions kept on disk", minimum=1)
+    keep_versions: int = opt(
+        2, "complete checkpoint versions kept on disk (at least 2: the background loader may read the previous one)", minimum=2
+    )
 
 
 @dataclass

@@ -1,0 +1,38 @@
+"""Losses over each positive's scores against its candidates.
+
+Every loss takes ``scores`` [..., N, K] (row n: the candidates of positive n),
+``positive_index`` [..., N] (the column of the positive itself) and returns a
+per-positive loss [..., N]; the trainer multiplies by edge weights and sums.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bigkg.negatives import positive_mask
+
+
+def softmax_loss(scores: Tensor, positive_index: Tensor, margin: float) -> Tensor:
+    """Cross-entropy of the positive among its candidates (the positive counted once)."""
+    positive = scores.gather(-1, positive_index.unsqueeze(-1)).squeeze(-1)
+    return torch.logsumexp(scores, dim=-1) - positive
+
+
+def logistic_loss(scores: Tensor, positive_index: Tensor, margin: float) -> Tensor:
+    """−log σ(positive) plus the mean over negatives of −log σ(−negative)."""
+    mask = positive_mask(scores, positive_index)
+    positive = scores.gather(-1, positive_index.unsqueeze(-1)).squeeze(-1)
+    negatives = F.softplus(scores).masked_fill(mask, 0.0).sum(-1) / max(scores.shape[-1] - 1, 1)
+    return F.softplus(-positive) + negatives
+
+
+def ranking_loss(scores: Tensor, positive_index: Tensor, margin: float) -> Tensor:
+    """Sum over negatives of max(0, margin − positive + negative)."""
+    mask = positive_mask(scores, positive_index)
+    positive = scores.gather(-1, positive_index.unsqueeze(-1))
+    return F.relu(margin - positive + scores).masked_fill(mask, 0.0).sum(-1)
+
+
+LOSSES = {"softmax": softmax_loss, "logistic": logistic_loss, "ranking": ranking_loss}

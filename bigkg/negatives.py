@@ -1,0 +1,69 @@
+"""Batched negative sampling (PBG): which candidates each positive is scored against.
+
+A batch of positives is cut into chunks of C. In ``batched`` mode the
+candidates of a chunk, on each side, are the chunk's own C positives followed
+by U entities drawn uniformly once per chunk from the partition of the right
+entity type; positive k of the chunk is candidate k, so each positive is
+scored against C−1 + U negatives with one (C×d)·(d×(C+U)) product. In ``all``
+mode the candidates are every entity of the partition and the positive is
+its own local id.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class ChunkPlan(NamedTuple):
+    """How a batch of ``size`` positives splits into ``num_chunks`` chunks of ``chunk_size``.
+
+    The last ``size - num_chunks * chunk_size`` positives form one smaller chunk.
+    """
+
+    size: int
+    chunk_size: int
+
+    @property
+    def num_chunks(self) -> int:
+        return self.size // self.chunk_size
+
+    @property
+    def total_chunks(self) -> int:
+        return self.num_chunks + (self.size > self.full)
+
+    @property
+    def full(self) -> int:
+        return self.num_chunks * self.chunk_size
+
+    def blocks(self) -> list[tuple[int, int, int]]:
+        """(start, number of chunks, chunk size) of the full chunks and the remainder."""
+        out = []
+        if self.num_chunks:
+            out.append((0, self.num_chunks, self.chunk_size))
+        if self.size > self.full:
+            out.append((self.full, 1, self.size - self.full))
+        return out
+
+
+def uniform_negatives(num_chunks: int, count: int, num_entities: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """[num_chunks, count] local ids drawn uniformly (with replacement) from a partition."""
+    return torch.randint(0, num_entities, (num_chunks, count), generator=generator, device=device)
+
+
+def chunk_candidates(positives: Tensor, negatives: Tensor) -> Tensor:
+    """Candidates [nc, C+U, d] of chunked positives [nc, C, d] and uniform negatives [nc, U, d]."""
+    return torch.cat([positives, negatives], dim=1) if negatives.shape[1] else positives
+
+
+def positive_mask(scores: Tensor, positive_index: Tensor) -> Tensor:
+    """Boolean mask [..., N, K] that is True where a row's candidate is its own positive."""
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    return mask.scatter_(-1, positive_index.unsqueeze(-1).expand(*scores.shape[:-1], 1), True)
+
+
+def chunk_positive_index(num_chunks: int, chunk_size: int, device: torch.device) -> Tensor:
+    """Positive k of each chunk is candidate k: [num_chunks, chunk_size]."""
+    return torch.arange(chunk_size, device=device).expand(num_chunks, chunk_size)

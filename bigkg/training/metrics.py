@@ -1,0 +1,45 @@
+"""metrics.jsonl: one JSON record per line (bucket, epoch, valid), appended and fsynced.
+
+Each checkpoint records how many lines the log had when it was committed; on
+resume the log is cut back to that many lines, so records of work that was
+lost with a kill are dropped and every record describes committed work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bigkg.atomic import write_text_atomic
+
+
+class MetricsLog:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lines = 0
+
+    def truncate(self, lines: int) -> None:
+        """Keep the first ``lines`` records (all of them when the log is shorter)."""
+        kept = self.read()[:lines]
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.lines = len(kept)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill; nothing after it was committed
+        return records
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.lines += 1

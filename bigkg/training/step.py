@@ -1,0 +1,156 @@
+"""One optimisation step on a batch of positive edges of one relation group.
+
+Vectorised per chunk: entity rows are gathered once (deduplicated), scored with
+one batched matrix product per side, and only the gathered rows are updated.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from bigkg.checkpoint import PartitionKey, PartitionState
+from bigkg.config import TrainingConfig
+from bigkg.model import EncoderContext, KGModel
+from bigkg.negatives import ChunkPlan, chunk_candidates, chunk_positive_index, uniform_negatives
+from bigkg.optim import RowAdagrad
+
+LossFn = Callable[[Tensor, Tensor, float], Tensor]
+
+
+@dataclass
+class Batch:
+    lhs: Tensor  # [B] local ids in the lhs partition
+    rhs: Tensor  # [B] local ids in the rhs partition
+    rel: Tensor  # [B]
+    weight: Tensor | None  # [B]
+
+
+class _Rows:
+    """Embedding rows of one partition gathered for a batch, as leaves that collect gradients.
+
+    Each request (positives, uniform negatives, or the whole partition) is its
+    own leaf, so the backward pass scatters nothing; gradients of repeated rows
+    are summed once, in ``gradients``.
+    """
+
+    def __init__(self, key: PartitionKey, state: PartitionState, model: KGModel, edges):
+        self.key, self.state, self.model, self.edges = key, state, model, edges
+        self.ids: list[Tensor] = []
+        self.leaves: list[Tensor] = []
+
+    def take(self, ids: Tensor | None) -> Tensor:
+        """Representations of rows ``ids`` (every row when None)."""
+        table = self.state.embeddings
+        if ids is None:
+            ids = torch.arange(table.shape[0], device=table.device)
+            leaf = table.detach().requires_grad_()
+        else:
+            leaf = table.index_select(0, ids).requires_grad_()
+        self.ids.append(ids)
+        self.leaves.append(leaf)
+        return self.model.encoder.encode(leaf, EncoderContext(self.key[0], self.key[1], ids, table, self.edges))
+
+    def gradients(self, grads: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """(distinct rows, their summed gradients) from the leaves' gradients."""
+        ids = self.ids[0] if len(self.ids) == 1 else torch.cat(self.ids)
+        grad = grads[0] if len(grads) == 1 else torch.cat(grads)
+        rows, inverse = torch.unique(ids, return_inverse=True)
+        summed = torch.zeros(rows.shape[0], grad.shape[1], dtype=grad.dtype, device=grad.device)
+        return rows, summed.index_add_(0, inverse, grad)
+
+
+class BatchStep:
+    """Forward, backward and updates for one batch; returns the detached loss.
+
+    Gradients are taken with ``torch.autograd.grad`` (nothing accumulates in
+    ``.grad``), so several threads may run steps on the same partitions
+    (Hogwild); the shared optimizer step is serialised by a lock.
+    """
+
+    def __init__(
+        self,
+        model: KGModel,
+        loss_fn: LossFn,
+        config: TrainingConfig,
+        row_optimizer: RowAdagrad,
+        shared_optimizer: torch.optim.Optimizer | None,
+        generator: torch.Generator,
+    ):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.config = config
+        self.row_optimizer = row_optimizer
+        self.shared_optimizer = shared_optimizer
+        self.shared_params = [p for group in shared_optimizer.param_groups for p in group["params"]] if shared_optimizer else []
+        self.generator = generator
+        self.shared_lock = threading.Lock()
+
+    def __call__(
+        self,
+        batch: Batch,
+        lhs: tuple[PartitionKey, PartitionState],
+        rhs: tuple[PartitionKey, PartitionState],
+        edges: tuple[Tensor, Tensor, Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        cfg = self.config
+        size = batch.lhs.shape[0]
+        device = batch.lhs.device
+        plan = ChunkPlan(size, min(cfg.chunk_size, size))
+        gen = generator or self.generator
+        (lkey, lstate), (rkey, rstate) = lhs, rhs
+        left = _Rows(lkey, lstate, self.model, edges)
+        right = left if lkey == rkey else _Rows(rkey, rstate, self.model, edges)
+
+        if cfg.negatives == "all":
+            lhs_all, rhs_all = left.take(None), right.take(None)
+            h, t = lhs_all.index_select(0, batch.lhs), rhs_all.index_select(0, batch.rhs)
+            per_edge = self.loss_fn(self.model.score_candidates("rhs", h, batch.rel, rhs_all), batch.rhs, cfg.margin)
+            per_edge = per_edge + self.loss_fn(self.model.score_candidates("lhs", t, batch.rel, lhs_all), batch.lhs, cfg.margin)
+        else:
+            u = cfg.num_uniform_negatives
+            chunks = plan.total_chunks
+            h, t = left.take(batch.lhs), right.take(batch.rhs)
+            hn = left.take(uniform_negatives(chunks, u, lstate.embeddings.shape[0], gen, device).flatten())
+            tn = right.take(uniform_negatives(chunks, u, rstate.embeddings.shape[0], gen, device).flatten())
+            per_edge = self._chunked_loss(plan, batch.rel, h, t, hn.view(chunks, u, -1), tn.view(chunks, u, -1))
+
+        loss = (per_edge * batch.weight).sum() if batch.weight is not None else per_edge.sum()
+        reg = self.model.regularization([h, t], batch.rel)
+        total = loss if reg is None else loss + reg
+
+        sides = [left] if right is left else [left, right]
+        leaves = [leaf for side in sides for leaf in side.leaves]
+        grads = torch.autograd.grad(total, leaves + self.shared_params, allow_unused=True)
+        k = 0
+        for side in sides:
+            n = len(side.leaves)
+            rows, grad = side.gradients(list(grads[k : k + n]))
+            self.row_optimizer.step(side.state.embeddings, side.state.adagrad, rows, grad)
+            k += n
+        if self.shared_optimizer is not None:
+            with self.shared_lock:
+                for p, g in zip(self.shared_params, grads[k:]):
+                    p.grad = g
+                self.shared_optimizer.step()
+        return loss.detach()
+
+    def _chunked_loss(self, plan: ChunkPlan, rel: Tensor, h: Tensor, t: Tensor, hn: Tensor, tn: Tensor) -> Tensor:
+        """Per-edge loss [B], both sides, one batched product per block of equal chunks."""
+        out = []
+        chunk = 0
+        for start, nc, c in plan.blocks():
+            end = start + nc * c
+            h3, t3, r3 = h[start:end].view(nc, c, -1), t[start:end].view(nc, c, -1), rel[start:end].view(nc, c)
+            positive = chunk_positive_index(nc, c, h.device)
+            rhs_scores = self.model.score_candidates("rhs", h3, r3, chunk_candidates(t3, tn[chunk : chunk + nc]))
+            lhs_scores = self.model.score_candidates("lhs", t3, r3, chunk_candidates(h3, hn[chunk : chunk + nc]))
+            margin = self.config.margin
+            out.append((self.loss_fn(rhs_scores, positive, margin) + self.loss_fn(lhs_scores, positive, margin)).flatten())
+            chunk += nc
+        return out[0] if len(out) == 1 else torch.cat(out)

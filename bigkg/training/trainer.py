@@ -1,0 +1,398 @@
+"""The Trainer: bucket-by-bucket training of one process on one device.
+
+The parts are named up front as typed attributes and built by small
+``build_*`` functions; ``train`` reads top to bottom: for each epoch, take
+buckets from the scheduler, load their partitions (prefetched in the
+background), train every batch, commit a checkpoint, log the bucket; at the
+epoch's end log it, validate, and stop early when valid MRR stops improving.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm import tqdm
+
+from bigkg.atomic import write_text_atomic
+from bigkg.checkpoint import CheckpointStore, CheckpointVersion, PartitionKey, PartitionState
+from bigkg.config import Config, ConfigError, config_to_yaml
+from bigkg.errors import BigKGError
+from bigkg.format import Manifest, load_manifest
+from bigkg.losses import LOSSES
+from bigkg.model import KGModel, build_model
+from bigkg.optim import RowAdagrad, build_shared_optimizer
+from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
+from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
+from bigkg.training.metrics import MetricsLog
+from bigkg.training.step import Batch, BatchStep, LossFn
+
+log = logging.getLogger(__name__)
+
+# Model options a checkpoint cannot be resumed under if they change.
+STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "reciprocal", "encoder")
+
+Validator = Callable[[CheckpointStore], dict[str, Any]]
+
+
+class TrainingError(BigKGError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit)."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint's meta."""
+
+    epoch: int = 0
+    finished: list[Bucket] = field(default_factory=list)
+    epoch_loss: float = 0.0
+    epoch_edges: int = 0
+    epoch_seconds: float = 0.0
+    best_valid_mrr: float | None = None
+    stale_validations: int = 0
+    stopped_early: bool = False
+    valid: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_meta(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["finished"] = [list(b) for b in self.finished]
+        return data
+
+    @classmethod
+    def from_meta(cls, data: dict[str, Any]) -> "Progress":
+        data = dict(data)
+        data["finished"] = [Bucket(*b) for b in data["finished"]]
+        return cls(**data)
+
+
+# -- builders ------------------------------------------------------------------------
+def build_device(config: Config) -> torch.device:
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {config.device!r} was asked for but CUDA is not available here")
+    return device
+
+
+def build_loss(config: Config) -> LossFn:
+    return LOSSES[config.training.loss]
+
+
+def build_scheduler(config: Config, manifest: Manifest) -> BucketScheduler:
+    return LocalScheduler(manifest.num_partitions, config.training.bucket_order, config.seed)
+
+
+def build_validator(config: Config, manifest: Manifest) -> Validator | None:
+    """Valid-split evaluation at epoch end, when asked for and available."""
+    if config.eval.valid_every == 0 or manifest.split_count("valid") == 0:
+        return None
+    try:
+        from bigkg.evaluation import evaluate
+    except ImportError:
+        log.warning("bigkg.evaluation.evaluate is not available; training without validation")
+        return None
+    return lambda store: evaluate(config, split="valid", store=store)
+
+
+def build_generator(config: Config, device: torch.device, offset: int = 0) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(config.seed * 7919 + offset)
+
+
+def initial_partition(config: Config, key: PartitionKey, size: int, type_index: int) -> PartitionState:
+    """Seeded N(0, init_scale²) embeddings and zero Adagrad state."""
+    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + type_index * 10_007 + key[1])
+    emb = torch.randn(size, config.model.dim, generator=gen) * config.model.init_scale
+    return PartitionState(emb, torch.zeros(size))
+
+
+class Trainer:
+    config: Config
+    manifest: Manifest
+    device: torch.device
+    model: KGModel
+    loss_fn: LossFn
+    row_optimizer: RowAdagrad
+    shared_optimizer: torch.optim.Optimizer | None
+    scheduler: BucketScheduler
+    loader: BucketLoader
+    step: BatchStep
+    validator: Validator | None
+    store: CheckpointStore
+    metrics: MetricsLog
+    progress: Progress
+
+    def __init__(self, config: Config, *, fresh: bool = False, scheduler: BucketScheduler | None = None):
+        if not config.dataset:
+            raise ConfigError("dataset: no dataset directory given (set it in the config or with --set dataset=DIR)")
+        if not config.run_dir:
+            raise ConfigError("run_dir: no run directory given (set it in the config or with --set run_dir=DIR)")
+        self.config = config
+        self.manifest = load_manifest(config.dataset)
+        self.device = build_device(config)
+        if self.device.type == "cpu":
+            cores = os.cpu_count() or 1
+            torch.set_num_threads(config.training.threads or max(1, cores // config.training.workers))
+        torch.manual_seed(config.seed)
+        self.model = build_model(config, self.manifest).to(self.device)
+        self.loss_fn = build_loss(config)
+        self.row_optimizer = RowAdagrad(config.training.lr)
+        self.shared_optimizer = build_shared_optimizer(self.model, config.training)
+        self.scheduler = scheduler or build_scheduler(config, self.manifest)
+        self.loader = BucketLoader(
+            config.dataset, self.manifest, pin_memory=self.device.type == "cuda", background=config.training.prefetch
+        )
+        self.step = BatchStep(
+            self.model, self.loss_fn, config.training, self.row_optimizer, self.shared_optimizer,
+            build_generator(config, self.device),
+        )
+        self.shuffle_generator = build_generator(config, self.device)
+        # One negative-sampling generator per worker thread (generators are not shared).
+        self.worker_generators = [build_generator(config, self.device, offset=k + 1) for k in range(config.training.workers)]
+        self.pool = concurrent.futures.ThreadPoolExecutor(config.training.workers) if config.training.workers > 1 else None
+        self.validator = build_validator(config, self.manifest)
+        run_dir = Path(config.run_dir)
+        self.store = CheckpointStore(run_dir)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        if fresh:
+            shutil.rmtree(self.store.root, ignore_errors=True)
+            self.metrics.path.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
+        self.version = self._resume_or_initialise()
+        self.held: dict[PartitionKey, PartitionState] = {}
+
+    # -- the loop ------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        """Train the remaining epochs; returns the run's summary."""
+        started = time.perf_counter()
+        edges_before = self._committed_edges()
+        try:
+            while self.progress.epoch < self.config.training.epochs and not self.progress.stopped_early:
+                epoch = self.progress.epoch
+                self.scheduler.start_epoch(epoch, self.progress.finished)
+                with tqdm(total=self.manifest.split_count("train"), initial=self.progress.epoch_edges,
+                          desc=f"epoch {epoch + 1}/{self.config.training.epochs}", unit="edge",
+                          unit_scale=True, disable=None, leave=False) as bar:
+                    while (bucket := self.scheduler.acquire()) is not None:
+                        self._train_bucket(epoch, bucket, bar)
+                self._end_epoch(epoch)
+        finally:
+            self.loader.close()
+            if self.pool is not None:
+                self.pool.shutdown()
+        return self._summary(time.perf_counter() - started, self._committed_edges() - edges_before)
+
+    def _train_bucket(self, epoch: int, bucket: Bucket, bar: tqdm) -> None:
+        if self.manifest.bucket_count("train", *bucket) == 0:
+            self._skip_empty(epoch, bucket)
+            return
+        t0 = time.perf_counter()
+        data = self._load(bucket)
+        peek = getattr(self.scheduler, "peek", None)
+        upcoming = peek() if peek is not None else None
+        if upcoming is not None:
+            self.loader.prefetch(upcoming, self.version, frozenset(self.held))
+        t1 = time.perf_counter()
+        bar.set_description(f"epoch {epoch + 1}/{self.config.training.epochs} bucket {tuple(bucket)}")
+        loss = self._train_edges(bucket, data, bar)
+        t2 = time.perf_counter()
+        if not math.isfinite(loss):
+            self.scheduler.release(bucket, done=False)
+            raise TrainingError(
+                f"the loss became {loss} in epoch {epoch + 1}, bucket {tuple(bucket)}; training stopped and the "
+                f"last good checkpoint {self.version.path} is kept. Lower training.lr or model.init_scale."
+            )
+        edges = data.num_edges
+        p = self.progress
+        p.finished = p.finished + [bucket]
+        p.epoch_loss += loss
+        p.epoch_edges += edges
+        p.epoch_seconds += t2 - t0
+        self.metrics.write({
+            "type": "bucket", "epoch": epoch, "bucket": list(bucket), "edges": edges, "loss": loss,
+            "loss_per_edge": loss / max(edges, 1), "edges_per_s": edges / max(t2 - t1, 1e-9),
+            "load_s": t1 - t0, "train_s": t2 - t1,
+        })
+        self._commit(changed=bucket_partition_keys(self.manifest, bucket))
+        self.scheduler.release(bucket, done=True)
+
+    def _skip_empty(self, epoch: int, bucket: Bucket) -> None:
+        """A bucket without edges: nothing to load or train; the next commit records it."""
+        self.progress.finished = self.progress.finished + [bucket]
+        self.metrics.write({"type": "bucket", "epoch": epoch, "bucket": list(bucket), "edges": 0, "loss": 0.0})
+        self.scheduler.release(bucket, done=True)
+
+    def _train_edges(self, bucket: Bucket, data: LoadedBucket, bar: tqdm) -> float:
+        """Every batch of the bucket, in a fresh random order; returns the summed loss.
+
+        With several workers, worker k takes batches k, k+W, ... of the same
+        shuffled order and all update the partitions in place (Hogwild).
+        """
+        batch_size = self.config.training.batch_size
+        totals = []
+        for group_edges in data.edges:
+            e = group_edges.to(self.device)
+            order = torch.randperm(len(e), generator=self.shuffle_generator, device=self.device)
+            lhs, rhs, rel = e.lhs[order], e.rhs[order], e.rel[order]
+            weight = None if e.weight is None else e.weight[order]
+            lkey, rkey = group_keys(self.manifest, e.group, bucket)
+            sides = ((lkey, self.held[lkey]), (rkey, self.held[rkey]))
+            starts = range(0, len(e), batch_size)
+
+            def work(worker: int) -> torch.Tensor:
+                total = torch.zeros((), device=self.device)
+                for start in starts[worker :: len(self.worker_generators)]:
+                    end = start + batch_size
+                    batch = Batch(lhs[start:end], rhs[start:end], rel[start:end], None if weight is None else weight[start:end])
+                    total += self.step(batch, *sides, edges=(e.lhs, e.rhs, e.rel), generator=self.worker_generators[worker])
+                    bar.update(batch.lhs.shape[0])
+                return total
+
+            if self.pool is None:
+                totals.append(work(0))
+            else:
+                totals += [f.result() for f in [self.pool.submit(work, k) for k in range(len(self.worker_generators))]]
+        return float(torch.stack(totals).sum().item()) if totals else 0.0
+
+    def _end_epoch(self, epoch: int) -> None:
+        p = self.progress
+        record: dict[str, Any] = {
+            "type": "epoch", "epoch": epoch, "edges": p.epoch_edges, "loss": p.epoch_loss,
+            "loss_per_edge": p.epoch_loss / max(p.epoch_edges, 1), "train_s": p.epoch_seconds,
+            "edges_per_s": p.epoch_edges / max(p.epoch_seconds, 1e-9),
+        }
+        self.metrics.write(record)
+        log.info("epoch %d: loss/edge %.4f, %.0f edges/s", epoch + 1, record["loss_per_edge"], record["edges_per_s"])
+        if self.validator is not None and (epoch + 1) % self.config.eval.valid_every == 0:
+            self._validate(epoch)
+        p.epoch, p.finished = epoch + 1, []
+        p.epoch_loss, p.epoch_edges, p.epoch_seconds = 0.0, 0, 0.0
+        self._commit(changed=set())
+
+    def _validate(self, epoch: int) -> None:
+        assert self.validator is not None
+        t0 = time.perf_counter()
+        result = self.validator(self.store)
+        record = {"type": "valid", "epoch": epoch, **result, "eval_s": time.perf_counter() - t0}
+        self.metrics.write(record)
+        p = self.progress
+        p.valid.append(record)
+        log.info("epoch %d: valid MRR %.4f", epoch + 1, result["mrr"])
+        if p.best_valid_mrr is None or result["mrr"] > p.best_valid_mrr:
+            p.best_valid_mrr, p.stale_validations = result["mrr"], 0
+        else:
+            p.stale_validations += 1
+        patience = self.config.eval.early_stopping_patience
+        if patience and p.stale_validations >= patience:
+            log.info("valid MRR has not improved for %d validations: stopping early", patience)
+            p.stopped_early = True
+
+    # -- partitions and checkpoints ---------------------------------------------------------
+    def _load(self, bucket: Bucket) -> LoadedBucket:
+        needed = bucket_partition_keys(self.manifest, bucket)
+        self.held = {k: v for k, v in self.held.items() if k in needed}
+        data = self.loader.get(bucket, self.version, frozenset(self.held))
+        for key, state in data.partitions.items():
+            self.held[key] = PartitionState(
+                state.embeddings.to(self.device, non_blocking=True), state.adagrad.to(self.device, non_blocking=True)
+            )
+        return data
+
+    def _commit(self, changed: set[PartitionKey]) -> None:
+        partitions = {k: PartitionState(self.held[k].embeddings.cpu(), self.held[k].adagrad.cpu()) for k in changed}
+        self.version = self.store.write(
+            self._meta(), self._shared_state(), partitions, all_partition_keys(self.manifest),
+            base=self.version, keep_versions=self.config.checkpoint.keep_versions,
+        )
+
+    def _shared_state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.shared_optimizer.state_dict() if self.shared_optimizer is not None else None,
+        }
+
+    def _meta(self) -> dict[str, Any]:
+        model = dataclasses.asdict(self.config.model)
+        return {
+            "epoch": self.progress.epoch,
+            "finished_buckets": [list(b) for b in self.progress.finished],
+            "dim": self.config.model.dim,
+            "model": {k: model[k] for k in STRUCTURAL_OPTIONS},
+            "partition_counts": {et.name: et.partition_counts for et in self.manifest.entity_types},
+            "relations": [r.name for r in self.manifest.relations],
+            "metrics_lines": self.metrics.lines,
+            "progress": self.progress.to_meta(),
+        }
+
+    def _resume_or_initialise(self) -> CheckpointVersion:
+        version = self.store.latest()
+        if version is None:
+            self.metrics.truncate(0)
+            self.progress = Progress()
+            keys = all_partition_keys(self.manifest)
+            type_index = {et.name: k for k, et in enumerate(self.manifest.entity_types)}
+            partitions = {
+                key: initial_partition(self.config, key, self.manifest.entity_type(key[0]).partition_counts[key[1]], type_index[key[0]])
+                for key in keys
+            }
+            return self.store.write(self._meta(), self._shared_state(), partitions, keys, base=None,
+                                    keep_versions=self.config.checkpoint.keep_versions)
+        self._check_fits(version)
+        version.load_shared(self.model, self.shared_optimizer)
+        self.metrics.truncate(version.meta["metrics_lines"])
+        self.progress = Progress.from_meta(version.meta["progress"])
+        log.info("resuming from %s (epoch %d, %d buckets done)", version.path, self.progress.epoch + 1, len(self.progress.finished))
+        return version
+
+    def _check_fits(self, version: CheckpointVersion) -> None:
+        """A checkpoint of another model or dataset is a clear error, not a crash later."""
+        meta = version.meta
+        model = dataclasses.asdict(self.config.model)
+        for key in STRUCTURAL_OPTIONS:
+            if meta["model"].get(key) != model[key]:
+                raise TrainingError(
+                    f"the checkpoint {version.path} was trained with model.{key}={meta['model'].get(key)!r} but the "
+                    f"config says {model[key]!r}; restore the option, use another run_dir, or pass --fresh to start afresh"
+                )
+        counts = {et.name: et.partition_counts for et in self.manifest.entity_types}
+        if meta["partition_counts"] != counts or meta["relations"] != [r.name for r in self.manifest.relations]:
+            raise TrainingError(
+                f"the checkpoint {version.path} belongs to a dataset with other entities or relations than "
+                f"{self.config.dataset}; use another run_dir or pass --fresh to start afresh"
+            )
+
+    def _committed_edges(self) -> int:
+        return sum(r["edges"] for r in self.metrics.read() if r["type"] == "bucket")
+
+    def _summary(self, seconds: float, edges: int) -> dict[str, Any]:
+        p = self.progress
+        records = self.metrics.read()
+        epochs = [r for r in records if r["type"] == "epoch"]
+        return {
+            "run_dir": str(self.config.run_dir),
+            "checkpoint": str(self.version.path),
+            "epochs_completed": p.epoch,
+            "stopped_early": p.stopped_early,
+            "edges_trained_this_run": edges,
+            "wall_seconds_this_run": seconds,
+            "edges_per_s": (sum(r["edges"] for r in epochs) / max(sum(r["train_s"] for r in epochs), 1e-9)) if epochs else None,
+            "final_loss_per_edge": epochs[-1]["loss_per_edge"] if epochs else None,
+            "best_valid_mrr": p.best_valid_mrr,
+            "valid": p.valid,
+            "device": str(self.device),
+        }
+
+
+def train(config: Config, *, fresh: bool = False) -> dict[str, Any]:
+    """Train ``config`` (resuming from its run_dir's latest checkpoint unless ``fresh``)."""
+    return Trainer(config, fresh=fresh).train()
