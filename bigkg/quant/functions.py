@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from bigkg.quant.codec import Quantized, check_bits, dequantize, pack_mask, quantize, unpack_mask
+from bigkg.quant.codec import Quantized, QuantizationError, check_bits, dequantize, pack_mask, quantize, unpack_mask
 from bigkg.sparsify.counter import MacCounter
 
 EXACT = 32
@@ -33,13 +33,19 @@ def saving_bits(x: Tensor, bits: int) -> int:
     return EXACT if x.is_leaf and x.requires_grad else bits
 
 
-def compress(x: Tensor, bits: int) -> Packed:
-    """The tensors to save for ``x`` and how to rebuild it."""
+def compress(x: Tensor, bits: int, group: int | None = None) -> Packed:
+    """The tensors to save for ``x`` and how to rebuild it.
+
+    ``group`` splits each row into groups of that many entries with their own
+    min/max, for rows that concatenate parts of different scales.
+    """
     if bits == EXACT:
         return [x], ("raw",)
     check_bits(bits)
-    q = quantize(x, bits)
-    return list(q.tensors()), ("q", q.shape, q.bits, q.dtype)
+    if group is not None and x.shape[-1] % group:
+        raise QuantizationError(f"quantization group {group} does not divide the row length {x.shape[-1]}")
+    q = quantize(x if group is None else x.reshape(-1, group), bits)
+    return list(q.tensors()), ("q", x.shape, q.bits, q.dtype)
 
 
 def decompress(tensors: Sequence[Tensor], meta: tuple[Any, ...]) -> Tensor:
@@ -47,7 +53,8 @@ def decompress(tensors: Sequence[Tensor], meta: tuple[Any, ...]) -> Tensor:
         return tensors[0]
     _, shape, bits, dtype = meta
     packed, lo, step = tensors
-    return dequantize(Quantized(packed, lo, step, shape, bits, dtype))
+    rows = torch.Size((lo.shape[0], shape.numel() // lo.shape[0]))
+    return dequantize(Quantized(packed, lo, step, rows, bits, dtype)).view(shape)
 
 
 def _count(meta: tuple[Any, ...]) -> int:
@@ -96,10 +103,10 @@ def recompute(
 
 class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, bits, counter):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, bits, group, counter):  # type: ignore[override]
         rows = x.reshape(-1, x.shape[-1])
         out = torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
-        saved, meta = compress(rows, bits)
+        saved, meta = compress(rows, bits, group)
         ctx.save_for_backward(*saved, weight)
         ctx.meta, ctx.counter, ctx.shape = meta, counter, x.shape
         ctx.has_bias = bias is not None
@@ -124,19 +131,25 @@ class _Linear(torch.autograd.Function):
                 ctx.counter.add("transform", g.shape[0] * weight.numel())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 def linear(
-    x: Tensor, weight: Tensor, bias: Tensor | None, bits: int, counter: MacCounter | None = None
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    bits: int,
+    counter: MacCounter | None = None,
+    group: int | None = None,
 ) -> Tensor:
-    """``x @ weight.T + bias`` saving a b-bit copy of ``x`` (the weight is a parameter).
+    """``x @ weight.T + bias`` saving a b-bit copy of ``x`` (the weight is a parameter),
+    quantized in row groups of ``group`` entries when given.
 
     Pruned weights arrive here already masked; they are executed as a dense
     product because torch's CPU sparse kernels are slower than dense BLAS at
     the densities and sizes of encoder weights (docs/kgnn.md).
     """
-    return _Linear.apply(x, weight, bias, saving_bits(x, bits), counter)
+    return _Linear.apply(x, weight, bias, saving_bits(x, bits), group, counter)
 
 
 class _ReLU(torch.autograd.Function):
@@ -162,19 +175,20 @@ class _Tanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits):  # type: ignore[override]
         out = torch.tanh(x)
-        saved, meta = compress(out, bits)
+        # Save the derivative 1 - y^2 itself: its stochastic rounding is
+        # unbiased, whereas 1 - q(y)^2 would not be.
+        saved, meta = compress(1 - out * out, bits)
         ctx.save_for_backward(*saved)
         ctx.meta = meta
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        y = decompress(ctx.saved_tensors, ctx.meta)
-        return grad_out * (1 - y * y), None
+        return grad_out * decompress(ctx.saved_tensors, ctx.meta), None
 
 
 def tanh(x: Tensor, bits: int) -> Tensor:
-    """tanh saving a b-bit copy of its output (the derivative is 1 - y^2)."""
+    """tanh saving a b-bit copy of its derivative."""
     return _Tanh.apply(x, bits)
 
 

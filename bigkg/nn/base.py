@@ -1,0 +1,218 @@
+"""The message-passing base: layers state ``message``, optionally ``attention``
+and ``update``; the base owns gather, normalisation, attention softmax, scatter,
+message pruning with edge compaction, and how activations are saved.
+
+``bits`` picks the saving policy for everything the layer does:
+0 is plain autograd (every intermediate kept in float32, including [E, d]
+edge tensors); 32 routes through our Functions with exact float copies of
+node-level tensors only; 1, 2, 4, 8 store those copies as b-bit codes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bigkg import quant
+from bigkg.nn.graph import EdgeSet, GraphError
+from bigkg.sparsify import MacCounter, MessagePruner, WeightPruner, feature_scale
+
+SAVE_MODES = (0, 1, 2, 4, 8, 32)
+ACTIVATIONS = ("relu", "tanh", "none")
+_PROBE_ROWS = 32
+
+
+def check_save_mode(bits: int) -> int:
+    if bits not in SAVE_MODES:
+        raise GraphError(f"quantize_bits must be one of {SAVE_MODES} (0 = off, 32 = exact node-level), got {bits!r}")
+    return bits
+
+
+class Linear(nn.Module):
+    """A linear map whose saved input follows the layer's ``bits`` and whose
+    weight entries may be pruned by a :class:`WeightPruner`."""
+
+    def __init__(
+        self,
+        dim_in: int,
+        dim_out: int,
+        bias: bool = True,
+        pruner: WeightPruner | None = None,
+        group: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.group = group  # quantization group of the saved input (parts of different scale)
+        self.weight = nn.Parameter(torch.empty(dim_out, dim_in))
+        self.bias = nn.Parameter(torch.zeros(dim_out)) if bias else None
+        nn.init.xavier_uniform_(self.weight)
+        self.pruner = pruner
+        self.register_buffer("mask", torch.ones(dim_out, dim_in, dtype=torch.bool), persistent=False)
+
+    def forward(self, x: Tensor, bits: int, counter: MacCounter | None) -> Tensor:
+        weight = self.weight
+        if self.pruner is not None:
+            if self.training:
+                self.pruner.step()
+                self.mask = self.pruner.mask(self.weight, feature_scale(x))
+            weight = self.weight * self.mask
+        return quant.linear(x, weight, self.bias, bits or quant.EXACT, counter, self.group)
+
+    @property
+    def density(self) -> float:
+        return float(self.mask.float().mean())
+
+
+class MessagePassing(nn.Module):
+    """Base of relation-aware message-passing layers.
+
+    Subclasses define ``message(x_src, rel) -> [E, k]`` and ``update(agg, x)``;
+    optionally ``prepare(x)`` (a node-level transform before propagation),
+    ``attention(x_src, x_dst, rel) -> [E]`` logits (set ``attentive``),
+    ``channel(rel)`` with ``channels > 1`` (aggregate edge groups, e.g.
+    directions, into separate blocks), ``message_macs`` (multiply-adds per
+    message entry) and ``relation_gain(x)`` for pruning scores.
+    """
+
+    channels = 1
+    attentive = False
+    message_macs = 1
+
+    def __init__(
+        self,
+        *,
+        bits: int = 0,
+        pruner: MessagePruner | None = None,
+        exact_norms: bool = False,
+        activation: str = "none",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise GraphError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise GraphError(f"dropout must be in [0, 1), got {dropout}")
+        self.bits = check_save_mode(bits)
+        self.pruner = pruner
+        self.exact_norms = exact_norms
+        self.activation = activation
+        self.dropout = dropout
+        self.depth = 0  # position in the encoder, for per-layer pruning thresholds
+        self.counter: MacCounter | None = None
+
+    # -- what subclasses state -------------------------------------------------
+    def message(self, x_src: Tensor, rel: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, aggregated: Tensor, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def prepare(self, x: Tensor) -> Tensor:
+        return x
+
+    def attention(self, x_src: Tensor, x_dst: Tensor, rel: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def channel(self, rel: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def message_params(self) -> list[Tensor]:
+        """Tensors read by ``message``/``attention`` that need gradients."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def relation_gain(self, x: Tensor) -> Tensor | None:
+        """Estimated ||message(x_u, r)|| / ||x_u|| per relation (None: exactly 1).
+
+        Measured on a fixed probe of rows of ``x`` so that pruning scores cost
+        O(1) per edge; exact for norm-preserving messages.
+        """
+        probe = x[: min(_PROBE_ROWS, x.shape[0])]
+        num_rel = self._num_relations
+        rel = torch.arange(num_rel, device=x.device).repeat_interleave(probe.shape[0])
+        out = self.message(probe.repeat(num_rel, 1), rel).view(num_rel, probe.shape[0], -1)
+        if self.counter is not None:
+            self.counter.add("propagation", out.numel() * self.message_macs)
+        ratio = out.pow(2).sum((1, 2)) / probe.pow(2).sum().clamp_min(1e-30)
+        return ratio.sqrt()
+
+    # -- what the base does ----------------------------------------------------
+    def forward(self, x: Tensor, edges: EdgeSet) -> tuple[Tensor, EdgeSet]:
+        """The layer output for all ``edges.num_nodes`` rows, and the kept edges."""
+        if x.shape[0] != edges.num_nodes:
+            raise GraphError(f"layer input has {x.shape[0]} rows but the edge set has {edges.num_nodes} nodes")
+        h = self.prepare(x)
+        kept = self.prune(h, edges)
+        return self.update(self.aggregate(h, kept), x), kept
+
+    def prune(self, h: Tensor, edges: EdgeSet) -> EdgeSet:
+        if self.pruner is None or len(edges) == 0:
+            return edges
+        with torch.no_grad():
+            norms = self.message_norms(h, edges)
+        return edges.select(self.pruner.keep(norms, self.depth))
+
+    def message_norms(self, h: Tensor, edges: EdgeSet) -> Tensor:
+        """||a_uv m_uv|| per edge: exact (computing every message) or estimated
+        as a_uv * ||h_u|| * gain(r) at O(1) per edge."""
+        if self.exact_norms:
+            m = self.message(h[edges.src], edges.rel)
+            self._count(len(edges) * m.shape[1] * (self.message_macs + 1))
+            return m.norm(dim=1) * edges.weight.abs()
+        node = h.norm(dim=1)
+        self._count(h.numel() + 2 * len(edges))
+        score = node[edges.src] * edges.weight.abs()
+        gain = self.relation_gain(h)
+        return score if gain is None else score * gain[edges.rel]
+
+    def aggregate(self, h: Tensor, edges: EdgeSet) -> Tensor:
+        """Sum of a_uv * message over the (compacted) edges into each destination."""
+        k = self._message_dim(h)
+        per_entry = self.message_macs + 2 + (2 if self.attentive else 0)
+        self._count(len(edges) * k * per_entry)
+        if self.bits == 0:
+            return self._edge_stage(h, *edges.tensors())
+        return quant.recompute(self._edge_stage, h, edges.tensors(), self.message_params(), self.bits)
+
+    def _edge_stage(self, h: Tensor, src: Tensor, dst: Tensor, rel: Tensor, weight: Tensor) -> Tensor:
+        n = h.shape[0]
+        x_src = h[src]
+        m = self.message(x_src, rel)
+        coef = weight
+        if self.attentive:
+            coef = segment_softmax(self.attention(x_src, h[dst], rel), dst, n)
+        m = m * coef.unsqueeze(1)
+        index = dst if self.channels == 1 else dst * self.channels + self.channel(rel)
+        out = m.new_zeros(n * self.channels, m.shape[1])
+        out = out.scatter_add(0, index.unsqueeze(1).expand_as(m), m)
+        return out.view(n, self.channels * m.shape[1])
+
+    def activate(self, x: Tensor) -> Tensor:
+        if self.activation == "relu":
+            x = quant.relu(x) if self.bits else torch.relu(x)
+        elif self.activation == "tanh":
+            x = quant.tanh(x, self.bits) if self.bits else torch.tanh(x)
+        if self.bits:
+            return quant.dropout(x, self.dropout, self.training)
+        return F.dropout(x, self.dropout, self.training)
+
+    def _count(self, macs: int) -> None:
+        if self.counter is not None:
+            self.counter.add("propagation", macs)
+
+    def _message_dim(self, h: Tensor) -> int:
+        return h.shape[1]
+
+    @property
+    def _num_relations(self) -> int:
+        raise NotImplementedError
+
+
+def segment_softmax(logits: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+    """Softmax of ``logits`` within each group of equal ``segment`` ids."""
+    top = logits.new_full((num_segments,), -math.inf)
+    top = top.scatter_reduce(0, segment, logits.detach(), reduce="amax", include_self=True)
+    e = (logits - top[segment]).exp()
+    total = e.new_zeros(num_segments).scatter_add(0, segment, e)
+    return e / total[segment]

@@ -1,0 +1,161 @@
+"""Edge sets for message passing: reciprocal edges, normalisation, compaction,
+and L-hop neighbourhoods of a batch's entities with per-hop fan-out sampling.
+
+Messages flow from ``src`` to ``dst``. A triple (h, r, t) gives the edge
+h -> t with relation r and, with reciprocal relations, t -> h with relation
+r + R, so every entity hears from both its heads and its tails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from bigkg.errors import BigKGError
+
+NORMS = ("sym", "mean", "none")
+
+
+class GraphError(BigKGError):
+    """Edges or neighbourhood settings that do not fit the graph."""
+
+
+@dataclass(frozen=True)
+class EdgeSet:
+    """Edges over ``num_nodes`` local nodes; ``weight`` is the coefficient a_uv."""
+
+    src: Tensor
+    dst: Tensor
+    rel: Tensor
+    weight: Tensor
+    num_nodes: int
+
+    def __len__(self) -> int:
+        return int(self.src.numel())
+
+    def select(self, index: Tensor) -> "EdgeSet":
+        """The compacted subset of edges at ``index``."""
+        return EdgeSet(self.src[index], self.dst[index], self.rel[index], self.weight[index], self.num_nodes)
+
+    def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return self.src, self.dst, self.rel, self.weight
+
+
+@dataclass(frozen=True)
+class Subgraph:
+    """A neighbourhood: ``nodes`` (global ids; row k of the layer input is node
+    ``nodes[k]``), its edges in local ids, and the local row of each requested node."""
+
+    nodes: Tensor
+    edges: EdgeSet
+    index: Tensor
+
+
+class Graph:
+    """A bucket's edges, sorted by destination for neighbourhood extraction."""
+
+    def __init__(
+        self,
+        heads: Tensor,
+        rels: Tensor,
+        tails: Tensor,
+        num_nodes: int,
+        num_relations: int,
+        *,
+        reciprocal: bool = True,
+        norm: str = "sym",
+    ) -> None:
+        if norm not in NORMS:
+            raise GraphError(f"edge norm must be one of {NORMS}, got {norm!r}")
+        heads, rels, tails = (t.reshape(-1).long() for t in (heads, rels, tails))
+        if not heads.numel() == rels.numel() == tails.numel():
+            raise GraphError("heads, relations and tails must have the same length")
+        for name, ids, bound in (("head", heads, num_nodes), ("tail", tails, num_nodes), ("relation", rels, num_relations)):
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= bound):
+                raise GraphError(f"{name} ids must lie in [0, {bound}), got range [{int(ids.min())}, {int(ids.max())}]")
+        self.num_nodes = num_nodes
+        self.base_relations = num_relations
+        self.num_relations = 2 * num_relations if reciprocal else num_relations
+        if reciprocal:
+            src = torch.cat([heads, tails])
+            dst = torch.cat([tails, heads])
+            rel = torch.cat([rels, rels + num_relations])
+        else:
+            src, dst, rel = heads, tails, rels
+        order = torch.argsort(dst, stable=True)
+        self.src, self.dst, self.rel = src[order], dst[order], rel[order]
+        in_degree = torch.bincount(self.dst, minlength=num_nodes)
+        self.rowptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+        self.rowptr[1:] = torch.cumsum(in_degree, 0)
+        deg = in_degree.clamp_min(1).float()
+        if norm == "sym":
+            self.weight = (deg[self.src] * deg[self.dst]).rsqrt()
+        elif norm == "mean":
+            self.weight = deg[self.dst].reciprocal()
+        else:
+            self.weight = torch.ones(self.src.numel())
+
+    def __len__(self) -> int:
+        return int(self.src.numel())
+
+    def edges(self) -> EdgeSet:
+        """Every edge, for full-graph propagation."""
+        return EdgeSet(self.src, self.dst, self.rel, self.weight, self.num_nodes)
+
+    def neighbourhood(
+        self,
+        seeds: Tensor,
+        hops: int,
+        fanouts: Sequence[int | None] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Subgraph:
+        """The ``hops``-hop in-neighbourhood of ``seeds``.
+
+        Hop h keeps at most ``fanouts[h]`` incoming edges per node (None: all),
+        sampled uniformly. With no sampling, the encoder's output for the seeds
+        equals full-graph propagation, since every edge that can reach a seed
+        within ``hops`` layers is included.
+        """
+        if fanouts is not None and len(fanouts) != hops:
+            raise GraphError(f"fanouts has {len(fanouts)} entries but the encoder has {hops} layers")
+        seeds = seeds.reshape(-1).long()
+        if seeds.numel() and (int(seeds.min()) < 0 or int(seeds.max()) >= self.num_nodes):
+            raise GraphError(f"node ids must lie in [0, {self.num_nodes})")
+        unique, inverse = torch.unique(seeds, return_inverse=True)
+        local = torch.full((self.num_nodes,), -1, dtype=torch.long)
+        local[unique] = torch.arange(unique.numel())
+        nodes = [unique]
+        count = unique.numel()
+        frontier = unique
+        picked = []
+        for hop in range(hops):
+            if frontier.numel() == 0:
+                break
+            eids = self._incoming(frontier, None if fanouts is None else fanouts[hop], generator)
+            picked.append(eids)
+            new = torch.unique(self.src[eids])
+            new = new[local[new] < 0]
+            local[new] = torch.arange(count, count + new.numel())
+            count += new.numel()
+            nodes.append(new)
+            frontier = new
+        eids = torch.cat(picked) if picked else torch.zeros(0, dtype=torch.long)
+        edges = EdgeSet(local[self.src[eids]], local[self.dst[eids]], self.rel[eids], self.weight[eids], count)
+        return Subgraph(torch.cat(nodes), edges, inverse)
+
+    def _incoming(self, nodes: Tensor, fanout: int | None, generator: torch.Generator | None) -> Tensor:
+        starts = self.rowptr[nodes]
+        counts = self.rowptr[nodes + 1] - starts
+        group = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
+        group_start = torch.cumsum(counts, 0) - counts
+        eids = starts[group] + torch.arange(group.numel()) - group_start[group]
+        if fanout is None or group.numel() == 0 or int(counts.max()) <= fanout:
+            return eids
+        # Random order inside each node's group; keep the first `fanout`.
+        key = group.double() + torch.rand(group.numel(), generator=generator, dtype=torch.float64)
+        order = torch.argsort(key)
+        rank = torch.arange(group.numel()) - group_start[group[order]]
+        return eids[order[rank < fanout]]
