@@ -57,8 +57,9 @@ class _Rows:
 
     def gradients(self, grads: list[Tensor]) -> tuple[Tensor, Tensor]:
         """(distinct rows, their summed gradients) from the leaves' gradients."""
-        ids = self.ids[0] if len(self.ids) == 1 else torch.cat(self.ids)
-        grad = grads[0] if len(grads) == 1 else torch.cat(grads)
+        used = [(i, g) for i, g in zip(self.ids, grads) if g is not None]  # None: an empty request
+        ids = used[0][0] if len(used) == 1 else torch.cat([i for i, _ in used])
+        grad = used[0][1] if len(used) == 1 else torch.cat([g for _, g in used])
         rows, inverse = torch.unique(ids, return_inverse=True)
         summed = torch.zeros(rows.shape[0], grad.shape[1], dtype=grad.dtype, device=grad.device)
         return rows, summed.index_add_(0, inverse, grad)
@@ -118,7 +119,7 @@ class BatchStep:
             h, t = left.take(batch.lhs), right.take(batch.rhs)
             hn = left.take(uniform_negatives(chunks, u, lstate.embeddings.shape[0], gen, device).flatten())
             tn = right.take(uniform_negatives(chunks, u, rstate.embeddings.shape[0], gen, device).flatten())
-            per_edge = self._chunked_loss(plan, batch.rel, h, t, hn.view(chunks, u, -1), tn.view(chunks, u, -1))
+            per_edge = self._chunked_loss(plan, batch.rel, h, t, hn.view(chunks, u, h.shape[-1]), tn.view(chunks, u, t.shape[-1]))
 
         loss = (per_edge * batch.weight).sum() if batch.weight is not None else per_edge.sum()
         reg = self.model.regularization([h, t], batch.rel)

@@ -1,0 +1,56 @@
+"""Batched negatives: chunking, the positive's place among candidates, losses that mask it."""
+
+import torch
+
+from bigkg.config import config_from_dict
+from bigkg.format import EntityType, Manifest, Relation
+from bigkg.losses import LOSSES
+from bigkg.model import build_model
+from bigkg.negatives import ChunkPlan, chunk_candidates, chunk_positive_index, positive_mask, uniform_negatives
+
+
+def test_chunk_plan_covers_the_batch_once():
+    assert ChunkPlan(1000, 50).blocks() == [(0, 20, 50)]
+    assert ChunkPlan(120, 50).blocks() == [(0, 2, 50), (100, 1, 20)]
+    assert ChunkPlan(30, 50).blocks() == [(0, 1, 30)]
+    assert ChunkPlan(120, 50).total_chunks == 3
+
+
+def test_positive_is_its_own_candidate_and_is_masked():
+    config = config_from_dict({"model": {"dim": 4, "operator": "diagonal"}})
+    manifest = Manifest(1, [EntityType("e", [9])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
+    model = build_model(config, manifest)
+    h, t = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    rel = torch.tensor([[0, 1, 1], [1, 0, 0]])
+    negatives = torch.randn(2, 5, 4)
+    scores = model.score_candidates("rhs", h, rel, chunk_candidates(t, negatives))
+    assert scores.shape == (2, 3, 8)
+    positive = chunk_positive_index(2, 3, torch.device("cpu"))
+    # candidate k of a chunk is positive k's own tail
+    torch.testing.assert_close(scores.diagonal(dim1=-2, dim2=-1), model.score_pairs(h, t, rel))
+    mask = positive_mask(scores, positive)
+    assert mask.sum() == 6 and mask[:, :, :3].equal(torch.eye(3, dtype=torch.bool).expand(2, 3, 3))
+
+
+def test_losses_count_the_positive_once_and_never_as_a_negative():
+    scores = torch.tensor([[5.0, 1.0, 2.0], [0.0, 3.0, 3.0]])
+    positive = torch.tensor([0, 1])
+    softmax = LOSSES["softmax"](scores, positive, 0.1)
+    torch.testing.assert_close(softmax, torch.logsumexp(scores, -1) - torch.tensor([5.0, 3.0]))
+    # were the positive one of its own negatives, it would add the margin to row 0
+    ranking = LOSSES["ranking"](scores, positive, 1.0)
+    torch.testing.assert_close(ranking, torch.tensor([0.0, 1.0]))  # row 1: the tie costs the margin
+    # raising the positive's own score only lowers the logistic loss
+    higher = scores.clone()
+    higher[0, 0] = 50.0
+    assert LOSSES["logistic"](higher, positive, 0.1)[0] < LOSSES["logistic"](scores, positive, 0.1)[0]
+    logistic = LOSSES["logistic"](scores, positive, 0.1)
+    sp = torch.nn.functional.softplus
+    torch.testing.assert_close(logistic[1], sp(torch.tensor(-3.0)) + (sp(torch.tensor(0.0)) + sp(torch.tensor(3.0))) / 2)
+
+
+def test_uniform_negatives_stay_in_the_partition():
+    gen = torch.Generator().manual_seed(0)
+    ids = uniform_negatives(40, 50, 7, gen, torch.device("cpu"))
+    assert ids.shape == (40, 50) and ids.min() >= 0 and ids.max() < 7
+    assert set(ids.flatten().tolist()) == set(range(7))
