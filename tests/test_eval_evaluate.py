@@ -69,16 +69,24 @@ def test_sampled_mode_reports_its_sampling(tmp_path):
 
 
 def test_recommendation_metrics_match_brute_force(tmp_path):
-    config, model, splits, by_index = _setup(tmp_path, overrides=["eval.rec_relation=likes", "eval.rec_k=[3,5]"])
+    rng = np.random.default_rng(7)
+    # Items 15..19 are never liked: they are not items of the recommendation task.
+    splits = {s: t[~((t[:, 1] == 0) & (t[:, 2] >= 15))] for s, t in
+              (("train", _triples(rng, 200)), ("valid", _triples(rng, 30)), ("test", _triples(rng, 60)))}
+    config, model, splits, by_index = _setup(tmp_path, overrides=["eval.rec_relation=likes", "eval.rec_k=[3,5]"],
+                                             splits=splits)
     result = evaluate(config, "test")
     test, excluded = splits["test"], np.concatenate([splits["train"], splits["valid"]])
+    # Items: tails of a "likes" edge in any split; the other items are never recommended.
+    items = {t for s in splits.values() for _, r, t in s.tolist() if r == 0}
+    assert len(items) <= 15
     recalls, ndcgs = [], []
     with torch.no_grad():
         for u in sorted(set(test[test[:, 1] == 0, 0].tolist())):
             relevant = set(test[(test[:, 1] == 0) & (test[:, 0] == u), 2].tolist())
             seen = set(excluded[(excluded[:, 1] == 0) & (excluded[:, 0] == u), 2].tolist())
             scores = model.score_candidates("rhs", by_index["user"][[u]], torch.tensor([0]), by_index["item"])[0]
-            order = [i for i in torch.argsort(scores, descending=True).tolist() if i not in seen][:5]
+            order = [i for i in torch.argsort(scores, descending=True).tolist() if i not in seen and i in items][:5]
             hits = [1.0 if i in relevant else 0.0 for i in order]
             recalls.append(sum(hits) / len(relevant))
             dcg = sum(h / math.log2(k + 2) for k, h in enumerate(hits))
@@ -86,7 +94,7 @@ def test_recommendation_metrics_match_brute_force(tmp_path):
     assert result["rec_users"] == len(recalls)
     assert result["recall@5"] == pytest.approx(np.mean(recalls))
     assert result["ndcg@5"] == pytest.approx(np.mean(ndcgs))
-    assert "recall@3" in result and result["rec_relation"] == "likes"
+    assert "recall@3" in result and result["rec_relation"] == "likes" and result["rec_items"] == len(items)
 
 
 def test_errors_without_checkpoint_or_with_bad_split(tmp_path):

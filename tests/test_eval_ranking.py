@@ -185,3 +185,13 @@ def test_top_k_excludes_and_orders():
                         RankingOptions(candidate_chunk=2), exclude)
     assert ids.tolist() == [[0, 2, 3], [1, 3, 2]]
     assert scores.tolist() == [[5.0, 4.0, 3.0], [-1.0, -3.0, -4.0]]
+
+
+def test_top_k_within_candidate_subset():
+    offsets = {"item": np.array([0, 3, 6]), "user": np.array([0, 1])}
+    items = torch.tensor([[5.0], [1.0], [4.0], [3.0], [6.0], [2.0]])
+    source = TensorSource({"item": items, "user": torch.tensor([[1.0]])}, offsets)
+    score_fn = lambda side, a, r, c: a @ c.T  # noqa: E731
+    ids, _ = top_k("rhs", np.array([0]), np.array([0]), "user", "item", source, score_fn, 5,
+                   RankingOptions(candidate_chunk=2), candidates=np.array([1, 3, 5]))
+    assert ids.tolist() == [[3, 5, 1]]  # k capped at the 3 candidates

@@ -86,8 +86,9 @@ def link_prediction_ranks(run: TrainedRun, triples: Triples, filters: FilterInde
 def recommendation_metrics(run: TrainedRun, split: str, ks: list[int], options: RankingOptions) -> dict[str, Any]:
     """Recall@K and NDCG@K of the ``eval.rec_relation`` user->item relation.
 
-    Every item is a candidate except the user's items in the other splits
-    (training items; when evaluating test, also validation items).
+    The items are the entities that are the tail of a rec-relation edge in any
+    split; each user's candidates are all items except the user's items in the
+    earlier splits (training items; when evaluating test, also validation items).
     """
     manifest, root = run.manifest, run.config.dataset
     name = run.config.eval.rec_relation
@@ -96,27 +97,26 @@ def recommendation_metrics(run: TrainedRun, split: str, ks: list[int], options: 
     except DatasetError as exc:
         raise EvaluationError(f"eval.rec_relation: {exc}") from exc
     rel = manifest.relations[rel_id]
-    held_out = read_split(root, manifest, split)
-    sel = held_out.rels == rel_id
-    users, user_row = np.unique(held_out.heads[sel], return_inverse=True)
+    edges = {}
+    for s in SPLITS:
+        t = read_split(root, manifest, s)
+        m = t.rels == rel_id
+        edges[s] = (t.heads[m], t.tails[m])
+    items = np.unique(np.concatenate([tails for _, tails in edges.values()]))
+    held_users, held_items = edges[split]
+    users, user_row = np.unique(held_users, return_inverse=True)
     if users.size == 0:
         raise EvaluationError(f"the {split} split has no {name!r} edges for recall/ndcg")
-    # The splits before this one (train; and valid when evaluating test) hold the items to exclude.
-    known_u, known_i = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    for other in SPLITS[: SPLITS.index(split)]:
-        t = read_split(root, manifest, other)
-        m = t.rels == rel_id
-        known_u.append(t.heads[m])
-        known_i.append(t.tails[m])
-    ku, ki = np.concatenate(known_u), np.concatenate(known_i)
+    known = [edges[s] for s in SPLITS[: SPLITS.index(split)]]
+    ku = np.concatenate([np.empty(0, np.int64)] + [u for u, _ in known])
+    ki = np.concatenate([np.empty(0, np.int64)] + [i for _, i in known])
     row = np.minimum(np.searchsorted(users, ku), users.size - 1)
     keep = users[row] == ku
-    exclude = (row[keep], ki[keep])
     top, _ = top_k("rhs", users, np.full(users.size, rel_id), rel.lhs_type, rel.rhs_type, run.source, run.score_fn,
-                   max(ks), options, exclude)
-    out: dict[str, Any] = {"rec_relation": name}
+                   max(ks), options, exclude=(row[keep], ki[keep]), candidates=items)
+    out: dict[str, Any] = {"rec_relation": name, "rec_items": int(items.size)}
     for k in ks:
-        out.update(recall_ndcg_at_k(top, user_row, held_out.tails[sel], k))
+        out.update(recall_ndcg_at_k(top, user_row, held_items, k))
     return out
 
 

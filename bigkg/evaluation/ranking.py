@@ -93,9 +93,42 @@ def _pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torc
     return out
 
 
-def _chunks(ids: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    for start in range(0, ids.size, size):
-        yield ids[start : start + size]
+def _masked_scores(
+    score_fn: ScoreFn,
+    side: str,
+    anchors: torch.Tensor,
+    rels: torch.Tensor,
+    vectors: torch.Tensor,
+    lo: int,
+    candidates: np.ndarray,
+    chunk_size: int,
+    masked: tuple[np.ndarray, np.ndarray],
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(candidate ids, float scores [n, m]) per chunk of the sorted global ids ``candidates``.
+
+    ``vectors`` is the partition whose first row is global id ``lo``; the
+    (query row, global id) pairs of ``masked`` score -inf.
+    """
+    qidx, ids = masked
+    contiguous = candidates.size > 0 and int(candidates[-1]) - int(candidates[0]) + 1 == candidates.size
+    for start in range(0, candidates.size, chunk_size):
+        chunk = candidates[start : start + chunk_size]
+        if contiguous:  # a range: a view, no copy
+            rows = vectors[int(chunk[0]) - lo : int(chunk[-1]) + 1 - lo]
+        else:
+            rows = vectors[torch.from_numpy(chunk - lo).to(vectors.device)]
+        scores = score_fn(side, anchors, rels, rows).float()
+        pos = np.minimum(np.searchsorted(chunk, ids), chunk.size - 1)
+        hit = chunk[pos] == ids
+        if hit.any():
+            scores[torch.from_numpy(qidx[hit]).to(scores.device), torch.from_numpy(pos[hit]).to(scores.device)] = float("-inf")
+        yield chunk, scores
+
+
+def _in_partition(candidates: np.ndarray | None, lo: int, hi: int) -> np.ndarray:
+    if candidates is None:
+        return np.arange(lo, hi, dtype=np.int64)
+    return candidates[(candidates >= lo) & (candidates < hi)]
 
 
 def rank_queries(
@@ -141,29 +174,15 @@ def rank_queries(
             continue
         vectors = source.load(target_type, part).to(device)
         for b, sl in enumerate(batches):
-            if samples is None:
-                candidates = np.arange(lo, hi, dtype=np.int64)
-            else:
-                candidates = samples[b][(samples[b] >= lo) & (samples[b] < hi)]
+            candidates = _in_partition(None if samples is None else samples[b], lo, hi)
             if candidates.size == 0:
                 continue
-            # Known answers of this batch that live in this partition, sorted by id.
-            qidx, known = filters.known_answers(side, anchors[sl], rels[sl])
-            keep = (known >= lo) & (known < hi)
-            qidx, known = qidx[keep], known[keep]
+            # Known answers of this batch, masked wherever they are candidates.
+            masked = filters.known_answers(side, anchors[sl], rels[sl])
             true_b = true_scores[sl].unsqueeze(1)
             with torch.no_grad():
-                for chunk in _chunks(candidates, options.candidate_chunk):
-                    if samples is None:  # a contiguous range: a view, no copy
-                        rows = vectors[int(chunk[0]) - lo : int(chunk[-1]) + 1 - lo]
-                    else:
-                        rows = vectors[torch.from_numpy(chunk - lo).to(device)]
-                    scores = score_fn(side, anchor_vecs[sl], rel_t[sl], rows)
-                    scores = scores.float()
-                    pos = np.minimum(np.searchsorted(chunk, known), chunk.size - 1)
-                    hit = chunk[pos] == known
-                    if hit.any():
-                        scores[torch.from_numpy(qidx[hit]).to(device), torch.from_numpy(pos[hit]).to(device)] = float("-inf")
+                for _, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, candidates,
+                                                options.candidate_chunk, masked):
                     greater[sl] += (scores > true_b).sum(dim=1)
                     equal[sl] += (scores == true_b).sum(dim=1)
     return 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
@@ -180,17 +199,19 @@ def top_k(
     k: int,
     options: RankingOptions,
     exclude: tuple[np.ndarray, np.ndarray] | None = None,
+    candidates: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best candidates of ``target_type`` per query: (gids [N, k'], scores [N, k']).
 
-    ``exclude`` is (query position, gid) pairs never returned (e.g. training
-    items); ``k' = min(k, number of entities of the type)``; slots that only
+    ``candidates``: sorted global ids to choose from (default: every entity of
+    the type). ``exclude``: (query position, gid) pairs never returned (e.g.
+    training items). ``k' = min(k, number of candidates)``; slots that only
     excluded candidates could fill have id -1. Ties are broken arbitrarily.
     """
     n = len(anchors)
     device = options.device
     offsets = source.partition_offsets(target_type)
-    k = min(k, int(offsets[-1]))
+    k = min(k, int(offsets[-1]) if candidates is None else int(candidates.size))
     best_scores = torch.full((n, k), float("-inf"), device=device)
     best_ids = torch.full((n, k), -1, dtype=torch.int64, device=device)
     if n == 0 or k == 0:
@@ -198,29 +219,21 @@ def top_k(
     anchor_vecs = gather(source, anchor_type, anchors, device)
     rel_t = torch.from_numpy(np.asarray(rels, dtype=np.int64)).to(device)
     ex_q, ex_ids = exclude if exclude is not None else (np.empty(0, np.int64), np.empty(0, np.int64))
-    batches = _batches(n, options.query_batch)
     for part in range(len(offsets) - 1):
         lo, hi = int(offsets[part]), int(offsets[part + 1])
-        if hi == lo:
+        ids_p = _in_partition(candidates, lo, hi)
+        if ids_p.size == 0:
             continue
         vectors = source.load(target_type, part).to(device)
-        for sl in batches:
-            in_batch = (ex_q >= sl.start) & (ex_q < sl.stop) & (ex_ids >= lo) & (ex_ids < hi)
-            q_local, ids_local = ex_q[in_batch] - sl.start, ex_ids[in_batch]
+        for sl in _batches(n, options.query_batch):
+            in_batch = (ex_q >= sl.start) & (ex_q < sl.stop)
+            masked = (ex_q[in_batch] - sl.start, ex_ids[in_batch])
             with torch.no_grad():
-                for c0 in range(lo, hi, options.candidate_chunk):
-                    c1 = min(c0 + options.candidate_chunk, hi)
-                    scores = score_fn(side, anchor_vecs[sl], rel_t[sl], vectors[c0 - lo : c1 - lo]).float()
-                    hit = (ids_local >= c0) & (ids_local < c1)
-                    if hit.any():
-                        rows = torch.from_numpy(q_local[hit]).to(device)
-                        cols = torch.from_numpy(ids_local[hit] - c0).to(device)
-                        scores[rows, cols] = float("-inf")
-                    ids = torch.arange(c0, c1, device=device).expand(scores.shape[0], -1)
-                    merged_scores = torch.cat([best_scores[sl], scores], dim=1)
-                    merged_ids = torch.cat([best_ids[sl], ids], dim=1)
-                    top = torch.topk(merged_scores, k, dim=1, sorted=True)
+                for chunk, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, ids_p,
+                                                    options.candidate_chunk, masked):
+                    ids = torch.from_numpy(chunk).to(device).expand(scores.shape[0], -1)
+                    top = torch.topk(torch.cat([best_scores[sl], scores], dim=1), k, dim=1, sorted=True)
                     best_scores[sl] = top.values
-                    best_ids[sl] = torch.gather(merged_ids, 1, top.indices)
+                    best_ids[sl] = torch.gather(torch.cat([best_ids[sl], ids], dim=1), 1, top.indices)
     best_ids[torch.isneginf(best_scores)] = -1
     return best_ids.cpu().numpy(), best_scores.cpu().numpy()
