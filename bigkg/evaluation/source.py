@@ -14,6 +14,7 @@ from bigkg.errors import BigKGError
 from bigkg.evaluation.filters import entity_offsets
 from bigkg.format import Manifest, load_manifest
 from bigkg.model import EncoderContext, KGModel, build_model
+from bigkg.training.trainer import build_device
 
 
 class CheckpointSource:
@@ -65,14 +66,6 @@ class EvaluationError(BigKGError):
     """Nothing to evaluate: no checkpoint yet, or a query that names nothing known."""
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EvaluationError(f"device {name!r} was asked for but CUDA is not available")
-    return name
-
-
 @dataclass
 class TrainedRun:
     """The latest checkpoint of a run, with its model and entity vectors."""
@@ -95,7 +88,7 @@ def open_run(config: Config, store: CheckpointStore | None = None) -> TrainedRun
     version = store.latest()
     if version is None:
         raise EvaluationError(f"{store.root} holds no complete checkpoint: train first (bigkg train)")
-    device = resolve_device(config.device)
+    device = str(build_device(config))
     model = build_model(config, manifest)
     version.load_shared(model)
     model.eval().to(device)
