@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import yaml
+
+from launcher.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "prepare_lastfm.py"
@@ -44,3 +47,27 @@ def test_prepare_lastfm_split(shared_dataset, tmp_path):
     _prepare(src, tmp_path / "c", seed=1)
     assert (tmp_path / "a" / "test.tsv").read_text() == (tmp_path / "b" / "test.tsv").read_text()
     assert (tmp_path / "a" / "test.tsv").read_text() != (tmp_path / "c" / "test.tsv").read_text()
+
+
+def test_lastfm_recommendation_metrics_end_to_end(shared_dataset, tmp_path):
+    src = shared_dataset("kgcn-music")
+    prepared, data, run = tmp_path / "tsv", tmp_path / "data", tmp_path / "run"
+    _prepare(src, prepared)
+    assert main(["partition", str(prepared / "train.tsv"), "--valid", str(prepared / "valid.tsv"),
+                 "--test", str(prepared / "test.tsv"), "--schema", str(prepared / "schema.yaml"),
+                 "--out", str(data)]) == 0
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "dataset": str(data), "run_dir": str(run),
+        "model": {"dim": 32, "operator": "diagonal"},
+        "training": {"epochs": 2, "lr": 0.1},
+        "eval": {"valid_every": 0, "rec_relation": "listens_to", "rec_k": [20]},
+    }))
+    assert main(["train", str(config)]) == 0
+    out = tmp_path / "metrics.json"
+    assert main(["eval", str(config), "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["rec_items"] == 3846 and metrics["rec_users"] > 1800
+    # A random order puts on average 20 / (#items - #training items) of a user's test items in the top 20.
+    assert metrics["recall@20"] > 5 * 20 / 3846
+    assert 0 < metrics["ndcg@20"] <= 1
