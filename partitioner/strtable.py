@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-_EMPTY = -1
+_LOW40 = (1 << 40) - 1
 
 
 @numba.njit(cache=True, inline="always")
@@ -37,66 +37,81 @@ def _hash(data: np.ndarray, start: int, end: int, kind: int) -> np.uint64:
     return h
 
 
+@numba.njit(cache=True, inline="always")
+def _prefix(data: np.ndarray, start: int, end: int) -> np.uint64:
+    p = np.uint64(0)
+    for k in range(min(end - start, 8)):
+        p |= np.uint64(data[start + k]) << np.uint64(8 * k)
+    return p
+
+
 @numba.njit(cache=True)
-def _find_or_insert(
-    offs, data, kinds, start, insert, out, slots, hashes, etypes, eoffs, edata, n, dlen
-):
+def _find_or_insert(offs, data, kinds, start, insert, out, slots, etypes, eoffs, edata, n, dlen, max_fill):
     """Map rows ``start..`` to entry ids; returns (next row, entries, bytes used).
+
+    A slot is 4 words: hash; id + 1 (0 = empty) | type << 40; offset of the
+    name's bytes | length << 40; the first 8 bytes. Names of up to 8 bytes are
+    thus compared inside the slot, in one cache line.
 
     Stops early (returning the row it stopped at, nothing changed for it) when
     an insertion needs more room; the caller grows the arrays and calls again.
     Without ``insert`` unknown names map to -1.
     """
+    low40 = np.uint64(_LOW40)
     mask = np.uint64(len(slots) - 1)
     rows = len(offs) - 1
     for i in range(start, rows):
         a = offs[i]
         b = offs[i + 1]
-        kind = kinds[i]
-        h = _hash(data, a, b, kind)
+        length = b - a
+        kind = np.uint64(kinds[i])
+        h = _hash(data, a, b, kinds[i])
+        pre = _prefix(data, a, b)
         s = h & mask
         while True:
-            e = slots[s]
-            if e == _EMPTY:
+            word = slots[s, 1]
+            if word == 0:
                 if not insert:
                     out[i] = -1
                     break
-                length = b - a
-                if n >= len(hashes) or dlen + length > len(edata) or 2 * (n + 1) > len(slots):
+                if n >= len(etypes) or dlen + length > len(edata) or n + 1 > max_fill:
                     return i, n, dlen
                 edata[dlen : dlen + length] = data[a:b]
+                slots[s, 0] = h
+                slots[s, 1] = np.uint64(n + 1) | (kind << np.uint64(40))
+                slots[s, 2] = np.uint64(dlen) | (np.uint64(length) << np.uint64(40))
+                slots[s, 3] = pre
                 dlen += length
                 eoffs[n + 1] = dlen
-                hashes[n] = h
-                etypes[n] = kind
-                slots[s] = n
+                etypes[n] = kinds[i]
                 out[i] = n
                 n += 1
                 break
-            if hashes[e] == h and etypes[e] == kind:
-                ea = eoffs[e]
-                eb = eoffs[e + 1]
-                if eb - ea == b - a:
+            if slots[s, 0] == h and slots[s, 3] == pre and (word >> np.uint64(40)) == kind:
+                where = slots[s, 2]
+                if (where >> np.uint64(40)) == np.uint64(length):
                     same = True
-                    for k in range(b - a):
+                    ea = np.int64(where & low40)
+                    for k in range(8, length):
                         if edata[ea + k] != data[a + k]:
                             same = False
                             break
                     if same:
-                        out[i] = e
+                        out[i] = np.int64(word & low40) - 1
                         break
             s = (s + np.uint64(1)) & mask
     return rows, n, dlen
 
 
 @numba.njit(cache=True)
-def _rehash(slots, hashes, n):
-    mask = np.uint64(len(slots) - 1)
-    for e in range(n):
-        s = hashes[e] & mask
-        while slots[s] != _EMPTY:
-            s = (s + np.uint64(1)) & mask
-        slots[s] = e
+def _rehash(old, new):
+    mask = np.uint64(len(new) - 1)
+    for s in range(len(old)):
+        if old[s, 1] != 0:
+            t = old[s, 0] & mask
+            while new[t, 1] != 0:
+                t = (t + np.uint64(1)) & mask
+            new[t, :] = old[s, :]
 
 
 @numba.njit(cache=True)
@@ -131,9 +146,10 @@ def string_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 class StringTable:
     """Dense ids for (type, name) keys; see the module docstring."""
 
+    MAX_LOAD = 0.7
+
     def __init__(self, capacity: int = 1 << 12) -> None:
-        self._slots = np.full(_pow2(2 * capacity), _EMPTY, dtype=np.int64)
-        self._hashes = np.empty(capacity, dtype=np.uint64)
+        self._slots = np.zeros((_pow2(int(capacity / self.MAX_LOAD) + 1), 4), dtype=np.uint64)
         self._types = np.empty(capacity, dtype=np.int32)
         self._offsets = np.zeros(capacity + 1, dtype=np.int64)
         self._data = np.empty(16 * capacity, dtype=np.uint8)
@@ -158,13 +174,16 @@ class StringTable:
 
     def _map(self, names: pa.Array, kinds: np.ndarray, insert: bool) -> np.ndarray:
         offs, data = string_buffers(names)
+        if len(names) and int(np.max(offs[1:] - offs[:-1])) >= 1 << 24:
+            raise ValueError("names longer than 16 MiB are not supported")
         kinds = np.ascontiguousarray(kinds, dtype=np.int32)
         out = np.empty(len(names), dtype=np.int64)
         row = 0
         while True:
+            max_fill = int(len(self._slots) * self.MAX_LOAD)
             row, self._n, self._dlen = _find_or_insert(
                 offs, data, kinds, row, insert, out,
-                self._slots, self._hashes, self._types, self._offsets, self._data, self._n, self._dlen,
+                self._slots, self._types, self._offsets, self._data, self._n, self._dlen, max_fill,
             )  # fmt: skip
             if row == len(names):
                 return out
@@ -172,16 +191,16 @@ class StringTable:
 
     def _grow(self, need_bytes: int) -> None:
         n = self._n
-        if n >= len(self._hashes):
-            cap = 2 * len(self._hashes)
-            self._hashes = _resized(self._hashes, cap)
+        if n >= len(self._types):
+            cap = 2 * len(self._types)
             self._types = _resized(self._types, cap)
             self._offsets = _resized(self._offsets, cap + 1)
         if self._dlen + need_bytes > len(self._data):
             self._data = _resized(self._data, max(2 * len(self._data), self._dlen + need_bytes))
-        if 2 * (n + 1) > len(self._slots):
-            self._slots = np.full(2 * len(self._slots), _EMPTY, dtype=np.int64)
-            _rehash(self._slots, self._hashes, n)
+        if n + 1 > int(len(self._slots) * self.MAX_LOAD):
+            bigger = np.zeros((2 * len(self._slots), 4), dtype=np.uint64)
+            _rehash(self._slots, bigger)
+            self._slots = bigger
 
     def names(self, ids: np.ndarray) -> pa.Array:
         """The names of entries ``ids``, in that order, as an Arrow string array."""
