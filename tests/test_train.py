@@ -1,0 +1,191 @@
+"""Training end to end on real data: it learns, it resumes after SIGKILL, bad input is a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bigkg.checkpoint import CheckpointStore
+from bigkg.config import config_from_dict
+from bigkg.format import (
+    DatasetError, EntityType, Manifest, Relation, bucket_key, load_manifest, read_bucket, write_bucket,
+    write_entity_names, write_manifest, BucketEdges,
+)
+from bigkg.model import build_model
+from bigkg.training import TrainingError, train
+from launcher.cli import main as cli_main
+from partition_helpers import partition
+
+REPO = Path(__file__).resolve().parents[1]
+CODEX = REPO / "data" / "codex-s"
+
+
+@pytest.fixture(scope="module")
+def codex2(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("codex") / "codex2"
+    partition([CODEX / "train.txt"], out, num_partitions=2, valid=[str(CODEX / "valid.txt")], test=[str(CODEX / "test.txt")])
+    return out
+
+
+def small_config(dataset: Path, run_dir: Path, **sections) -> dict:
+    base = {
+        "dataset": str(dataset),
+        "run_dir": str(run_dir),
+        "model": {"dim": 16, "operator": "complex_diagonal", "reciprocal": True},
+        "training": {"epochs": 2, "batch_size": 500, "threads": 1, "lr": 0.1},
+        "eval": {"valid_every": 0},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values) if isinstance(values, dict) else base.update({name: values})
+    return base
+
+
+def tail_mrr(dataset: Path, run_dir: Path, config) -> float:
+    """Raw MRR of ranking each test tail among all entities, computed here from a checkpoint."""
+    manifest = load_manifest(dataset)
+    store = CheckpointStore(run_dir)
+    version = store.latest()
+    model = build_model(config, manifest)
+    version.load_shared(model)
+    parts = [version.load_partition("entity", p)[0] for p in range(manifest.num_partitions)]
+    offsets = np.cumsum([0] + [len(p) for p in parts])
+    table = torch.cat(parts)
+    heads, tails, rels = [], [], []
+    for i in range(manifest.num_partitions):
+        for j in range(manifest.num_partitions):
+            e = read_bucket(dataset, "test", i, j)
+            heads.append(e.lhs.astype(np.int64) + offsets[i])
+            tails.append(e.rhs.astype(np.int64) + offsets[j])
+            rels.append(e.rel.astype(np.int64))
+    h, t, r = (torch.from_numpy(np.concatenate(x)) for x in (heads, tails, rels))
+    with torch.no_grad():
+        scores = model.score_candidates("rhs", table[h], r, table)
+        true = scores.gather(1, t.unsqueeze(1))
+        ranks = 1 + (scores > true).sum(1).float()
+    return float((1 / ranks).mean())
+
+
+def test_training_learns_codex_s(codex2, tmp_path):
+    config = config_from_dict(small_config(codex2, tmp_path / "run", training={"epochs": 3}))
+    summary = train(config)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    losses = [r["loss_per_edge"] for r in epochs]
+    assert losses[0] > losses[1] > losses[2]
+    assert all(r["edges_per_s"] > 0 and r["train_s"] > 0 for r in epochs)
+    assert summary["epochs_completed"] == 3
+    trained = tail_mrr(codex2, tmp_path / "run", config)
+    # a run of 0 epochs keeps its seeded initial embeddings: the random baseline
+    fresh = config_from_dict(small_config(codex2, tmp_path / "run0", training={"epochs": 0}))
+    train(fresh)
+    random_mrr = tail_mrr(codex2, tmp_path / "run0", fresh)
+    assert trained > 0.1 and trained > 5 * random_mrr, (trained, random_mrr)
+
+
+def test_resume_after_sigkill_trains_every_bucket_once_per_epoch(codex2, tmp_path):
+    run_dir = tmp_path / "run"
+    config_path = tmp_path / "config.json"  # JSON is YAML
+    config_path.write_text(json.dumps(small_config(codex2, run_dir, training={"epochs": 4, "batch_size": 200})))
+    command = [sys.executable, "-m", "launcher.cli", "train", str(config_path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and metrics.read_text().count('"bucket"') >= 6:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = metrics.read_text().count('"type": "bucket"')
+    assert killed_at < 16
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    per_epoch = Counter((r["epoch"], tuple(r["bucket"])) for r in records if r["type"] == "bucket")
+    expected = {(e, (i, j)) for e in range(4) for i in range(2) for j in range(2)}
+    assert set(per_epoch) == expected and set(per_epoch.values()) == {1}
+    assert [r["epoch"] for r in records if r["type"] == "epoch"] == [0, 1, 2, 3]
+    version = CheckpointStore(run_dir).latest()
+    assert version.meta["epoch"] == 4 and version.meta["finished_buckets"] == []
+    for p in range(2):
+        emb, ada = version.load_partition("entity", p)
+        assert torch.isfinite(emb).all() and emb.shape[1] == 16 and (ada > 0).any()
+    assert json.loads(done.stdout)["epochs_completed"] == 4
+
+
+# -- bad input ---------------------------------------------------------------------------
+@pytest.fixture()
+def tiny(tmp_path) -> Path:
+    """A small two-partition dataset written with bigkg.format."""
+    root = tmp_path / "tiny"
+    rng = np.random.default_rng(0)
+    counts = [20, 25]
+    for p, n in enumerate(counts):
+        write_entity_names(root, "entity", p, [f"e{p}_{k}" for k in range(n)])
+    bucket_counts = {"train": {}}
+    for i in range(2):
+        for j in range(2):
+            m = 60
+            edges = BucketEdges(rng.integers(0, counts[i], m).astype(np.int32), rng.integers(0, counts[j], m).astype(np.int32),
+                                rng.integers(0, 3, m).astype(np.int32), None)
+            write_bucket(root, "train", i, j, edges)
+            bucket_counts["train"][bucket_key(i, j)] = m
+    write_manifest(root, Manifest(2, [EntityType("entity", counts)], [Relation(f"r{k}", "entity", "entity") for k in range(3)], bucket_counts))
+    return root
+
+
+def test_missing_dataset_and_other_format_version(tiny, tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        train(config_from_dict(small_config(tmp_path / "nowhere", tmp_path / "run")))
+    manifest = json.loads((tiny / "manifest.json").read_text())
+    (tiny / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(DatasetError, match="format_version 99"):
+        train(config_from_dict(small_config(tiny, tmp_path / "run")))
+
+
+def test_dimension_change_on_resume_is_a_clear_error(tiny, tmp_path):
+    train(config_from_dict(small_config(tiny, tmp_path / "run", training={"epochs": 1})))
+    with pytest.raises(TrainingError, match="model.dim=16.*32.*--fresh"):
+        train(config_from_dict(small_config(tiny, tmp_path / "run", model={"dim": 32})))
+    # --fresh starts afresh with the new dimension
+    summary = train(config_from_dict(small_config(tiny, tmp_path / "run", model={"dim": 32})), fresh=True)
+    assert summary["epochs_completed"] == 2
+    assert CheckpointStore(tmp_path / "run").latest().load_partition("entity", 0)[0].shape == (20, 32)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(config_from_dict(small_config(tiny, run_dir, training={"epochs": 1})))
+    good = CheckpointStore(run_dir).latest()
+    good_emb = good.load_partition("entity", 0)[0]
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(json.dumps(small_config(tiny, run_dir)))
+    status = cli_main(["train", str(config_path), "--set", "training.lr=1e38", "--set", "training.batch_size=20"])
+    err = capsys.readouterr().err
+    assert status == 2 and "loss became" in err and good.name in err
+    latest = CheckpointStore(run_dir).latest()
+    assert latest.name == good.name
+    assert torch.equal(latest.load_partition("entity", 0)[0], good_emb)
+
+
+def test_cli_config_typo_and_json_summary(tiny, tmp_path, capsys):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(json.dumps(small_config(tiny, tmp_path / "run")))
+    assert cli_main(["train", str(config_path), "--set", "training.epohcs=3"]) == 2
+    assert "training.epohcs" in capsys.readouterr().err
+    assert cli_main(["train", str(config_path), "--json", str(tmp_path / "s.json"), "--set", "training.epochs=1"]) == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["epochs_completed"] == 1 and summary["edges_per_s"] > 0
