@@ -1,0 +1,177 @@
+"""The Trainer of one worker among many: the single-process loop with four parts swapped.
+
+* buckets come from the ``DistributedScheduler`` (the lock server);
+* partitions are read from, and each finished bucket's partitions written to,
+  the partition exchange on the shared filesystem, committed with the bucket;
+* at an epoch's end the shared parameters are averaged over all workers, the
+  job's totals are summed, and rank 0 alone commits the checkpoint version,
+  writes the epoch record (the whole job's edges/s) and validates;
+* a restarted job resumes from the latest checkpoint plus the buckets of the
+  current epoch that were durably recorded since.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from bigkg.checkpoint import CheckpointVersion, PartitionKey, PartitionState
+from bigkg.config import Config, ConfigError
+from bigkg.distributed.exchange import ExchangeView, PartitionExchange, partition_name
+from bigkg.distributed.process_group import SharedSync, WorkerEnv, barrier
+from bigkg.distributed.scheduler import DistributedScheduler
+from bigkg.format import load_manifest
+from bigkg.schedule import Bucket
+from bigkg.storage import LoadedBucket, all_partition_keys
+from bigkg.training.metrics import MetricsLog
+from bigkg.training.trainer import Progress, Trainer
+
+log = logging.getLogger(__name__)
+
+
+class DistributedTrainer(Trainer):
+    scheduler: DistributedScheduler
+    exchange: PartitionExchange
+    shared_sync: SharedSync
+
+    def __init__(self, config: Config, env: WorkerEnv, store: dist.Store, *, fresh: bool = False):
+        manifest = load_manifest(config.dataset)
+        if manifest.num_partitions > 1:
+            shared_types = [et.name for et in manifest.entity_types if len(et.partition_counts) == 1]
+            if shared_types:
+                raise ConfigError(
+                    f"dataset: entity types {shared_types} of {config.dataset} are not partitioned; distributed "
+                    "training needs every entity type split into the same partitions (partition them too)"
+                )
+        self.env = env
+        self.exchange = PartitionExchange(config.run_dir)
+        self._fresh = fresh
+        self._held_versions: dict[PartitionKey, str] = {}
+        self._epoch_started = time.perf_counter()
+        logs = Path(config.run_dir) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        scheduler = DistributedScheduler(
+            store, f"rank{env.rank}", manifest.num_partitions,
+            lease_seconds=config.distributed.lease_seconds,
+            heartbeat_seconds=config.distributed.heartbeat_seconds,
+            timeout=config.distributed.timeout,
+            seed=config.seed,
+            event_log=logs / f"buckets.attempt{env.restart_count}.rank{env.rank}.jsonl",
+            on_commit=self._record_commit,
+        )
+        super().__init__(config, fresh=fresh and env.rank == 0, scheduler=scheduler)
+
+    # -- resume: rank 0 prepares, the others follow ---------------------------------------
+    def _resume_or_initialise(self) -> CheckpointVersion:
+        rank = self.env.rank
+        if rank != 0:
+            # Only rank 0 keeps metrics.jsonl (the job's records); the others log their own buckets.
+            self.metrics = MetricsLog(Path(self.config.run_dir) / f"metrics.rank{rank}.jsonl")
+        elif self._fresh:
+            shutil.rmtree(self.exchange.root, ignore_errors=True)
+        version = super()._resume_or_initialise() if rank == 0 else None
+        barrier(self.device)  # rank 0 has written the first version, if there was none
+        if version is None:
+            version = super()._resume_or_initialise()
+        resumed = self.exchange.latest_progress(self.progress.epoch)
+        if resumed is None:
+            payload = self.exchange.seed(version, all_partition_keys(self.manifest)) if rank == 0 else {}
+        else:
+            self.progress.finished, payload = resumed
+            log.info("resuming epoch %d with %d buckets finished since %s", self.progress.epoch + 1,
+                     len(resumed[0]), version.path)
+        if rank == 0:
+            self.scheduler.lock.set_payload(payload)
+        barrier(self.device)  # the lock state names every partition's version
+        return version
+
+    # -- partitions through the exchange -------------------------------------------------------
+    def _load(self, bucket: Bucket) -> LoadedBucket:
+        view = self.exchange.view(self.scheduler.lock.payload())
+        # A partition still in memory is reused only if nobody committed a newer version since.
+        self.held = {k: v for k, v in self.held.items() if self._held_versions.get(k) == view.version_of(k)}
+        checkpoint, self.version = self.version, view  # the loader reads partitions from ``self.version``
+        try:
+            data = super()._load(bucket)
+        finally:
+            self.version = checkpoint
+        for key in data.partitions:
+            self._held_versions[key] = view.version_of(key)
+        return data
+
+    def _commit(self, changed: set[PartitionKey]) -> None:
+        """After a bucket: write its partitions as new versions, committed with its release."""
+        if not changed:
+            return
+        epoch = self.progress.epoch
+        versions = {}
+        for key in changed:
+            state = self.held[key]
+            name = self.exchange.write(key, PartitionState(state.embeddings.cpu(), state.adagrad.cpu()), epoch)
+            versions[partition_name(key)] = name
+            self._held_versions[key] = name
+        self.scheduler.commit_with_release(versions)
+
+    def _record_commit(self, state: dict[str, Any]) -> None:
+        self.exchange.record(state)
+        done, total = state["done"].count("1"), len(state["done"])
+        log.info("epoch %d: job has %d/%d buckets done", state["epoch"] + 1, done, total)
+
+    # -- epoch end: all workers meet -------------------------------------------------------------
+    def _end_epoch(self, epoch: int) -> None:
+        p = self.progress
+        totals = torch.tensor([p.epoch_edges, p.epoch_loss, p.epoch_seconds], dtype=torch.float64, device=self.device)
+        dist.all_reduce(totals)
+        wall = torch.tensor([time.perf_counter() - self._epoch_started], dtype=torch.float64, device=self.device)
+        dist.all_reduce(wall, op=dist.ReduceOp.MAX)
+        self.shared_sync.sync()
+        if self.scheduler.lost_buckets:
+            log.warning("%d of this worker's buckets were re-handed after its lease expired", self.scheduler.lost_buckets)
+        if self.env.rank == 0:
+            edges, loss, train_s = totals.tolist()
+            record = {
+                "type": "epoch", "epoch": epoch, "edges": int(edges), "loss": loss,
+                "loss_per_edge": loss / max(edges, 1), "train_s": wall.item(), "worker_train_s": train_s,
+                "workers": self.env.world_size, "edges_per_s": edges / max(wall.item(), 1e-9),
+            }
+            self.metrics.write(record)
+            log.info("epoch %d: loss/edge %.4f, job %.0f edges/s over %d workers", epoch + 1,
+                     record["loss_per_edge"], record["edges_per_s"], self.env.world_size)
+            payload = self.scheduler.lock.payload()
+            p.epoch, p.finished = epoch + 1, []
+            p.epoch_loss, p.epoch_edges, p.epoch_seconds = 0.0, 0, 0.0
+            self._write_epoch_checkpoint(payload)
+            if self.validator is not None and (epoch + 1) % self.config.eval.valid_every == 0:
+                self._validate(epoch)  # evaluates the version just written
+                self._write_epoch_checkpoint(payload)  # again, with the validation in its progress
+            self.exchange.collect(payload, epoch + 1)
+        # Everyone waits for rank 0's checkpoint and takes its progress (validation, early stop).
+        shared = [self.progress.to_meta() if self.env.rank == 0 else None]
+        dist.broadcast_object_list(shared, src=0)
+        self.progress = Progress.from_meta(shared[0])
+        if self.env.rank != 0:
+            self.version = self.store.latest() or self.version
+        self._epoch_started = time.perf_counter()
+
+    def _write_epoch_checkpoint(self, payload: dict[str, str]) -> None:
+        """A checkpoint version whose partitions are hard links to the exchange's current versions."""
+        self.version = self.store.write(
+            self._meta(), self._shared_state(), {}, all_partition_keys(self.manifest),
+            base=ExchangeView(self.exchange, payload),  # type: ignore[arg-type]  # same partition_path interface
+            keep_versions=self.config.checkpoint.keep_versions,
+        )
+
+    def train(self) -> dict[str, Any]:
+        try:
+            self.shared_sync = SharedSync(self.model, self.shared_optimizer)
+            self.shared_sync.mark()  # every worker starts from the checkpoint's values
+            self._epoch_started = time.perf_counter()
+            return super().train()
+        finally:
+            self.scheduler.close()
