@@ -1,11 +1,13 @@
 """``run_partition``: edge files in, a complete bigkg dataset directory out.
 
-Pass 1 streams every input once to build the relation and entity
-dictionaries (O(entities) memory) and the training degrees; entities are then
-assigned to partitions. Pass 2 streams the inputs again, maps names to
-(partition, local id) and spills edges by bucket (see ``spill``); finally each
-bucket becomes its exact-size HDF5 file. Everything is built inside a
-temporary directory that is renamed into place only when complete.
+Pass 1 streams every input once, building the relation and entity
+dictionaries (O(entities) memory) and the training degrees, and logs each
+edge as numeric ids (``spill.EdgeLog``); entities are then assigned to
+partitions. Pass 2 streams that log (fixed-size blocks, no parsing or hashing
+again), maps entities to (partition, local id) and spills edges by bucket
+(``spill.SpillFile``); finally each bucket becomes its exact-size HDF5 file.
+Everything, temporary files included, is built inside a temporary directory
+that is renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from partitioner.errors import PartitionError
 from partitioner.kernels import SPLIT_IDS, add_counts, random_split, route
 from partitioner.readers import EdgeBatch, InputFormat, detect_format, read_edges
 from partitioner.schema import DEFAULT_TYPE, Schema, load_schema
-from partitioner.spill import SpillFile
+from partitioner.spill import EdgeLog, SpillFile
 from partitioner.strtable import StringTable
 
 log = logging.getLogger(__name__)
@@ -202,7 +204,7 @@ class Partitioner:
         return self.rel_types[rel, side]
 
     # -- pass 1 ------------------------------------------------------------------------
-    def build_dictionaries(self) -> None:
+    def build_dictionaries(self, log: EdgeLog) -> None:
         total = _known_rows(self.sources, self.opts.input_format)
         for batch, split in self._batches(self.bad_lines, "pass 1/2", total):
             n = len(batch)
@@ -223,6 +225,7 @@ class Partitioner:
             add_counts(rel[train], self.rel_train.ensure(len(self.relations)))
             for name, sid in SPLIT_IDS.items():
                 self.input_edges[name] += int(np.count_nonzero(split == sid))
+            log.append(head=head, tail=tail, rel=rel, split=split, weight=batch.weight)
         if self.input_edges["train"] == 0:
             files = ", ".join(str(s.path) for s in self.sources if s.split != "valid" and s.split != "test")
             raise PartitionError(f"no training edges in the input ({files}): the input is empty or every line was bad")
@@ -246,29 +249,27 @@ class Partitioner:
         self.id_dtype = id_dtype_for(max(max(c) for c in self.partition_counts))
 
     # -- pass 2 ------------------------------------------------------------------------
-    def spill(self, spill: SpillFile) -> None:
+    def spill(self, log: EdgeLog, spill: SpillFile) -> None:
         self.self_loops = Counter({s: 0 for s in SPLITS})
         self.unseen_edges = Counter({s: 0 for s in SPLITS})
         degree = self.degree.array
-        total = sum(self.input_edges.values())
-        for batch, split in self._batches(Counter(), "pass 2/2", total):
-            n = len(batch)
-            rel = self.relations.find(batch.rel, np.zeros(n, dtype=np.int32))
-            head = self.entities.find(batch.head, self._kinds(rel, 0, n))
-            tail = self.entities.find(batch.tail, self._kinds(rel, 1, n))
-            if min(rel.min(), head.min(), tail.min()) < 0:
-                raise PartitionError("an input file changed between the two passes; partition it again")
-            key = np.empty(n, dtype=np.int32)
-            lhs = np.empty(n, dtype=np.int64)
-            rhs = np.empty(n, dtype=np.int64)
-            route(head, tail, split, self.ent_part, self.ent_local, self.P, self.opts.drop_self_loops, key, lhs, rhs)
-            kept = key >= 0
-            unseen = kept & ((degree[head] == 0) | (degree[tail] == 0))
-            for name, sid in SPLIT_IDS.items():
-                in_split = split == sid
-                self.self_loops[name] += int(np.count_nonzero(in_split & ~kept))
-                self.unseen_edges[name] += int(np.count_nonzero(in_split & unseen))
-            spill.add(key, lhs, rhs, rel.astype(np.int32), batch.weight)
+        bar = tqdm(total=log.count, desc="pass 2/2", unit="edge", unit_scale=True, disable=not self.show_progress)
+        with bar:
+            for block in log.blocks(self.opts.buffer_edges):
+                head, tail, split = block["head"], block["tail"], block["split"]
+                n = len(head)
+                key = np.empty(n, dtype=np.int32)
+                lhs = np.empty(n, dtype=np.int64)
+                rhs = np.empty(n, dtype=np.int64)
+                route(head, tail, split, self.ent_part, self.ent_local, self.P, self.opts.drop_self_loops, key, lhs, rhs)
+                kept = key >= 0
+                unseen = kept & ((degree[head] == 0) | (degree[tail] == 0))
+                for name, sid in SPLIT_IDS.items():
+                    in_split = split == sid
+                    self.self_loops[name] += int(np.count_nonzero(in_split & ~kept))
+                    self.unseen_edges[name] += int(np.count_nonzero(in_split & unseen))
+                spill.add(key, lhs, rhs, block["rel"], block.get("weight"))
+                bar.update(n)
         spill.flush()
 
     # -- output ------------------------------------------------------------------------
@@ -332,41 +333,46 @@ def run_partition(opts: PartitionOptions) -> dict[str, Any]:
     if out.exists() and not opts.force:
         raise PartitionError(f"output directory {out} already exists (use --force to replace it)")
     part = Partitioner(opts)
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    has_weight = opts.input_format.weight_column is not None
+    with ThreadPoolExecutor(max_workers=1) as pool, atomic_directory(out, force=opts.force) as tmp:
         # Checksums are read alongside pass 1 (hashlib releases the GIL).
         checksums = [pool.submit(_sha256, s.path) for s in part.sources]
-        part.build_dictionaries()
-        pass1 = time.perf_counter()
-        part.assign()
-        with atomic_directory(out, force=opts.force) as tmp:
+        log = EdgeLog(tmp / "edge-log", has_weight)
+        spill = None
+        try:
+            part.build_dictionaries(log)
+            pass1 = time.perf_counter()
+            part.assign()
             spill = SpillFile(
                 tmp / "spill.bin",
                 num_keys=len(SPLITS) * part.P * part.P,
                 id_dtype=part.id_dtype,
-                has_weight=opts.input_format.weight_column is not None,
+                has_weight=has_weight,
                 capacity=opts.buffer_edges,
             )
-            try:
-                part.spill(spill)
-                pass2 = time.perf_counter()
-                part.write_entities(tmp)
-                bucket_counts = part.write_buckets(tmp, spill)
-            finally:
+            part.spill(log, spill)
+            log.close()
+            pass2 = time.perf_counter()
+            part.write_entities(tmp)
+            bucket_counts = part.write_buckets(tmp, spill)
+        finally:
+            log.close()
+            if spill is not None:
                 spill.close()
-            stats = part.stats(bucket_counts)
-            inputs = [dict(c.result(), split=s.split or "random") for c, s in zip(checksums, part.sources)]
-            manifest = Manifest(
-                num_partitions=part.P,
-                entity_types=[EntityType(name, counts) for name, counts in zip(part.types, part.partition_counts)],
-                relations=part.relation_list(),
-                bucket_counts={s: dict(sorted(c.items())) for s, c in bucket_counts.items()},
-                has_weights=opts.input_format.weight_column is not None,
-                id_dtype=part.id_dtype,
-                args=opts.as_record(),
-                inputs=inputs,
-                stats=stats,
-            )
-            write_manifest(tmp, manifest)
+        stats = part.stats(bucket_counts)
+        inputs = [dict(c.result(), split=s.split or "random") for c, s in zip(checksums, part.sources)]
+        manifest = Manifest(
+            num_partitions=part.P,
+            entity_types=[EntityType(name, counts) for name, counts in zip(part.types, part.partition_counts)],
+            relations=part.relation_list(),
+            bucket_counts={s: dict(sorted(c.items())) for s, c in bucket_counts.items()},
+            has_weights=has_weight,
+            id_dtype=part.id_dtype,
+            args=opts.as_record(),
+            inputs=inputs,
+            stats=stats,
+        )
+        write_manifest(tmp, manifest)
     elapsed = time.perf_counter() - started
     total_input = sum(part.input_edges.values())
     return {

@@ -108,3 +108,46 @@ class SpillFile:
     def close(self) -> None:
         self._fh.close()
         self.path.unlink(missing_ok=True)
+
+
+class EdgeLog:
+    """Pass 1's output: every good edge as (head entry, tail entry, relation, split[, weight]).
+
+    Written column by column, in input order, to files next to the dataset
+    being built, so that pass 2 reads fixed-size numeric blocks instead of
+    parsing and hashing the input a second time.
+    """
+
+    COLUMNS = (("head", np.int64), ("tail", np.int64), ("rel", np.int32), ("split", np.int8), ("weight", np.float32))
+
+    def __init__(self, directory: Path, has_weight: bool) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.columns = [(name, np.dtype(dt)) for name, dt in self.COLUMNS if has_weight or name != "weight"]
+        self._files = {name: open(self.directory / f"{name}.bin", "wb") for name, _ in self.columns}
+        self.count = 0
+
+    def append(self, **values: np.ndarray) -> None:
+        for name, dtype in self.columns:
+            self._files[name].write(np.ascontiguousarray(values[name], dtype=dtype).tobytes())
+        self.count += len(values["head"])
+
+    def blocks(self, size: int) -> Iterator[dict[str, np.ndarray]]:
+        """The logged edges again, ``size`` at a time, in input order."""
+        for fh in self._files.values():
+            fh.close()
+        readers = {name: open(self.directory / f"{name}.bin", "rb") for name, _ in self.columns}
+        try:
+            for _start in range(0, self.count, size):
+                yield {name: np.fromfile(readers[name], dtype=dtype, count=size) for name, dtype in self.columns}
+        finally:
+            for fh in readers.values():
+                fh.close()
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        for name, _ in self.columns:
+            (self.directory / f"{name}.bin").unlink(missing_ok=True)
+        if self.directory.exists():
+            self.directory.rmdir()
