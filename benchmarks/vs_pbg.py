@@ -1,0 +1,208 @@
+"""Training speed and quality of bigkg against PyTorch-BigGraph 1.0.0 on the same CPU.
+
+One seeded power-law graph (partitioner.generate) is split into train and test
+edges once; both systems train on the same train edges with the same settings
+(d=100, no relation operator, dot, softmax, 50 batch + 50 uniform negatives,
+batch 1000, lr 0.1, P partitions, `--epochs` epochs, workers = cores, PBG with
+hogwild_delay=0) and both are scored by the same code: every test edge's tail
+(and head) is ranked against the same uniformly sampled candidate entities,
+from each system's embeddings looked up by entity name.
+
+    .venv/bin/python benchmarks/vs_pbg.py --edges 1000000 --entities 100000 --epochs 5
+
+PBG runs from its own virtual environment (`--pbg-venv`, default /work/pbg-venv
+or $BIGKG_PBG_VENV). Edges/s is train edges × epochs / wall time of the
+training command (process start to exit, checkpoints included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.csv as pcsv
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bigkg.checkpoint import CheckpointStore  # noqa: E402
+from bigkg.format import load_manifest, read_entity_names  # noqa: E402
+from partitioner.generate import GraphSpec, generate_graph  # noqa: E402
+
+
+def pbg_python(venv: Path) -> Path:
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").exists() or not python.exists():
+        raise SystemExit(f"no ready PBG virtual environment at {venv} (expected {venv}/.ready and bin/python)")
+    return python
+
+
+def make_graph(work: Path, edges: int, entities: int, relations: int, test_edges: int, seed: int) -> tuple[Path, Path]:
+    """train.tsv and test.tsv: the generated graph with a seeded test sample held out."""
+    full = generate_graph(GraphSpec(edges=edges, entities=entities, relations=relations, seed=seed), work / "graph.tsv")
+    table = pcsv.read_csv(full, read_options=pcsv.ReadOptions(column_names=["h", "r", "t"]),
+                          parse_options=pcsv.ParseOptions(delimiter="\t"))
+    rng = np.random.default_rng(seed)
+    is_test = np.zeros(table.num_rows, dtype=bool)
+    is_test[rng.choice(table.num_rows, test_edges, replace=False)] = True
+    paths = []
+    for name, mask in (("train", ~is_test), ("test", is_test)):
+        path = work / f"{name}.tsv"
+        pcsv.write_csv(table.filter(mask), path, write_options=pcsv.WriteOptions(include_header=False, delimiter="\t",
+                                                                                     quoting_style="none"))
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def read_tsv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = pcsv.read_csv(path, read_options=pcsv.ReadOptions(column_names=["h", "r", "t"]),
+                          parse_options=pcsv.ParseOptions(delimiter="\t"))
+    return np.asarray(table.column("h").to_pylist(), dtype=object), np.asarray(table.column("t").to_pylist(), dtype=object)
+
+
+def sampled_mrr(vectors: dict[str, np.ndarray], heads: np.ndarray, tails: np.ndarray, names: np.ndarray,
+                candidates: np.ndarray) -> float:
+    """Raw MRR over both directions: each test edge's true tail (head) against the sampled
+    candidate entities ``candidates`` [n, K] (indices into ``names``), dot product scores."""
+    table = np.stack([vectors[n] for n in names]).astype(np.float32)
+    index = {n: k for k, n in enumerate(names)}
+    h = np.array([index[x] for x in heads])
+    t = np.array([index[x] for x in tails])
+    reciprocal = []
+    for anchor, answer in ((h, t), (t, h)):
+        a = table[anchor]
+        true = np.einsum("nd,nd->n", a, table[answer])
+        cand = np.einsum("nd,nkd->nk", a, table[candidates])
+        reciprocal.append(1.0 / (1 + (cand > true[:, None]).sum(1)))
+    return float(np.concatenate(reciprocal).mean())
+
+
+# -- bigkg --------------------------------------------------------------------------------
+def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int, workers: int) -> tuple[float, dict[str, np.ndarray], dict]:
+    data = work / f"bigkg_p{partitions}"
+    run_dir = work / f"bigkg_run_p{partitions}"
+    bigkg = [sys.executable, "-m", "launcher.cli"]
+    subprocess.run(bigkg + ["partition", str(train), "--test", str(test), "--out", str(data), "-P", str(partitions),
+                            "--force", "--no-progress"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    summary_path = work / f"bigkg_summary_p{partitions}.json"
+    start = time.perf_counter()
+    subprocess.run(bigkg + ["train", str(REPO / "benchmarks" / "configs" / "vs_pbg.yaml"), "--fresh",
+                            "--set", f"dataset={data}", "--set", f"run_dir={run_dir}", "--set", f"training.epochs={epochs}",
+                            "--set", f"training.workers={workers}", "--json", str(summary_path)],
+                   cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    manifest = load_manifest(data)
+    version = CheckpointStore(run_dir).latest()
+    vectors: dict[str, np.ndarray] = {}
+    for p in range(manifest.num_partitions):
+        emb = version.load_partition("entity", p)[0].numpy()
+        for name, row in zip(read_entity_names(data, "entity", p).to_pylist(), emb):
+            vectors[name] = row
+    return wall, vectors, json.loads(summary_path.read_text())
+
+
+# -- PBG ----------------------------------------------------------------------------------
+PBG_CONFIG = """
+def get_torchbiggraph_config():
+    return dict(
+        entity_path={entity_path!r},
+        edge_paths=[{edge_path!r}],
+        checkpoint_path={checkpoint_path!r},
+        entities={{"all": {{"num_partitions": {partitions}}}}},
+        relations=[{{"name": "all_edges", "lhs": "all", "rhs": "all", "operator": "none"}}],
+        dynamic_relations=True,
+        global_emb=False,
+        dimension=100,
+        comparator="dot",
+        loss_fn="softmax",
+        num_batch_negs=50,
+        num_uniform_negs=50,
+        batch_size=1000,
+        lr=0.1,
+        num_epochs={epochs},
+        workers={workers},
+        hogwild_delay=0,
+        eval_fraction=0,
+    )
+"""
+
+
+def run_pbg(work: Path, python: Path, train: Path, partitions: int, epochs: int, workers: int) -> tuple[float, dict[str, np.ndarray]]:
+    root = work / f"pbg_p{partitions}"
+    config = root / "config.py"
+    root.mkdir(parents=True, exist_ok=True)
+    config.write_text(textwrap.dedent(PBG_CONFIG.format(
+        entity_path=str(root / "entities"), edge_path=str(root / "edges"), checkpoint_path=str(root / "model"),
+        partitions=partitions, epochs=epochs, workers=workers)))
+    bin_dir = python.parent
+    subprocess.run([str(bin_dir / "torchbiggraph_import_from_tsv"), "-l", "0", "-r", "2", "--rel-col", "1",
+                    str(config), str(train)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start = time.perf_counter()
+    subprocess.run([str(bin_dir / "torchbiggraph_train"), str(config)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    version = int((root / "model" / "checkpoint_version.txt").read_text().strip())
+    vectors: dict[str, np.ndarray] = {}
+    for p in range(partitions):
+        names = json.loads((root / "entities" / f"entity_names_all_{p}.json").read_text())
+        with h5py.File(root / "model" / f"embeddings_all_{p}.v{version}.h5", "r") as fh:
+            emb = fh["embeddings"][...]
+        vectors.update(zip(names, emb))
+    return wall, vectors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--edges", type=int, default=1_000_000)
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--relations", type=int, default=1)
+    parser.add_argument("--test-edges", type=int, default=5_000)
+    parser.add_argument("--candidates", type=int, default=1000, help="sampled candidates per test query")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--partitions", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--pbg-venv", type=Path, default=Path(os.environ.get("BIGKG_PBG_VENV", "/work/pbg-venv")))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/bigkg_vs_pbg"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    python = pbg_python(args.pbg_venv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    train, test = make_graph(args.work, args.edges, args.entities, args.relations, args.test_edges, args.seed)
+    train_edges = args.edges - args.test_edges
+    heads, tails = read_tsv(test)
+    rows = []
+    for partitions in args.partitions:
+        b_wall, b_vectors, b_summary = run_bigkg(args.work, train, test, partitions, args.epochs, args.workers)
+        p_wall, p_vectors = run_pbg(args.work, python, train, partitions, args.epochs, args.workers)
+        # Same test edges and same sampled candidates for both (entities known to both).
+        names = np.array(sorted(set(b_vectors) & set(p_vectors)), dtype=object)
+        known = np.array([h in b_vectors and t in b_vectors and h in p_vectors and t in p_vectors for h, t in zip(heads, tails)])
+        rng = np.random.default_rng(args.seed + 1)
+        candidates = rng.integers(0, len(names), size=(int(known.sum()), args.candidates))
+        b_mrr = sampled_mrr(b_vectors, heads[known], tails[known], names, candidates)
+        p_mrr = sampled_mrr(p_vectors, heads[known], tails[known], names, candidates)
+        b_rate, p_rate = train_edges * args.epochs / b_wall, train_edges * args.epochs / p_wall
+        rows.append((partitions, b_rate, p_rate, b_rate / p_rate, b_mrr, p_mrr, b_summary["edges_per_s"], b_wall, p_wall))
+        print(f"P={partitions}: bigkg {b_rate:,.0f} edges/s (in-loop {b_summary['edges_per_s']:,.0f}), "
+              f"PBG {p_rate:,.0f} edges/s, MRR {b_mrr:.4f} vs {p_mrr:.4f}", flush=True)
+
+    print(f"\ngraph: {args.edges:,} edges ({train_edges:,} train, {int(known.sum()):,} test ranked), "
+          f"{args.entities:,} entities, {args.relations} relation(s); {args.epochs} epochs; workers {args.workers}; "
+          f"sampled MRR: {args.candidates} uniform candidates per query, both directions, raw\n")
+    print("| P | bigkg edges/s | PBG edges/s | ratio | bigkg MRR | PBG MRR | bigkg in-loop edges/s | bigkg wall s | PBG wall s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for p, br, pr, ratio, bm, pm, loop, bw, pw in rows:
+        print(f"| {p} | {br:,.0f} | {pr:,.0f} | {ratio:.2f}× | {bm:.4f} | {pm:.4f} | {loop:,.0f} | {bw:.1f} | {pw:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
