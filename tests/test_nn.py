@@ -196,3 +196,18 @@ def test_dropout_is_active_only_in_training(umls):
     a, b = encoder.encode(emb, umls), encoder.encode(emb, umls)
     torch.testing.assert_close(a, b)
     assert (train_out == 0).float().mean() > 0.3
+
+
+@pytest.mark.parametrize("name,op", [("compgcn", "mult"), ("compgcn", "sub"), ("lightgcn", None)])
+def test_fused_kernel_agrees_with_torch_path(umls, name, op):
+    grads = {}
+    for fused in (True, False):
+        torch.manual_seed(0)
+        spec = EncoderSpec(name=name, quantize_bits=32, fused_kernels=fused, composition=op or "mult")
+        encoder = build_encoder(spec, 20, umls.base_relations)
+        emb = nn.Parameter(torch.randn(umls.num_nodes, 20))
+        out = encoder.encode(emb, umls)
+        (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        grads[fused] = [out.detach(), emb.grad] + [p.grad for p in encoder.parameters()]
+    for a, b in zip(grads[True], grads[False]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

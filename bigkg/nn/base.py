@@ -5,7 +5,9 @@ message pruning with edge compaction, and how activations are saved.
 ``bits`` picks the saving policy for everything the layer does:
 0 is plain autograd (every intermediate kept in float32, including [E, d]
 edge tensors); 32 routes through our Functions with exact float copies of
-node-level tensors only; 1, 2, 4, 8 store those copies as b-bit codes.
+node-level tensors only; 1, 2, 4, 8 store those copies as b-bit codes. With
+``bits`` > 0 the edge stage runs as the fused kernel when the message is
+elementwise (``fused_message``), else as a recomputed torch function.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bigkg import quant
+from bigkg.nn import kernels
 from bigkg.nn.graph import EdgeSet, GraphError
 from bigkg.sparsify import MacCounter, MessagePruner, WeightPruner, feature_scale
 
@@ -86,6 +89,7 @@ class MessagePassing(nn.Module):
         bits: int = 0,
         pruner: MessagePruner | None = None,
         exact_norms: bool = False,
+        fused: bool = True,
         activation: str = "none",
         dropout: float = 0.0,
     ) -> None:
@@ -97,6 +101,7 @@ class MessagePassing(nn.Module):
         self.bits = check_save_mode(bits)
         self.pruner = pruner
         self.exact_norms = exact_norms
+        self.fused = fused
         self.activation = activation
         self.dropout = dropout
         self.depth = 0  # position in the encoder, for per-layer pruning thresholds
@@ -117,6 +122,10 @@ class MessagePassing(nn.Module):
 
     def channel(self, rel: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def fused_message(self) -> tuple[str, Tensor | None] | None:
+        """(op, z) when the message is elementwise (``kernels.OPS``), for the fused kernel."""
+        return None
 
     def message_params(self) -> list[Tensor]:
         """Tensors read by ``message``/``attention`` that need gradients."""
@@ -173,6 +182,12 @@ class MessagePassing(nn.Module):
         self._count(len(edges) * k * per_entry)
         if self.bits == 0:
             return self._edge_stage(h, *edges.tensors())
+        fused = self.fused_message() if self.fused and not self.attentive and kernels.fusable(h) else None
+        if fused is not None:
+            op, z = fused
+            chan = self.channel(edges.rel) if self.channels > 1 else None
+            src, dst, rel, weight = edges.tensors()
+            return kernels.fused_edge_stage(h, z, src, dst, rel, chan, weight, self.channels, op, self.bits)
         return quant.recompute(self._edge_stage, h, edges.tensors(), self.message_params(), self.bits)
 
     def _edge_stage(self, h: Tensor, src: Tensor, dst: Tensor, rel: Tensor, weight: Tensor) -> Tensor:

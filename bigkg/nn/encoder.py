@@ -92,7 +92,8 @@ class EncoderSpec:
     ``message_targets``: fraction of each layer's incoming edges to drop.
     ``weight_threshold`` (delta_w) or ``weight_target``, reached after
     ``weight_ramp_steps`` training steps. ``quantize_bits``: 0 off, 1/2/4/8,
-    or 32 for exact node-level saving.
+    or 32 for exact node-level saving. ``fused_kernels``: run elementwise
+    messages through the numba edge kernel (else the recomputed torch path).
     """
 
     name: str = "compgcn"
@@ -101,6 +102,7 @@ class EncoderSpec:
     message_thresholds: list[float] = field(default_factory=list)
     message_targets: list[float] = field(default_factory=list)
     exact_message_norms: bool = False
+    fused_kernels: bool = True
     weight_threshold: float = 0.0
     weight_target: float = 0.0
     weight_ramp_steps: int = 0
@@ -124,7 +126,7 @@ def build_encoder(spec: EncoderSpec, dim: int, num_relations: int, compose: Comp
     pruner = None
     if spec.message_thresholds or spec.message_targets:
         pruner = MessagePruner(deltas=spec.message_thresholds, targets=spec.message_targets)
-    common = dict(bits=spec.quantize_bits, pruner=pruner, exact_norms=spec.exact_message_norms, dropout=spec.dropout)
+    common = dict(bits=spec.quantize_bits, pruner=pruner, exact_norms=spec.exact_message_norms, fused=spec.fused_kernels, dropout=spec.dropout)
     if spec.activation is not None:
         common["activation"] = spec.activation
     layers: list[MessagePassing] = []

@@ -79,6 +79,9 @@ class CompGCNLayer(MessagePassing):
     def channel(self, rel: Tensor) -> Tensor:
         return (rel >= self.base_relations).long()
 
+    def fused_message(self) -> tuple[str, Tensor | None] | None:
+        return (self.compose.op, self.compose.rel) if isinstance(self.compose, Composition) else None
+
     def message_params(self) -> list[Tensor]:
         if isinstance(self.compose, nn.Module):
             return [p for p in self.compose.parameters() if p.requires_grad]
@@ -156,6 +159,9 @@ class LightGCNLayer(MessagePassing):
 
     def message(self, x_src: Tensor, rel: Tensor) -> Tensor:
         return x_src
+
+    def fused_message(self) -> tuple[str, Tensor | None] | None:
+        return ("copy", None)
 
     def attention(self, x_src: Tensor, x_dst: Tensor, rel: Tensor) -> Tensor:
         return (x_src * self.rel[rel] * x_dst).sum(1) * self.scale
