@@ -134,6 +134,7 @@ def _clean(
     locate: Callable[[int], int],
     first_invalid: int | None,
     unit: str,
+    invalid_problem: str = "",
 ) -> tuple[EdgeBatch, int]:
     """Drop (or report) bad rows of one batch; returns the batch and how many rows were dropped.
 
@@ -152,7 +153,7 @@ def _clean(
             row = int(np.flatnonzero(bad)[0])
             line = locate(row)
         if first_invalid is not None and (not n_bad or first_invalid < line):
-            raise PartitionError(f"{path}: {unit} {first_invalid}: wrong number of columns")
+            raise PartitionError(f"{path}: {unit} {first_invalid}: wrong number of columns ({invalid_problem})")
         field = (list(FIELDS) + ["weight"])[next(k for k, m in enumerate(masks) if m[row])]
         problem = "empty" if field != "weight" else "missing or non-numeric"
         raise PartitionError(f"{path}: {unit} {line}: {problem} {field} field")
@@ -224,8 +225,11 @@ def _read_text(path: Path, fmt: str, spec: InputFormat, bad_lines: Counter) -> I
     header_lines = 1 if spec.header else 0
 
     invalid: list[int] = []  # line numbers the parser rejected, in order
+    first_problem: list[str] = []
 
     def on_invalid(row: pcsv.InvalidRow) -> str:
+        if not invalid:
+            first_problem.append(f"{row.actual_columns} fields where {row.expected_columns} were expected")
         invalid.append(row.number)
         return "skip"
 
@@ -266,14 +270,16 @@ def _read_text(path: Path, fmt: str, spec: InputFormat, bad_lines: Counter) -> I
             return header_lines + k + 1 + int(np.searchsorted(shifted, k, side="right"))
 
         cols = [batch.column(k) for k in range(len(used))]
-        edges, n_bad = _clean(path, cols, spec, locate, invalid[0] if invalid else None, "line")
+        edges, n_bad = _clean(
+            path, cols, spec, locate, invalid[0] if invalid else None, "line", "".join(first_problem)
+        )
         bad_lines[str(path)] += n_bad
         delivered += batch.num_rows
         total_rows += batch.num_rows
         if len(edges):
             yield edges
     if spec.on_bad_line == "error" and invalid:
-        raise PartitionError(f"{path}: line {invalid[0]}: wrong number of columns")
+        raise PartitionError(f"{path}: line {invalid[0]}: wrong number of columns ({first_problem[0]})")
     bad_lines[str(path)] += len(invalid)
     if total_rows + len(invalid) == 0:
         raise PartitionError(f"{path}: empty input (no edges)")

@@ -168,7 +168,7 @@ class Partitioner:
         self.schema: Schema | None = load_schema(opts.schema) if opts.schema else None
         self.types = self.schema.types if self.schema else [DEFAULT_TYPE]
         self.relations = StringTable(capacity=256)
-        self.entities = StringTable()
+        self.entities = StringTable(capacity=1 << 16)
         self.rel_types = np.zeros((0, 2), dtype=np.int32)
         if self.schema:
             names = list(self.schema.relations)

@@ -35,7 +35,11 @@ def assert_nothing_left(parent: Path) -> None:
 
 @pytest.mark.parametrize(
     "bad_line, problem",
-    [("d\tr1", "wrong number of columns"), ("d\tr1\te\tf", "wrong number of columns"), ("d\t\te", "empty relation")],
+    [
+        ("d\tr1", "wrong number of columns (2 fields where 3 were expected)"),
+        ("d\tr1\te\tf", "wrong number of columns (4 fields where 3 were expected)"),
+        ("d\t\te", "empty relation field"),
+    ],
 )
 def test_malformed_line_names_file_and_line_and_leaves_nothing(tmp_path, bad_line, problem):
     src = write_lines(tmp_path / "edges.tsv", GOOD + [bad_line] + GOOD)
@@ -64,7 +68,7 @@ def test_bad_line_error_through_the_cli_is_one_line_exit_2(tmp_path):
         capture_output=True, text=True,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"bigkg partition: error: {src}: line 4: wrong number of columns"
+    assert proc.stderr.strip() == f"bigkg partition: error: {src}: line 4: wrong number of columns (1 fields where 3 were expected)"
     assert_nothing_left(tmp_path)
 
 
