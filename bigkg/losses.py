@@ -16,8 +16,8 @@ from bigkg.negatives import positive_mask
 
 def softmax_loss(scores: Tensor, positive_index: Tensor, margin: float) -> Tensor:
     """Cross-entropy of the positive among its candidates (the positive counted once)."""
-    positive = scores.gather(-1, positive_index.unsqueeze(-1)).squeeze(-1)
-    return torch.logsumexp(scores, dim=-1) - positive
+    flat = F.cross_entropy(scores.reshape(-1, scores.shape[-1]), positive_index.reshape(-1), reduction="none")
+    return flat.view(positive_index.shape)
 
 
 def logistic_loss(scores: Tensor, positive_index: Tensor, margin: float) -> Tensor:
