@@ -134,7 +134,7 @@ def _known_rows(sources: list[Source], spec: InputFormat) -> int | None:
         return None
     try:
         return sum(pq.ParquetFile(s.path).metadata.num_rows for s in sources)
-    except Exception:  # unreadable files are reported by the reader itself
+    except (pa.ArrowInvalid, OSError):  # the reader itself reports unreadable files
         return None
 
 
@@ -180,13 +180,15 @@ class Partitioner:
         self.bad_lines: Counter = Counter()
         self.show_progress = sys.stderr.isatty() if opts.progress is None else opts.progress
 
-    # -- shared by both passes ---------------------------------------------------
-    def _batches(self, bad_lines: Counter, desc: str, total: int | None) -> Iterator[tuple[EdgeBatch, np.ndarray]]:
-        """Every good edge batch of every source, with its split ids."""
+    # -- pass 1 ------------------------------------------------------------------------
+    def _batches(self) -> Iterator[tuple[Path, EdgeBatch, np.ndarray]]:
+        """Every good edge batch of every source, with its file and split ids."""
         edge_ordinal = 0
-        with tqdm(total=total, desc=desc, unit="edge", unit_scale=True, disable=not self.show_progress) as bar:
+        total = _known_rows(self.sources, self.opts.input_format)
+        bar = tqdm(total=total, desc="pass 1/2", unit="edge", unit_scale=True, disable=not self.show_progress)
+        with bar:
             for source in self.sources:
-                for batch in read_edges(source.path, self.opts.input_format, bad_lines):
+                for batch in read_edges(source.path, self.opts.input_format, self.bad_lines):
                     n = len(batch)
                     if source.split is None:
                         split = random_split(
@@ -196,23 +198,21 @@ class Partitioner:
                         split = np.full(n, SPLIT_IDS[source.split], dtype=np.int8)
                     edge_ordinal += n
                     bar.update(n)
-                    yield batch, split
+                    yield source.path, batch, split
 
     def _kinds(self, rel: np.ndarray, side: int, n: int) -> np.ndarray:
         if self.schema is None:
             return np.zeros(n, dtype=np.int32)
         return self.rel_types[rel, side]
 
-    # -- pass 1 ------------------------------------------------------------------------
     def build_dictionaries(self, log: EdgeLog) -> None:
-        total = _known_rows(self.sources, self.opts.input_format)
-        for batch, split in self._batches(self.bad_lines, "pass 1/2", total):
+        for path, batch, split in self._batches():
             n = len(batch)
             rel = self.relations.add(batch.rel, np.zeros(n, dtype=np.int32))
             if self.schema is not None and len(self.relations) > len(self.schema.relations):
                 unknown = self.relations.names(np.arange(len(self.schema.relations), len(self.relations)))
                 raise PartitionError(
-                    f"relation {unknown[0].as_py()!r} of the input is not in the schema file {self.opts.schema}"
+                    f"{path}: relation {unknown[0].as_py()!r} is not in the schema file {self.opts.schema}"
                 )
             head = self.entities.add(batch.head, self._kinds(rel, 0, n))
             tail = self.entities.add(batch.tail, self._kinds(rel, 1, n))
