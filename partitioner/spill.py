@@ -36,8 +36,8 @@ class SpillFile:
         self._rel = np.empty(capacity, dtype=np.int32)
         self._weight = np.empty(capacity if has_weight else 0, dtype=np.float32)
         self._fill = 0
-        # Per run: (file offset, edges in the run, counts per key)
-        self._runs: list[tuple[int, int, np.ndarray]] = []
+        # Per run: (file offset, edges in the run, counts per key, first row of each key)
+        self._runs: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         self.totals = np.zeros(num_keys, dtype=np.int64)
 
     def add(self, key: np.ndarray, lhs: np.ndarray, rhs: np.ndarray, rel: np.ndarray, weight: np.ndarray | None) -> None:
@@ -67,18 +67,18 @@ class SpillFile:
             self._fh.write(col[order].tobytes())
             pad = -self._fh.tell() % _ALIGN
             self._fh.write(b"\0" * pad)
-        self._runs.append((offset, len(order), counts))
+        self._runs.append((offset, len(order), counts, np.cumsum(counts) - counts))
         self.totals += counts
         self._fill = 0
 
     def segments(self, key: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
         """(lhs, rhs, rel, weight) of ``key``'s edges, one block per run, in input order."""
         dtypes = [self.id_dtype, self.id_dtype, np.dtype(np.int32)] + ([np.dtype(np.float32)] if self.has_weight else [])
-        for offset, n, counts in self._runs:
+        for offset, n, counts, starts in self._runs:
             count = int(counts[key])
             if count == 0:
                 continue
-            before = int(counts[:key].sum())
+            before = int(starts[key])
             cols = []
             col_start = offset
             for dt in dtypes:
