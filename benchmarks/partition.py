@@ -96,7 +96,7 @@ def run_bigkg(src: Path, out: Path, partitions: int, edges: int, label: str, rep
     for k in range(repeat):
         shutil.rmtree(out, ignore_errors=True)
         cmd = [sys.executable, "-m", "launcher.cli", "partition", str(src), "--out", str(out), "-P", str(partitions)]
-        runs.append(measure(cmd, logs / f"bigkg-{label}-{k}.log"))
+        runs.append(measure(cmd, logs / f"bigkg-{out.name}-{k}.log"))
     size = tree_mb(out)
     shutil.rmtree(out)
     wall, cpu, rss = (statistics.median(r[i] for r in runs) for i in range(3))
