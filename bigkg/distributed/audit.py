@@ -28,6 +28,7 @@ class AuditError(BigKGError):
 class AuditReport:
     epochs: list[int]
     done: dict[int, Counter] = field(default_factory=dict)  # epoch -> bucket -> times done
+    resumed: dict[int, set[tuple[int, int]]] = field(default_factory=dict)  # epoch -> done before a restart
     grants: int = 0
     expired: int = 0
     events: int = 0
@@ -52,16 +53,15 @@ def read_events(paths: Iterable[str | Path]) -> list[dict]:
     return sorted(events, key=lambda e: (e["version"], _ORDER[e["event"]]))
 
 
-def audit(paths: Iterable[str | Path], num_partitions: int, *, resumed: dict[int, set[tuple[int, int]]] | None = None) -> AuditReport:
+def audit(paths: Iterable[str | Path], num_partitions: int) -> AuditReport:
     """Replay the events; raise ``AuditError`` on the first broken invariant.
 
     Checks: no partition is leased to two workers at once; releases and
     expiries match a live lease; every bucket is done exactly once in every
-    epoch opened (``resumed`` lists buckets an epoch had finished before a
-    restart, which are not trained again).
+    epoch opened, except those it had finished before a restart (which the
+    worker that opened it logs, and which must not be trained again).
     """
     events = read_events(paths)
-    resumed = resumed or {}
     holder_of: dict[int, str] = {}  # partition -> worker
     lease_of: dict[str, tuple[int, int]] = {}  # worker -> bucket
     report = AuditReport(epochs=[], events=len(events))
@@ -70,6 +70,7 @@ def audit(paths: Iterable[str | Path], num_partitions: int, *, resumed: dict[int
         if kind == "start_epoch":
             report.epochs.append(e["epoch"])
             report.done[e["epoch"]] = Counter()
+            report.resumed[e["epoch"]] = {tuple(b) for b in e.get("finished", [])}
         elif kind == "grant":
             report.grants += 1
             if worker in lease_of:
@@ -95,7 +96,7 @@ def audit(paths: Iterable[str | Path], num_partitions: int, *, resumed: dict[int
         twice = sorted(b for b, n in counts.items() if n > 1)
         if twice:
             raise AuditError(f"epoch {epoch}: buckets done more than once: {twice}")
-        before = resumed.get(epoch, set())
+        before = report.resumed.get(epoch, set())
         again = sorted(set(counts) & before)
         if again:
             raise AuditError(f"epoch {epoch}: buckets finished before the restart were trained again: {again}")

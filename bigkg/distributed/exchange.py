@@ -3,6 +3,7 @@
 Layout under ``run_dir/exchange``::
 
     parts/<type>/part_<i>/<epoch>-<id>.pt   one file per partition version, never rewritten
+    shared/<id>.pt                          versions of the shared parameters (see shared_params)
     progress/e<epoch>-n<done>.json          durable snapshots of the lock state
 
 A worker that finishes a bucket writes the bucket's partitions as NEW version
@@ -100,15 +101,16 @@ class PartitionExchange:
             payload[partition_name(key)] = name
         return payload
 
-    def record(self, state: dict[str, Any]) -> None:
-        """Persist a lock state just committed (called after each finished bucket)."""
+    def record(self, state: dict[str, Any], shared: str) -> None:
+        """Persist a lock state just committed (after each finished bucket), with the shared parameters' version."""
         done = state["done"].count("1")
         snapshot = {"epoch": state["epoch"], "done": state["done"], "num_partitions": state["num_partitions"],
-                    "payload": state["payload"], "version": state["version"]}
+                    "payload": state["payload"], "version": state["version"], "shared": shared}
         write_text_atomic(self.progress_dir / f"e{state['epoch']:06d}-n{done:06d}.json", json.dumps(snapshot))
 
-    def latest_progress(self, epoch: int) -> tuple[list[Bucket], dict[str, str]] | None:
-        """The finished buckets of ``epoch`` and the partition versions after them, if any were recorded."""
+    def latest_progress(self, epoch: int) -> tuple[list[Bucket], dict[str, str], str] | None:
+        """The finished buckets of ``epoch``, the partition versions after them and the
+        shared parameters' version, if any were recorded."""
         if not self.progress_dir.is_dir():
             return None
         best: tuple[int, Path] | None = None
@@ -121,7 +123,7 @@ class PartitionExchange:
         snapshot = json.loads(best[1].read_text())
         p = snapshot["num_partitions"]
         finished = [Bucket(k // p, k % p) for k, flag in enumerate(snapshot["done"]) if flag == "1"]
-        return finished, snapshot["payload"]
+        return finished, snapshot["payload"], snapshot["shared"]
 
     def collect(self, keep: dict[str, str], epoch: int) -> None:
         """Remove versions not named in ``keep`` and snapshots of epochs before ``epoch``.

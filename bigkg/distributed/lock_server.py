@@ -78,6 +78,7 @@ class Event:
     version: int
     bucket: Bucket | None = None
     holder: str | None = None  # for "expire": whose lease was expired
+    finished: tuple[Bucket, ...] = ()  # for "start_epoch": buckets already done before a restart
 
 
 @dataclass
@@ -221,7 +222,7 @@ class LockServer:
         if outcome == "wait":
             raise EpochBusy(f"epoch {state.epoch} is not finished")
         if outcome == "opened":
-            self._on_event(Event("start_epoch", self.worker, epoch, state.version))
+            self._on_event(Event("start_epoch", self.worker, epoch, state.version, finished=tuple(sorted(finished))))
         return outcome == "opened"
 
     # -- buckets --------------------------------------------------------------------

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from bigkg.errors import BigKGError
 
@@ -104,43 +103,43 @@ def barrier(device: torch.device) -> None:
     dist.all_reduce(flag)
 
 
-class SharedSync:
-    """Make the shared parameters (and their optimizer state) identical on every worker.
+class OptimizerSync:
+    """Make the dense optimizer's state identical on every worker (at epoch ends).
 
-    Between synchronisation points each worker trains the relation and encoder
-    parameters on its own, disjoint buckets. At a synchronisation point every
-    worker's change since the last one is summed and added to the common
-    starting value, as if one process had applied all of the updates (PBG's
-    parameter server adds updates the same way). The dense optimizer's floating
-    state (e.g. Adagrad's sums) is combined likewise. A parameter whose state
-    some worker has not created yet (Adam before its first step there) has its
-    state dropped everywhere, so all workers stay identical.
+    The shared parameters themselves move through the ``SharedParameterServer``
+    after every bucket; the optimizer state (e.g. Adagrad's sums of squared
+    gradients) stays with each worker during an epoch. At a synchronisation
+    point every worker's change since the last one is summed and added to the
+    common starting value, as if one process had made all the steps. A
+    parameter whose state some worker has not created yet (Adam before its
+    first step there) has its state dropped everywhere.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None):
-        self.model = model
+    def __init__(self, optimizer: torch.optim.Optimizer | None):
         self.optimizer = optimizer
         self._base: list[torch.Tensor] | None = None
+        params = [p for group in optimizer.param_groups for p in group["params"]] if optimizer is not None else []
+        # NCCL reduces only GPU tensors, and Adagrad keeps its step count on the CPU.
+        self.device = params[0].device if params else torch.device("cpu")
 
     def _tensors(self) -> list[torch.Tensor]:
-        tensors = [p.data for p in self.model.parameters()] + [b for b in self.model.buffers() if b.is_floating_point()]
-        if self.optimizer is not None:
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            device = params[0].device if params else torch.device("cpu")
-            have = torch.tensor([1.0 if self.optimizer.state.get(p) else 0.0 for p in params], device=device)
-            dist.all_reduce(have, op=dist.ReduceOp.MIN)
-            for p, everywhere in zip(params, have.tolist()):
-                if not everywhere:
-                    self.optimizer.state.pop(p, None)
-                    continue
-                state = self.optimizer.state[p]
-                tensors += [state[k] for k in sorted(state) if torch.is_tensor(state[k]) and state[k].is_floating_point()]
+        if self.optimizer is None:
+            return []
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        have = torch.tensor([1.0 if self.optimizer.state.get(p) else 0.0 for p in params], device=self.device)
+        dist.all_reduce(have, op=dist.ReduceOp.MIN)
+        tensors = []
+        for p, everywhere in zip(params, have.tolist()):
+            if not everywhere:
+                self.optimizer.state.pop(p, None)
+                continue
+            state = self.optimizer.state[p]
+            tensors += [state[k] for k in sorted(state) if torch.is_tensor(state[k]) and state[k].is_floating_point()]
         return tensors
 
     @torch.no_grad()
     def _flat(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        # One buffer on the parameters' device (NCCL cannot reduce CPU tensors such as Adagrad's step).
-        return torch.cat([t.reshape(-1).to(tensors[0].device, torch.float64) for t in tensors])
+        return torch.cat([t.reshape(-1).to(self.device, torch.float64) for t in tensors])
 
     @torch.no_grad()
     def mark(self) -> None:

@@ -182,5 +182,6 @@ class DistributedScheduler:
                 "version": event.version,
                 "bucket": list(event.bucket) if event.bucket is not None else None,
                 "holder": event.holder,
+                "finished": [list(b) for b in event.finished],
             }
             self._event_log.write(json.dumps(record) + "\n")

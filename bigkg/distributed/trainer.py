@@ -3,9 +3,12 @@
 * buckets come from the ``DistributedScheduler`` (the lock server);
 * partitions are read from, and each finished bucket's partitions written to,
   the partition exchange on the shared filesystem, committed with the bucket;
-* at an epoch's end the shared parameters are averaged over all workers, the
-  job's totals are summed, and rank 0 alone commits the checkpoint version,
-  writes the epoch record (the whole job's edges/s) and validates;
+* the shared parameters are pulled from the ``SharedParameterServer`` when a
+  bucket starts and the bucket's change is pushed to it when it is done;
+* at an epoch's end every worker takes the final shared parameters, the dense
+  optimizer state is combined over workers, the job's totals are summed, and
+  rank 0 alone commits the checkpoint version, writes the epoch record (the
+  whole job's edges/s) and validates;
 * a restarted job resumes from the latest checkpoint plus the buckets of the
   current epoch that were durably recorded since.
 """
@@ -13,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,8 +28,9 @@ import torch.distributed as dist
 from bigkg.checkpoint import CheckpointVersion, PartitionKey, PartitionState
 from bigkg.config import Config, ConfigError
 from bigkg.distributed.exchange import ExchangeView, PartitionExchange, partition_name
-from bigkg.distributed.process_group import SharedSync, WorkerEnv, barrier
+from bigkg.distributed.process_group import OptimizerSync, WorkerEnv, barrier
 from bigkg.distributed.scheduler import DistributedScheduler
+from bigkg.distributed.shared_params import SharedParameterServer
 from bigkg.format import load_manifest
 from bigkg.schedule import Bucket
 from bigkg.storage import LoadedBucket, all_partition_keys
@@ -38,7 +43,8 @@ log = logging.getLogger(__name__)
 class DistributedTrainer(Trainer):
     scheduler: DistributedScheduler
     exchange: PartitionExchange
-    shared_sync: SharedSync
+    params: SharedParameterServer
+    optimizer_sync: OptimizerSync
 
     def __init__(self, config: Config, env: WorkerEnv, store: dist.Store, *, fresh: bool = False):
         manifest = load_manifest(config.dataset)
@@ -50,6 +56,7 @@ class DistributedTrainer(Trainer):
                     "training needs every entity type split into the same partitions (partition them too)"
                 )
         self.env = env
+        self._store = store
         self.exchange = PartitionExchange(config.run_dir)
         self._fresh = fresh
         self._held_versions: dict[PartitionKey, str] = {}
@@ -65,6 +72,7 @@ class DistributedTrainer(Trainer):
             event_log=logs / f"buckets.attempt{env.restart_count}.rank{env.rank}.jsonl",
             on_commit=self._record_commit,
         )
+        log.info("worker rank %d of %d: pid %d, restart %d", env.rank, env.world_size, os.getpid(), env.restart_count)
         super().__init__(config, fresh=fresh and env.rank == 0, scheduler=scheduler)
 
     # -- resume: rank 0 prepares, the others follow ---------------------------------------
@@ -79,20 +87,25 @@ class DistributedTrainer(Trainer):
         barrier(self.device)  # rank 0 has written the first version, if there was none
         if version is None:
             version = super()._resume_or_initialise()
+        self.params = SharedParameterServer(self._store, self.exchange.root, self.model)
         resumed = self.exchange.latest_progress(self.progress.epoch)
+        shared: str | None = None  # None: the checkpoint's values, just loaded
         if resumed is None:
             payload = self.exchange.seed(version, all_partition_keys(self.manifest)) if rank == 0 else {}
         else:
-            self.progress.finished, payload = resumed
+            self.progress.finished, payload, shared = resumed
             log.info("resuming epoch %d with %d buckets finished since %s", self.progress.epoch + 1,
                      len(resumed[0]), version.path)
         if rank == 0:
             self.scheduler.lock.set_payload(payload)
-        barrier(self.device)  # the lock state names every partition's version
+            self.params.publish(shared)
+        barrier(self.device)  # the lock state names every partition's version and the shared one
+        self.params.pull()
         return version
 
     # -- partitions through the exchange -------------------------------------------------------
     def _load(self, bucket: Bucket) -> LoadedBucket:
+        self.params.pull()
         view = self.exchange.view(self.scheduler.lock.payload())
         # A partition still in memory is reused only if nobody committed a newer version since.
         self.held = {k: v for k, v in self.held.items() if self._held_versions.get(k) == view.version_of(k)}
@@ -119,7 +132,8 @@ class DistributedTrainer(Trainer):
         self.scheduler.commit_with_release(versions)
 
     def _record_commit(self, state: dict[str, Any]) -> None:
-        self.exchange.record(state)
+        """After a bucket is marked done: push the shared parameters, persist the progress."""
+        self.exchange.record(state, self.params.push())
         done, total = state["done"].count("1"), len(state["done"])
         log.info("epoch %d: job has %d/%d buckets done", state["epoch"] + 1, done, total)
 
@@ -130,7 +144,9 @@ class DistributedTrainer(Trainer):
         dist.all_reduce(totals)
         wall = torch.tensor([time.perf_counter() - self._epoch_started], dtype=torch.float64, device=self.device)
         dist.all_reduce(wall, op=dist.ReduceOp.MAX)
-        self.shared_sync.sync()
+        # Every push happened before the all-reduce above: the current version has them all.
+        self.params.pull()
+        self.optimizer_sync.sync()
         if self.scheduler.lost_buckets:
             log.warning("%d of this worker's buckets were re-handed after its lease expired", self.scheduler.lost_buckets)
         if self.env.rank == 0:
@@ -151,6 +167,7 @@ class DistributedTrainer(Trainer):
                 self._validate(epoch)  # evaluates the version just written
                 self._write_epoch_checkpoint(payload)  # again, with the validation in its progress
             self.exchange.collect(payload, epoch + 1)
+            self.params.collect()
         # Everyone waits for rank 0's checkpoint and takes its progress (validation, early stop).
         shared = [self.progress.to_meta() if self.env.rank == 0 else None]
         dist.broadcast_object_list(shared, src=0)
@@ -169,9 +186,13 @@ class DistributedTrainer(Trainer):
 
     def train(self) -> dict[str, Any]:
         try:
-            self.shared_sync = SharedSync(self.model, self.shared_optimizer)
-            self.shared_sync.mark()  # every worker starts from the checkpoint's values
+            self.optimizer_sync = OptimizerSync(self.shared_optimizer)
+            self.optimizer_sync.mark()  # every worker starts from the checkpoint's state
             self._epoch_started = time.perf_counter()
             return super().train()
         finally:
             self.scheduler.close()
+
+    def _committed_edges(self) -> int:
+        # Rank 0's metrics hold its own bucket records but the whole job's epoch records.
+        return sum(r["edges"] for r in self.metrics.read() if r["type"] == "epoch")
