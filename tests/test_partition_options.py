@@ -152,3 +152,10 @@ def test_bad_options_are_refused(tmp_path, small_graph):
     ]:
         with pytest.raises(PartitionError, match=message):
             partition([small_graph], tmp_path / "o", **kwargs)
+
+
+def test_custom_delimiter_and_column_positions(tmp_path):
+    src = tmp_path / "edges.txt"
+    src.write_text("x|a|likes|b\nx|b|likes|c\n")
+    partition([src], tmp_path / "o", fmt="tsv", delimiter="|", columns=("1", "2", "3"))
+    assert split_triples(tmp_path / "o", "train") == Counter({("a", "likes", "b"): 1, ("b", "likes", "c"): 1})
