@@ -30,9 +30,14 @@ def _brute_force(model, splits, by_index, split="test"):
     return {k: np.array(v) for k, v in ranks.items()}
 
 
-@pytest.mark.parametrize("operator", ["diagonal", "translation"])
-def test_evaluate_matches_brute_force(tmp_path, operator):
-    config, model, splits, by_index = _setup(tmp_path, operator=operator)
+@pytest.mark.parametrize("operator,overrides", [
+    ("diagonal", []),
+    ("translation", ["model.comparator=l2"]),
+    ("affine", ["model.comparator=cos"]),  # heads scored by the per-relation fallback
+    ("complex_diagonal", ["model.reciprocal=true"]),
+])
+def test_evaluate_matches_brute_force(tmp_path, operator, overrides):
+    config, model, splits, by_index = _setup(tmp_path, operator=operator, overrides=overrides)
     result = evaluate(config, "test")
     ref = _brute_force(model, splits, by_index)
     all_ranks = np.concatenate([ref["rhs"], ref["lhs"]])

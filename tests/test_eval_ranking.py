@@ -14,7 +14,7 @@ from eval_datasets import TensorSource, write_dataset
 
 def diag_score(rel_vecs: torch.Tensor):
     def score(side, anchors, rels, cands):
-        return (anchors * rel_vecs[rels]) @ cands.T  # symmetric, same for both sides
+        return (anchors * rel_vecs[rels]) @ cands.transpose(-1, -2)  # the same for both sides
 
     return score
 
@@ -114,7 +114,7 @@ def test_filtered_ranks_match_brute_force_with_ties(tmp_path, chunk, batch):
 def test_hand_worked_example():
     # 5 entities in 2 partitions; a candidate's score is its own value: [1, 1, 2, 2, 0].
     source = TensorSource({"ent": torch.tensor([[1.0], [1.0], [2.0], [2.0], [0.0]])}, {"ent": np.array([0, 2, 5])})
-    score_fn = lambda side, a, r, c: c.T.expand(a.shape[0], -1)  # noqa: E731
+    score_fn = lambda side, a, r, c: c.transpose(-1, -2).expand(*a.shape[:-1], -1)  # noqa: E731
     # Query (0, r0, ?) with answer 1 (score 1). Known tails of (0, r0): {1, 2}: 2 is filtered.
     filters = FilterIndex(Triples(np.array([0, 0]), np.array([0, 0]), np.array([1, 2])), 1, 5)
     ranks = rank_queries("rhs", np.array([0]), np.array([0]), np.array([1]), "ent", "ent", source, score_fn,
@@ -179,7 +179,7 @@ def test_top_k_excludes_and_orders():
     items = torch.tensor([[5.0], [1.0], [4.0], [3.0], [6.0], [2.0]])
     users = torch.tensor([[1.0], [-1.0]])
     source = TensorSource({"item": items, "user": users}, offsets)
-    score_fn = lambda side, a, r, c: a @ c.T  # noqa: E731
+    score_fn = lambda side, a, r, c: a @ c.transpose(-1, -2)  # noqa: E731
     exclude = (np.array([0, 1]), np.array([4, 5]))  # user 0 already has item 4, user 1 item 5
     ids, scores = top_k("rhs", np.array([0, 1]), np.array([0, 0]), "user", "item", source, score_fn, 3,
                         RankingOptions(candidate_chunk=2), exclude)
@@ -191,7 +191,7 @@ def test_top_k_within_candidate_subset():
     offsets = {"item": np.array([0, 3, 6]), "user": np.array([0, 1])}
     items = torch.tensor([[5.0], [1.0], [4.0], [3.0], [6.0], [2.0]])
     source = TensorSource({"item": items, "user": torch.tensor([[1.0]])}, offsets)
-    score_fn = lambda side, a, r, c: a @ c.T  # noqa: E731
+    score_fn = lambda side, a, r, c: a @ c.transpose(-1, -2)  # noqa: E731
     ids, _ = top_k("rhs", np.array([0]), np.array([0]), "user", "item", source, score_fn, 5,
                    RankingOptions(candidate_chunk=2), candidates=np.array([1, 3, 5]))
     assert ids.tolist() == [[3, 5, 1]]  # k capped at the 3 candidates

@@ -32,8 +32,9 @@ import torch
 from bigkg.errors import BigKGError
 from bigkg.evaluation.filters import FilterIndex
 
-# (side, anchor vectors [N, d], relation ids [N], candidate vectors [M, d]) -> scores [N, M];
+# (side, anchor vectors [..., N, d], relation ids [..., N], candidate vectors [..., M, d]) -> scores [..., N, M];
 # side "rhs" ranks tails for (head, rel), "lhs" ranks heads for (tail, rel); higher is better.
+# Leading batch dimensions are required to work (as in KGModel.score_candidates).
 ScoreFn = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -86,11 +87,11 @@ def _batches(n: int, size: int) -> list[slice]:
 
 
 def _pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
-    """Score of each query's own answer, through the same ``score_fn`` as the candidates."""
-    out = torch.empty(anchors.shape[0], dtype=torch.float32, device=anchors.device)
-    for sl in _batches(anchors.shape[0], 128):
-        out[sl] = score_fn(side, anchors[sl], rels[sl], answers[sl]).diagonal().float()
-    return out
+    """Score of each query's own answer, through the same ``score_fn`` as the candidates.
+
+    Each query is a batch of one query and one candidate, so the cost is O(N d).
+    """
+    return score_fn(side, anchors.unsqueeze(1), rels.unsqueeze(1), answers.unsqueeze(1))[:, 0, 0].float()
 
 
 def _masked_scores(
