@@ -7,7 +7,6 @@ per-positive loss [..., N]; the trainer multiplies by edge weights and sums.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

@@ -7,7 +7,6 @@ scores row k of ``a`` against row k of ``b`` -> [...].
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bigkg.config import Config, ModelConfig
+from bigkg.config import Config, ConfigError, ModelConfig
 from bigkg.format import Manifest
 from bigkg.model.comparators import Comparator, build_comparator
 from bigkg.model.encoder import Encoder, build_encoder
-from bigkg.model.operators import OPERATORS, Operator
+from bigkg.model.operators import OPERATORS
 from bigkg.model.regularizers import regularization
-
-SIDES = ("lhs", "rhs")
-
 
 class KGModel(nn.Module):
     """Scores ``comparator(op_r(head), tail)``.
@@ -34,8 +31,6 @@ class KGModel(nn.Module):
         super().__init__()
         unknown = sorted(set(config.relation_operators) - set(relation_names))
         if unknown:
-            from bigkg.config import ConfigError
-
             raise ConfigError(f"model.relation_operators: {unknown[0]!r} is not a relation of the dataset")
         self.dim = config.dim
         self.num_relations = len(relation_names)

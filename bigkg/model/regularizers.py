@@ -6,7 +6,6 @@ magnitude is the modulus of each complex coordinate. L2 penalises squares.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
