@@ -3,11 +3,10 @@
 * buckets come from the ``DistributedScheduler`` (the lock server);
 * partitions are read from, and each finished bucket's partitions written to,
   the partition exchange on the shared filesystem, committed with the bucket;
-* the shared parameters are pulled from the ``SharedParameterServer`` when a
-  bucket starts and the bucket's change is pushed to it when it is done;
-* at an epoch's end every worker takes the final shared parameters, the dense
-  optimizer state is combined over workers, the job's totals are summed, and
-  rank 0 alone commits the checkpoint version, writes the epoch record (the
+* the shared parameters (and their optimizer state) are pulled from the
+  ``SharedParameterServer`` when a bucket starts and the bucket's change is pushed to it when it is done;
+* at an epoch's end every worker takes the final shared parameters, the job's
+  totals are summed, and rank 0 alone commits the checkpoint version, writes the epoch record (the
   whole job's edges/s) and validates;
 * a restarted job resumes from the latest checkpoint plus the buckets of the
   current epoch that were durably recorded since.
@@ -28,7 +27,7 @@ import torch.distributed as dist
 from bigkg.checkpoint import CheckpointVersion, PartitionKey, PartitionState
 from bigkg.config import Config, ConfigError
 from bigkg.distributed.exchange import ExchangeView, PartitionExchange, partition_name
-from bigkg.distributed.process_group import OptimizerSync, WorkerEnv, barrier
+from bigkg.distributed.process_group import WorkerEnv, barrier
 from bigkg.distributed.scheduler import DistributedScheduler
 from bigkg.distributed.shared_params import SharedParameterServer
 from bigkg.format import load_manifest
@@ -44,7 +43,6 @@ class DistributedTrainer(Trainer):
     scheduler: DistributedScheduler
     exchange: PartitionExchange
     params: SharedParameterServer
-    optimizer_sync: OptimizerSync
 
     def __init__(self, config: Config, env: WorkerEnv, store: dist.Store, *, fresh: bool = False):
         manifest = load_manifest(config.dataset)
@@ -87,7 +85,7 @@ class DistributedTrainer(Trainer):
         barrier(self.device)  # rank 0 has written the first version, if there was none
         if version is None:
             version = super()._resume_or_initialise()
-        self.params = SharedParameterServer(self._store, self.exchange.root, self.model)
+        self.params = SharedParameterServer(self._store, self.exchange.root, self.model, self.shared_optimizer)
         resumed = self.exchange.latest_progress(self.progress.epoch)
         shared: str | None = None  # None: the checkpoint's values, just loaded
         if resumed is None:
@@ -146,7 +144,6 @@ class DistributedTrainer(Trainer):
         dist.all_reduce(wall, op=dist.ReduceOp.MAX)
         # Every push happened before the all-reduce above: the current version has them all.
         self.params.pull()
-        self.optimizer_sync.sync()
         if self.scheduler.lost_buckets:
             log.warning("%d of this worker's buckets were re-handed after its lease expired", self.scheduler.lost_buckets)
         if self.env.rank == 0:
@@ -186,8 +183,6 @@ class DistributedTrainer(Trainer):
 
     def train(self) -> dict[str, Any]:
         try:
-            self.optimizer_sync = OptimizerSync(self.shared_optimizer)
-            self.optimizer_sync.mark()  # every worker starts from the checkpoint's state
             self._epoch_started = time.perf_counter()
             return super().train()
         finally:
