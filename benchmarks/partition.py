@@ -12,6 +12,7 @@ P=16 (256 buckets) costs ~38 GB of disk per run; ``--pbg-partitions``
 (default 4) keeps it to ~2.4 GB. Fewer buckets only make PBG faster.
 
     .venv/bin/python benchmarks/partition.py [--edges N] [--pbg-edges N] [--workdir DIR]
+    .venv/bin/python benchmarks/partition.py --dictionary    # how entity ids are built, compared
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pbg_env import pbg_command  # noqa: E402
 
-from partitioner.generate import GraphSpec, generate_graph  # noqa: E402
+from partitioner.generate import GraphSpec, generate_chunks, generate_graph  # noqa: E402
 
 PBG_CONFIG = """\
 def get_torchbiggraph_config():
@@ -119,6 +120,50 @@ def run_pbg(tsv: Path, work: Path, partitions: int, edges: int, logs: Path) -> M
     return Measurement("PBG import_from_tsv", "TSV prefix", edges, partitions, wall, cpu, rss, size)
 
 
+def dictionary_micro(names: int = 1_000_000, rows: int = 4_000_000) -> str:
+    """Ways to map one batch of power-law entity names to dense ids (seconds, median of 3)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from partitioner.strtable import StringTable
+
+    column = next(generate_chunks(GraphSpec(rows, names, 10, seed=1), chunk_edges=rows)).column("head").combine_chunks()
+    kinds = np.zeros(len(column), dtype=np.int32)
+
+    def python_dict() -> None:
+        ids: dict[str, int] = {}
+        [ids.setdefault(x, len(ids)) for x in column.to_pylist()]
+
+    def table_add() -> None:
+        StringTable().add(column, kinds)
+
+    filled = StringTable()
+    filled.add(column, kinds)
+
+    def arrow_then_table() -> None:
+        encoded = pc.dictionary_encode(column)
+        uniq = filled.find(encoded.dictionary, np.zeros(len(encoded.dictionary), np.int32))
+        uniq[encoded.indices.to_numpy()]
+
+    cases = [
+        ("Python dict (insert)", python_dict),
+        ("numba StringTable.add (insert)", table_add),
+        ("numba StringTable.find (lookup)", lambda: filled.find(column, kinds)),
+        ("pyarrow dictionary_encode + find on uniques (lookup)", arrow_then_table),
+    ]
+    lines = [f"{rows:,} names drawn from {names:,} (power law)", "", "| method | s | names/s |", "|---|---:|---:|"]
+    for label, fn in cases:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        t = statistics.median(times)
+        lines.append(f"| {label} | {t:.2f} | {rows / t:,.0f} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[Measurement]) -> str:
     lines = [
         "| tool | input | edges | P | wall s | edges/s (wall) | CPU s | edges/s (CPU) | peak RSS MiB | output MiB |",
@@ -142,7 +187,11 @@ def main() -> None:
     parser.add_argument("--pbg-partitions", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=1, help="bigkg runs per row (the median is reported)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bigkg-bench-partition"))
+    parser.add_argument("--dictionary", action="store_true", help="only compare ways of building entity ids")
     args = parser.parse_args()
+    if args.dictionary:
+        print(dictionary_micro())
+        return
 
     work = args.workdir
     logs = work / "logs"
