@@ -146,7 +146,7 @@ def fused_edge_stage(
 ) -> Tensor:
     """Differentiable fused edge stage, [n, channels * d], saving a b-bit copy of ``x``."""
     if chan is None:
-        chan = torch.zeros_like(src)
+        chan = torch.zeros(src.shape, dtype=torch.int8)
     return _FusedEdgeStage.apply(x, z, src, dst, rel, chan, weight, channels, op, saving_bits(x, bits))
 
 

@@ -77,7 +77,7 @@ class CompGCNLayer(MessagePassing):
         return self.compose(x_src, rel)
 
     def channel(self, rel: Tensor) -> Tensor:
-        return (rel >= self.base_relations).long()
+        return (rel >= self.base_relations).to(torch.int8)
 
     def fused_message(self) -> tuple[str, Tensor | None] | None:
         return (self.compose.op, self.compose.rel) if isinstance(self.compose, Composition) else None

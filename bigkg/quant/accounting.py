@@ -6,7 +6,7 @@ distinct storages behind them, so a tensor saved twice, or a view of one
 already saved, counts once. Storages are classed as parameters (kept alive by
 the model anyway), graph structure (indices and edge weights, the same in every
 mode), integer index tensors (edge endpoints and relation ids, also the
-compacted ones kept by pruning) or activations (float values and packed codes:
+compacted ones kept by pruning, and channel ids) or activations (float values and packed codes:
 what quantization and recomputation shrink).
 """
 
@@ -70,7 +70,7 @@ class SavedBytes:
         self._seen.clear()
 
 
-_INDEX_DTYPES = (torch.int64, torch.int32)
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8)
 
 
 def _key(t: Tensor) -> int:
