@@ -12,6 +12,7 @@ written in blocks no larger than one run and no bucket is ever held whole
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -58,6 +59,7 @@ class SpillFile:
                 self.flush()
 
     def flush(self) -> None:
+        """Write the buffered edges as one run; call before reading segments."""
         if self._fill == 0:
             return
         order, counts = group_order(self._key[: self._fill], self.num_keys)
@@ -70,6 +72,7 @@ class SpillFile:
         self._runs.append((offset, len(order), counts, np.cumsum(counts) - counts))
         self.totals += counts
         self._fill = 0
+        self._fh.flush()
 
     def segments(self, key: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]:
         """(lhs, rhs, rel, weight) of ``key``'s edges, one block per run, in input order."""
@@ -82,8 +85,9 @@ class SpillFile:
             cols = []
             col_start = offset
             for dt in dtypes:
-                self._fh.seek(col_start + before * dt.itemsize)
-                cols.append(np.fromfile(self._fh, dtype=dt, count=count))
+                # pread: no shared file position, so buckets can be written from several threads.
+                raw = os.pread(self._fh.fileno(), count * dt.itemsize, col_start + before * dt.itemsize)
+                cols.append(np.frombuffer(raw, dtype=dt))
                 col_start += n * dt.itemsize
                 col_start += -col_start % _ALIGN
             yield cols[0], cols[1], cols[2], (cols[3] if self.has_weight else None)
