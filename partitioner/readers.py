@@ -24,7 +24,6 @@ import pyarrow.parquet as pq
 from partitioner.errors import PartitionError
 
 FIELDS = ("head", "relation", "tail")
-TEXT_BLOCK_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,8 @@ class InputFormat:
     columns: tuple[str, str, str] = ("0", "1", "2")
     weight_column: str | None = None
     on_bad_line: str = "error"  # error | skip
-    batch_rows: int = 1 << 20
+    batch_rows: int = 1 << 20  # Parquet rows per record batch
+    block_bytes: int = 16 << 20  # text bytes per record batch
 
 
 @dataclass
@@ -236,7 +236,7 @@ def _read_text(path: Path, fmt: str, spec: InputFormat, bad_lines: Counter) -> I
     reader = pcsv.open_csv(
         pa.input_stream(str(path), compression="detect"),
         read_options=pcsv.ReadOptions(
-            column_names=names, skip_rows=header_lines, use_threads=False, block_size=TEXT_BLOCK_BYTES
+            column_names=names, skip_rows=header_lines, use_threads=False, block_size=spec.block_bytes
         ),
         parse_options=pcsv.ParseOptions(
             delimiter=delimiter,

@@ -13,7 +13,7 @@ from partitioner.run import PartitionOptions, run_partition
 
 
 def partition(inputs: list[Path], out: Path, **kwargs) -> dict:
-    fmt_keys = {"fmt", "delimiter", "header", "columns", "weight_column", "on_bad_line", "batch_rows"}
+    fmt_keys = {"fmt", "delimiter", "header", "columns", "weight_column", "on_bad_line", "batch_rows", "block_bytes"}
     fmt = InputFormat(**{k: kwargs.pop(k) for k in list(kwargs) if k in fmt_keys})
     opts = PartitionOptions(inputs=[str(p) for p in inputs], out=out, input_format=fmt, progress=False, **kwargs)
     return run_partition(opts)

@@ -61,6 +61,27 @@ def test_line_numbers_count_header_and_earlier_rejected_lines(tmp_path):
     assert summary["bad_lines_skipped"] == 2  # line 5 and the empty line 9
 
 
+def test_line_numbers_across_many_small_blocks(tmp_path):
+    # Blocks of ~64 bytes: bad lines land in different record batches than the rows before them.
+    lines = [f"h{k}\tr\tt{k}" for k in range(200)]
+    for bad in (17, 18, 60, 61, 62, 150):
+        lines[bad - 1] = f"bad{bad}"
+    lines[180 - 1] = "h\t\tt"
+    src = write_lines(tmp_path / "edges.tsv", lines)
+    summary = partition([src], tmp_path / "skip", on_bad_line="skip", block_bytes=64)
+    assert summary["bad_lines_skipped"] == 7
+    assert summary["edges"]["train"] == 193
+    good = [line for k, line in enumerate(lines, 1) if k not in (17, 18, 60, 61, 62, 150, 180)]
+    assert split_triples(tmp_path / "skip", "train") == file_triples(write_lines(tmp_path / "good.tsv", good))
+    # In error mode, the empty field of line 180 is found after the rejected lines before it.
+    only_empty = [line if not line.startswith("bad") else "x\ty\tz" for line in lines]
+    src2 = write_lines(tmp_path / "edges2.tsv", only_empty)
+    with pytest.raises(PartitionError, match=r"line 180: empty relation field"):
+        partition([src2], tmp_path / "out", block_bytes=64)
+    with pytest.raises(PartitionError, match=r"line 17: wrong number of columns"):
+        partition([src], tmp_path / "out", block_bytes=64)
+
+
 def test_bad_line_error_through_the_cli_is_one_line_exit_2(tmp_path):
     src = write_lines(tmp_path / "edges.tsv", GOOD + ["only-one-field"])
     proc = subprocess.run(
