@@ -103,8 +103,7 @@ def _used_columns(path: Path, spec: InputFormat, names: list[str], by_name_ok: b
 # -- per-batch validation --------------------------------------------------------
 def _empty_rows(array: pa.Array) -> np.ndarray:
     """Boolean mask of null or empty strings."""
-    bad = np.asarray(pc.equal(pc.binary_length(array), 0).fill_null(True), dtype=bool)
-    return bad
+    return np.asarray(pc.equal(pc.binary_length(array), 0).fill_null(True), dtype=bool)
 
 
 def _parse_weights(raw: pa.Array) -> tuple[np.ndarray, np.ndarray]:
