@@ -26,15 +26,17 @@ class PlotError(BigKGError):
 def series(records: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """(epoch, loss per edge) of finished epochs and (epoch, valid MRR) of validations.
 
-    The last record of an epoch wins; epochs that log only a total ``loss`` plot that.
+    Records number epochs from 0; the plot numbers them from 1, as the training
+    log and the checkpoint's epoch count do. The last record of an epoch wins;
+    epochs that log only a total ``loss`` plot that.
     """
     loss: dict[int, float] = {}
     mrr: dict[int, float] = {}
     for r in records:
         if r.get("type") == "epoch" and ("loss_per_edge" in r or "loss" in r):
-            loss[int(r["epoch"])] = float(r.get("loss_per_edge", r.get("loss")))
+            loss[int(r["epoch"]) + 1] = float(r.get("loss_per_edge", r.get("loss")))
         elif r.get("type") == "valid" and "mrr" in r:
-            mrr[int(r["epoch"])] = float(r["mrr"])
+            mrr[int(r["epoch"]) + 1] = float(r["mrr"])
     return sorted(loss.items()), sorted(mrr.items())
 
 

@@ -23,8 +23,8 @@ RECORDS = [
 
 def test_series_picks_epoch_loss_and_valid_mrr():
     loss, mrr = series(RECORDS)
-    assert loss == [(0, 2.0), (1, 1.5), (2, 1.2)]
-    assert mrr == [(0, 0.1), (1, 0.2)]
+    assert loss == [(1, 2.0), (2, 1.5), (3, 1.2)]
+    assert mrr == [(1, 0.1), (2, 0.2)]
 
 
 def test_plot_run_writes_png(tmp_path):
