@@ -195,3 +195,26 @@ def test_top_k_within_candidate_subset():
     ids, _ = top_k("rhs", np.array([0]), np.array([0]), "user", "item", source, score_fn, 5,
                    RankingOptions(candidate_chunk=2), candidates=np.array([1, 3, 5]))
     assert ids.tolist() == [[3, 5, 1]]  # k capped at the 3 candidates
+
+
+def test_score_blocks_bounded_by_batch_and_chunk(tmp_path):
+    splits, gid = _random_kg(tmp_path, parts=2)
+    manifest = load_manifest(tmp_path)
+    test = read_split(tmp_path, manifest, "test")
+    n = manifest.entity_type("ent").count
+    offsets = {"ent": np.concatenate([[0], np.cumsum(manifest.entity_type("ent").partition_counts)])}
+    source = TensorSource({"ent": torch.randn(n, 4)}, offsets)
+    inner = diag_score(torch.ones(3, 4))
+    shapes = []
+
+    def recording(side, a, r, c):
+        out = inner(side, a, r, c)
+        shapes.append(out.shape)
+        return out
+
+    rank_queries("lhs", test.tails, test.rels, test.heads, "ent", "ent", source, recording,
+                 FilterIndex.from_dataset(tmp_path, manifest), RankingOptions(query_batch=8, candidate_chunk=6))
+    blocks = [s for s in shapes if len(s) == 2]
+    assert blocks and max(s[0] for s in blocks) <= 8 and max(s[1] for s in blocks) <= 6
+    # Candidates scored per query: every entity exactly once.
+    assert sum(s[0] * s[1] for s in blocks) == len(test) * n
