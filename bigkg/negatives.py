@@ -3,7 +3,7 @@
 A batch of positives is cut into chunks of C. In ``batched`` mode the
 candidates of a chunk, on each side, are the chunk's own C positives followed
 by U entities drawn uniformly once per chunk from the partition of the right
-entity type; positive k of the chunk is candidate k, so each positive is
+entity type (the training step gathers them in that layout); positive k of the chunk is candidate k, so each positive is
 scored against C−1 + U negatives with one (C×d)·(d×(C+U)) product. In ``all``
 mode the candidates are every entity of the partition and the positive is
 its own local id.
@@ -51,11 +51,6 @@ class ChunkPlan(NamedTuple):
 def uniform_negatives(num_chunks: int, count: int, num_entities: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
     """[num_chunks, count] local ids drawn uniformly (with replacement) from a partition."""
     return torch.randint(0, num_entities, (num_chunks, count), generator=generator, device=device)
-
-
-def chunk_candidates(positives: Tensor, negatives: Tensor) -> Tensor:
-    """Candidates [nc, C+U, d] of chunked positives [nc, C, d] and uniform negatives [nc, U, d]."""
-    return torch.cat([positives, negatives], dim=1) if negatives.shape[1] else positives
 
 
 def positive_mask(scores: Tensor, positive_index: Tensor) -> Tensor:

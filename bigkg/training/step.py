@@ -16,7 +16,7 @@ from torch import Tensor
 from bigkg.checkpoint import PartitionKey, PartitionState
 from bigkg.config import TrainingConfig
 from bigkg.model import EncoderContext, KGModel
-from bigkg.negatives import ChunkPlan, chunk_candidates, chunk_positive_index, uniform_negatives
+from bigkg.negatives import ChunkPlan, chunk_positive_index, uniform_negatives
 from bigkg.optim import RowAdagrad
 
 LossFn = Callable[[Tensor, Tensor, float], Tensor]
@@ -101,7 +101,6 @@ class BatchStep:
     ) -> Tensor:
         cfg = self.config
         size = batch.lhs.shape[0]
-        device = batch.lhs.device
         plan = ChunkPlan(size, min(cfg.chunk_size, size))
         gen = generator or self.generator
         (lkey, lstate), (rkey, rstate) = lhs, rhs
@@ -114,13 +113,7 @@ class BatchStep:
             per_edge = self.loss_fn(self.model.score_candidates("rhs", h, batch.rel, rhs_all), batch.rhs, cfg.margin)
             per_edge = per_edge + self.loss_fn(self.model.score_candidates("lhs", t, batch.rel, lhs_all), batch.lhs, cfg.margin)
         else:
-            u = cfg.num_uniform_negatives
-            chunks = plan.total_chunks
-            h, t = left.take(batch.lhs), right.take(batch.rhs)
-            hn = left.take(uniform_negatives(chunks, u, lstate.embeddings.shape[0], gen, device).flatten())
-            tn = right.take(uniform_negatives(chunks, u, rstate.embeddings.shape[0], gen, device).flatten())
-            per_edge = self._chunked_loss(plan, batch.rel, h, t, hn.view(chunks, u, h.shape[-1]), tn.view(chunks, u, t.shape[-1]))
-
+            per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen)
         loss = (per_edge * batch.weight).sum() if batch.weight is not None else per_edge.sum()
         reg = self.model.regularization([h, t], batch.rel)
         total = loss if reg is None else loss + reg
@@ -141,17 +134,50 @@ class BatchStep:
                 self.shared_optimizer.step()
         return loss.detach()
 
-    def _chunked_loss(self, plan: ChunkPlan, rel: Tensor, h: Tensor, t: Tensor, hn: Tensor, tn: Tensor) -> Tensor:
-        """Per-edge loss [B], both sides, one batched product per block of equal chunks."""
-        out = []
-        chunk = 0
-        for start, nc, c in plan.blocks():
-            end = start + nc * c
-            h3, t3, r3 = h[start:end].view(nc, c, -1), t[start:end].view(nc, c, -1), rel[start:end].view(nc, c)
-            positive = chunk_positive_index(nc, c, h.device)
-            rhs_scores = self.model.score_candidates("rhs", h3, r3, chunk_candidates(t3, tn[chunk : chunk + nc]))
-            lhs_scores = self.model.score_candidates("lhs", t3, r3, chunk_candidates(h3, hn[chunk : chunk + nc]))
-            margin = self.config.margin
-            out.append((self.loss_fn(rhs_scores, positive, margin) + self.loss_fn(lhs_scores, positive, margin)).flatten())
-            chunk += nc
-        return out[0] if len(out) == 1 else torch.cat(out)
+    def _chunked_loss(self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-edge loss [B] over both sides, and the positives' head and tail rows.
+
+        Rows are gathered straight into chunk layout: per chunk, its C positives
+        then its U uniform negatives, so a chunk's candidates are one contiguous
+        [C+U, d] block (no concatenation) and its positives the first C rows.
+        """
+        u = self.config.num_uniform_negatives
+        device = batch.lhs.device
+        blocks = plan.blocks()
+        neg_l = uniform_negatives(plan.total_chunks, u, left.state.embeddings.shape[0], gen, device)
+        neg_r = uniform_negatives(plan.total_chunks, u, right.state.embeddings.shape[0], gen, device)
+
+        def layout(positives: Tensor, negatives: Tensor) -> Tensor:
+            parts, chunk = [], 0
+            for start, nc, c in blocks:
+                parts.append(torch.cat([positives[start : start + nc * c].view(nc, c), negatives[chunk : chunk + nc]], 1).flatten())
+                chunk += nc
+            return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+        ids_l, ids_r = layout(batch.lhs, neg_l), layout(batch.rhs, neg_r)
+        if left is right:
+            both = left.take(torch.cat([ids_l, ids_r]))
+            rows_l, rows_r = both[: ids_l.shape[0]], both[ids_l.shape[0] :]
+        else:
+            rows_l, rows_r = left.take(ids_l), right.take(ids_r)
+
+        per_edge, heads, tails = [], [], []
+        offset, margin = 0, self.config.margin
+        for start, nc, c in blocks:
+            size = nc * (c + u)
+            cand_l = rows_l[offset : offset + size].view(nc, c + u, -1)
+            cand_r = rows_r[offset : offset + size].view(nc, c + u, -1)
+            h3, t3 = cand_l[:, :c], cand_r[:, :c]
+            r3 = batch.rel[start : start + nc * c].view(nc, c)
+            scores = torch.stack([
+                self.model.score_candidates("rhs", h3, r3, cand_r),
+                self.model.score_candidates("lhs", t3, r3, cand_l),
+            ])
+            positive = chunk_positive_index(nc, c, device).expand(2, nc, c)
+            per_edge.append(self.loss_fn(scores, positive, margin).sum(0).flatten())
+            heads.append(h3.reshape(nc * c, -1))
+            tails.append(t3.reshape(nc * c, -1))
+            offset += size
+        if len(blocks) == 1:
+            return per_edge[0], heads[0], tails[0]
+        return torch.cat(per_edge), torch.cat(heads), torch.cat(tails)
