@@ -16,6 +16,7 @@ import glob
 import hashlib
 import json
 import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -119,10 +120,12 @@ def _sources(opts: PartitionOptions) -> list[Source]:
     return sources
 
 
-def _sha256(path: Path) -> dict[str, Any]:
+def _sha256(path: Path, stop: threading.Event) -> dict[str, Any]:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 22):
+            if stop.is_set():  # the run failed: do not keep it waiting for the hash of a huge file
+                break
             digest.update(chunk)
     return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
 
@@ -338,10 +341,35 @@ def run_partition(opts: PartitionOptions) -> dict[str, Any]:
     if out.exists() and not opts.force:
         raise PartitionError(f"output directory {out} already exists (use --force to replace it)")
     part = Partitioner(opts)
+    stop_hashing = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        summary = _build(part, out, pool, stop_hashing)
+    finally:
+        stop_hashing.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+    elapsed = time.perf_counter() - started
+    return {
+        "dataset": str(out),
+        "num_partitions": part.P,
+        **summary["stats"],
+        "timings_s": {
+            "pass1": round(summary["pass1"] - started, 3),
+            "pass2": round(summary["pass2"] - summary["pass1"], 3),
+            "write": round(elapsed - (summary["pass2"] - started), 3),
+            "total": round(elapsed, 3),
+        },
+        "edges_per_s": round(sum(part.input_edges.values()) / elapsed, 1) if elapsed > 0 else None,
+    }
+
+
+def _build(part: Partitioner, out: Path, pool: ThreadPoolExecutor, stop_hashing: threading.Event) -> dict[str, Any]:
+    """The passes and the writing, inside the temporary dataset directory."""
+    opts = part.opts
     has_weight = opts.input_format.weight_column is not None
-    with ThreadPoolExecutor(max_workers=1) as pool, atomic_directory(out, force=opts.force) as tmp:
+    with atomic_directory(out, force=opts.force) as tmp:
         # Checksums are read alongside pass 1 (hashlib releases the GIL).
-        checksums = [pool.submit(_sha256, s.path) for s in part.sources]
+        checksums = [pool.submit(_sha256, s.path, stop_hashing) for s in part.sources]
         log = EdgeLog(tmp / "edge-log", has_weight)
         spill = None
         try:
@@ -378,20 +406,7 @@ def run_partition(opts: PartitionOptions) -> dict[str, Any]:
             stats=stats,
         )
         write_manifest(tmp, manifest)
-    elapsed = time.perf_counter() - started
-    total_input = sum(part.input_edges.values())
-    return {
-        "dataset": str(out),
-        "num_partitions": part.P,
-        **stats,
-        "timings_s": {
-            "pass1": round(pass1 - started, 3),
-            "pass2": round(pass2 - pass1, 3),
-            "write": round(elapsed - (pass2 - started), 3),
-            "total": round(elapsed, 3),
-        },
-        "edges_per_s": round(total_input / elapsed, 1) if elapsed > 0 else None,
-    }
+    return {"stats": stats, "pass1": pass1, "pass2": pass2}
 
 
 def format_summary(summary: dict[str, Any]) -> str:
