@@ -137,3 +137,20 @@ def test_saved_bytes_count_a_storage_once():
         F.linear(x, w2)
         F.linear(x[:10], w1)
     assert saved.report.activations == 50 * 20 * 4
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("shape", [(17, 200), (5, 13), (1, 3)])
+def test_kernels_agree_with_torch_reference(bits, shape):
+    from bigkg.quant.codec import _quantize_kernel, dequantize_reference, quantize_reference
+
+    gen = torch.Generator().manual_seed(bits)
+    rows = torch.randn(shape, generator=gen) * 3
+    rows[0] = 1.5  # a constant row
+    noise = torch.rand(shape, generator=gen)
+    ours = _quantize_kernel(rows, noise, bits)
+    ref = quantize_reference(rows, noise, bits)
+    for a, b in zip(ours, ref):
+        assert torch.equal(a, b)
+    q = quant.Quantized(*ours, torch.Size(shape), bits, torch.float32)
+    assert torch.equal(quant.dequantize(q), dequantize_reference(q))

@@ -6,6 +6,10 @@ the code is floor(u) + 1 with probability frac(u), so E[code] = u and
 E[dequantize(quantize(x))] = x. Each entry's variance is at most s^2 / 4 with
 s = R / (2^b - 1), so a row of d entries and range R has total variance at most
 d * R^2 / (4 (2^b - 1)^2).
+
+On the CPU the per-row work runs as numba kernels (``kernels``); the torch
+versions (``quantize_reference``, ``dequantize_reference``) compute the same
+codes from the same noise and serve other devices.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch import Tensor
 
 from bigkg.errors import BigKGError
+from bigkg.quant import kernels
 
 BITS = (1, 2, 4, 8)
 
@@ -91,24 +96,61 @@ def quantize(x: Tensor, bits: int, generator: torch.Generator | None = None) -> 
     check_bits(bits)
     if x.dim() == 0:
         raise QuantizationError("cannot quantize a scalar")
-    rows = x.detach().reshape(-1, x.shape[-1]).float() if x.dim() > 1 else x.detach().reshape(1, -1).float()
+    rows = x.detach().reshape(-1, x.shape[-1]) if x.dim() > 1 else x.detach().reshape(1, -1)
+    rows = rows.float().contiguous()
+    noise = torch.rand(rows.shape, generator=generator, device=x.device, dtype=rows.dtype)
+    if _on_cpu(rows):
+        packed, lo, step = _quantize_kernel(rows, noise, bits)
+    else:
+        packed, lo, step = quantize_reference(rows, noise, bits)
+    return Quantized(packed, lo, step, x.shape, bits, x.dtype)
+
+
+def quantize_reference(rows: Tensor, noise: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor]:
+    """(packed codes, lo, step) of float32 ``rows`` with uniform ``noise``, in torch."""
     levels = (1 << bits) - 1
     lo = rows.amin(dim=1, keepdim=True)
     hi = rows.amax(dim=1, keepdim=True)
     step = (hi - lo) / levels
     # A constant row has zero range: any step reproduces it exactly.
     step = torch.where(step > 0, step, torch.ones_like(step))
-    scaled = (rows - lo) / step
-    noise = torch.rand(scaled.shape, generator=generator, device=x.device, dtype=scaled.dtype)
-    codes = torch.floor(scaled + noise).clamp_(0, levels)
-    return Quantized(pack_bits(codes, bits), lo, step, x.shape, bits, x.dtype)
+    codes = torch.floor((rows - lo) / step + noise).clamp_(0, levels)
+    return pack_bits(codes, bits), lo, step
+
+
+def _quantize_kernel(rows: Tensor, noise: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor]:
+    n, d = rows.shape
+    codes = torch.empty(n * d, dtype=torch.uint8)
+    lo = torch.empty(n, 1)
+    step = torch.empty(n, 1)
+    kernels.quantize_rows(rows.numpy(), noise.numpy(), bits, codes.numpy(), lo.numpy(), step.numpy())
+    if bits == 8:
+        return codes, lo, step
+    packed = torch.empty((n * d * bits + 7) // 8, dtype=torch.uint8)
+    kernels.pack(codes.numpy(), bits, packed.numpy())
+    return packed, lo, step
 
 
 def dequantize(q: Quantized) -> Tensor:
     rows = q.lo.shape[0]
+    width = (q.shape[-1] if len(q.shape) > 1 else q.shape[0]) if rows else 0
+    if _on_cpu(q.lo) and rows:
+        out = torch.empty(rows, width)
+        kernels.dequantize_rows(q.packed.numpy(), q.bits, q.lo.numpy(), q.step.numpy(), out.numpy())
+        return out.to(q.dtype).view(q.shape)
+    return dequantize_reference(q)
+
+
+def dequantize_reference(q: Quantized) -> Tensor:
+    """:func:`dequantize` in torch."""
+    rows = q.lo.shape[0]
     numel = rows * (q.shape[-1] if len(q.shape) > 1 else q.shape[0])
     codes = unpack_bits(q.packed, q.bits, numel).view(rows, -1)
     return (q.lo + codes.float() * q.step).to(q.dtype).view(q.shape)
+
+
+def _on_cpu(t: Tensor) -> bool:
+    return t.device.type == "cpu"
 
 
 def variance_bound(x: Tensor, bits: int) -> Tensor:

@@ -108,7 +108,7 @@ class _Linear(torch.autograd.Function):
         out = torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
         saved, meta = compress(rows, bits, group)
         ctx.save_for_backward(*saved, weight)
-        ctx.meta, ctx.counter, ctx.shape = meta, counter, x.shape
+        ctx.meta, ctx.shape = meta, x.shape
         ctx.has_bias = bias is not None
         if counter is not None:
             counter.add("transform", rows.shape[0] * weight.numel())
@@ -123,12 +123,8 @@ class _Linear(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = (g @ weight).view(ctx.shape)
-            if ctx.counter is not None:
-                ctx.counter.add("transform", g.shape[0] * weight.numel())
         if ctx.needs_input_grad[1]:
             grad_w = g.t() @ decompress(saved[:n], ctx.meta)
-            if ctx.counter is not None:
-                ctx.counter.add("transform", g.shape[0] * weight.numel())
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
         return grad_x, grad_w, grad_b, None, None, None

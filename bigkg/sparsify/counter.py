@@ -1,4 +1,8 @@
-"""A tally of the multiply-adds the encoder actually executed, by category."""
+"""A tally of the forward multiply-adds the encoder actually executed, by category.
+
+Backward work is proportional (about twice the forward per category), so
+forward counts compare configurations without double bookkeeping.
+"""
 
 from __future__ import annotations
 
