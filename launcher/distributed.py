@@ -57,7 +57,9 @@ def run_distributed(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, device=str(device), training=training)
     store = init_process_group(env, device, config.distributed.timeout)
     try:
-        summary = DistributedTrainer(config, env, store, fresh=args.fresh).train()
+        # --fresh applies to the job's first start only: a restart must resume, not start over.
+        fresh = args.fresh and env.restart_count == 0
+        summary = DistributedTrainer(config, env, store, fresh=fresh).train()
     finally:
         dist.destroy_process_group()
     if env.rank == 0:

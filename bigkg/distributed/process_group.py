@@ -85,16 +85,28 @@ def worker_device(requested: str, local_rank: int) -> torch.device:
 
 
 def init_process_group(env: WorkerEnv, device: torch.device, timeout: float) -> dist.Store:
-    """Join the process group (NCCL on GPUs, gloo on CPU); returns the lock server's Store."""
+    """Join the process group (NCCL on GPUs, gloo on CPU); returns the lock server's Store.
+
+    The group is built on our own client of the rendezvous Store, under a
+    prefix naming the restart attempt: after a restart torch's default env://
+    setup can read the peers' addresses of the previous attempt and fail to
+    connect (pytorch/pytorch#167288).
+    """
     backend = "nccl" if device.type == "cuda" else "gloo"
     delta = datetime.timedelta(seconds=timeout)
+    # Under torchrun the agent hosts the Store; started by hand, rank 0 does.
+    hosted_by_agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(
+        env.master_addr, env.master_port, env.world_size, is_master=not hosted_by_agent and env.rank == 0,
+        timeout=delta, wait_for_workers=False,
+    )
+    attempt = f"bigkg/{env.run_id}/attempt_{env.restart_count}"
     dist.init_process_group(
-        backend, rank=env.rank, world_size=env.world_size, timeout=delta,
-        device_id=device if device.type == "cuda" else None,
+        backend, store=dist.PrefixStore(f"{attempt}/pg", store), rank=env.rank, world_size=env.world_size,
+        timeout=delta, device_id=device if device.type == "cuda" else None,
     )
     log.info("joined the process group: %s, world size %d, device %s", backend, env.world_size, device)
-    store = dist.TCPStore(env.master_addr, env.master_port, is_master=False, timeout=delta, wait_for_workers=False)
-    return dist.PrefixStore(f"bigkg/{env.run_id}/attempt_{env.restart_count}", store)
+    return dist.PrefixStore(f"{attempt}/lock", store)
 
 
 def barrier(device: torch.device) -> None:
