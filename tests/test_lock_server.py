@@ -15,8 +15,8 @@ import pytest
 import torch.distributed as dist
 
 from bigkg.distributed.audit import AuditError, audit, read_events
-from bigkg.distributed.lock_server import EpochBusy, EpochOver, LeaseLostError, LockServer
-from bigkg.distributed.scheduler import DistributedScheduler
+from bigkg.distributed.lock_server import EpochBusy, EpochOver, LeaseLostError, LockServer, LockServerError
+from bigkg.distributed.scheduler import DistributedScheduler, SchedulerTimeout
 from bigkg.schedule import Bucket
 
 
@@ -192,3 +192,19 @@ def test_audit_catches_overlap_and_double_done(tmp_path):
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(AuditError, match=r"done more than once: \[\(0, 1\)\]"):
         audit([log], 2)
+
+
+def test_waiting_is_bounded_by_the_timeout(store):
+    holder = LockServer(client(store.port), "a", 1, lease_seconds=60)
+    holder.start_epoch(0, first_epoch=False)
+    holder.heartbeat()
+    holder.try_acquire(0, set())  # the only bucket; its holder keeps beating
+    with DistributedScheduler(client(store.port), "b", 1, lease_seconds=60, heartbeat_seconds=1, timeout=0.5) as sched:
+        sched.start_epoch(0)
+        with pytest.raises(SchedulerTimeout, match="distributed.timeout"):
+            sched.acquire()
+
+
+def test_heartbeat_must_be_shorter_than_the_lease(store):
+    with pytest.raises(LockServerError, match="heartbeat_seconds"):
+        DistributedScheduler(client(store.port), "a", 2, lease_seconds=5, heartbeat_seconds=5)
