@@ -159,3 +159,20 @@ def test_custom_delimiter_and_column_positions(tmp_path):
     src.write_text("x|a|likes|b\nx|b|likes|c\n")
     partition([src], tmp_path / "o", fmt="tsv", delimiter="|", columns=("1", "2", "3"))
     assert split_triples(tmp_path / "o", "train") == Counter({("a", "likes", "b"): 1, ("b", "likes", "c"): 1})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("knows: person\n", "relation 'knows' must map to \\[head_type, tail_type\\], got 'person'"),
+        ("- a\n- b\n", "must map relation names"),
+        ("knows: [a, b\n", "not valid YAML"),
+    ],
+)
+def test_bad_schema_file_is_named(tmp_path, text, message):
+    src = tmp_path / "edges.tsv"
+    src.write_text("a\tknows\tb\n")
+    schema = tmp_path / "schema.yaml"
+    schema.write_text(text)
+    with pytest.raises(PartitionError, match=message):
+        partition([src], tmp_path / "o", schema=schema)
