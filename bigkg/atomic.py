@@ -44,20 +44,24 @@ def fsync_tree(root: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_file(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path; on success it is fsynced and renamed to ``path``.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    ``durable=False`` skips the fsyncs, for files inside an ``atomic_directory``
+    whose completion fsyncs the whole tree once.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(final)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, final)
-        fsync_dir(final.parent)
+        if durable:
+            fsync_dir(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()

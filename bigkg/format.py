@@ -186,14 +186,23 @@ class BucketWriter:
 
     The file is built under a temporary name and renamed on ``close``; a
     writer that is abandoned (an exception, a kill) leaves no bucket file.
+    ``durable=False`` leaves the fsync to an enclosing ``atomic_directory``.
     """
 
-    def __init__(self, path: Path, num_edges: int, *, id_dtype: str = "int32", has_weight: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        num_edges: int,
+        *,
+        id_dtype: str = "int32",
+        has_weight: bool = False,
+        durable: bool = True,
+    ):
         self.path = Path(path)
         self.num_edges = num_edges
         self._written = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._ctx = atomic_file(self.path)
+        self._ctx = atomic_file(self.path, durable=durable)
         tmp = self._ctx.__enter__()
         self._file = h5py.File(tmp, "w")
         self._file.attrs["format_version"] = FORMAT_VERSION

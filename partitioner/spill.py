@@ -104,7 +104,10 @@ class SpillFile:
         else:
             blocks = self.segments(key)
             count = int(self.totals[key])
-        with BucketWriter(path, count, id_dtype=self.id_dtype.name, has_weight=self.has_weight) as writer:
+        # The dataset directory is fsynced as a whole when it is complete.
+        with BucketWriter(
+            path, count, id_dtype=self.id_dtype.name, has_weight=self.has_weight, durable=False
+        ) as writer:
             for lhs, rhs, rel, weight in blocks:
                 writer.append(lhs, rhs, rel, weight)
         return count, int(self.totals[key]) - count
