@@ -147,6 +147,7 @@ def test_four_workers_exclusive_and_exactly_once(store, tmp_path):
         p.join(120)
         assert p.exitcode == 0
     report = audit(sorted(tmp_path.glob("w*.jsonl")), P)
+    assert report.complete
     assert report.epochs == list(range(E))
     assert all(sum(c.values()) == P * P for c in report.done.values())
     trainers = {e["worker"] for e in read_events(tmp_path.glob("w*.jsonl")) if e["event"] == "done"}
@@ -167,6 +168,7 @@ def test_sigkilled_worker_bucket_is_reassigned(store, tmp_path):
         p.join(120)
         assert p.exitcode == (-signal.SIGKILL if name == "w0" else 0)
     report = audit(sorted(tmp_path.glob("w*.jsonl")), P)
+    assert report.complete
     assert report.expired == 1
     held = tuple(json.loads(holding.read_text()))
     assert report.done[1][held] == 1  # the dead worker's bucket was finished by another

@@ -1,0 +1,186 @@
+"""Multi-worker training with torchrun on loopback (gloo, CPU) on FB15k-237 with P=4.
+
+Every run is audited from its bucket event logs (no partition leased twice at
+once, every bucket done exactly once per epoch) and its test MRR is compared
+with a single-process run of the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from bigkg.checkpoint import CheckpointStore
+from bigkg.config import load_config
+from bigkg.distributed.audit import audit, read_events
+from bigkg.evaluation import evaluate
+from bigkg.training import train
+
+P = 4
+EPOCHS = 3
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fb4(fb15k237: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("fb4") / "data"
+    subprocess.run(
+        [sys.executable, "-m", "launcher.cli", "partition", str(fb15k237 / "train.txt"), "--valid", str(fb15k237 / "valid.txt"),
+         "--test", str(fb15k237 / "test.txt"), "-P", str(P), "--out", str(out), "--no-progress"],
+        check=True, cwd=REPO, capture_output=True,
+    )
+    return out
+
+
+def write_config(fb4: Path, run_dir: Path) -> Path:
+    config = {
+        "dataset": str(fb4), "run_dir": str(run_dir), "seed": 0,
+        "model": {"dim": 32, "operator": "complex_diagonal", "comparator": "dot", "reciprocal": True},
+        "training": {"epochs": EPOCHS, "batch_size": 1000, "lr": 0.1, "threads": 1},
+        "eval": {"valid_every": 0, "query_batch": 4096},
+        "distributed": {"lease_seconds": 10, "heartbeat_seconds": 1, "timeout": 120},
+    }
+    path = run_dir.parent / f"{run_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def mrr_of(config_path: Path) -> float:
+    return evaluate(load_config(config_path, []), split="test")["mrr"]
+
+
+@pytest.fixture(scope="module")
+def single_mrr(fb4: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
+    config_path = write_config(fb4, tmp_path_factory.mktemp("single") / "run")
+    train(load_config(config_path, []))
+    return mrr_of(config_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(config: Path, *args: str, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "torch.distributed.run", *args, "-m", "launcher", str(config)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def finish(proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    try:
+        rc = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert rc == 0, log.read_text()[-5000:]
+
+
+def audit_run(run_dir: Path) -> dict[int, object]:
+    """Audit each restart attempt's logs; return the reports by attempt."""
+    reports = {}
+    attempts = sorted({int(p.name.split(".")[1].removeprefix("attempt")) for p in (run_dir / "logs").glob("buckets.*.jsonl")})
+    for attempt in attempts:
+        reports[attempt] = audit(sorted((run_dir / "logs").glob(f"buckets.attempt{attempt}.rank*.jsonl")), P)
+    return reports
+
+
+def check_complete(run_dir: Path, reports: dict) -> None:
+    """Every epoch's buckets were done exactly once over the whole job, restarts included."""
+    done_by_epoch: dict[int, list] = {}
+    for attempt in sorted(reports):
+        report = reports[attempt]
+        for epoch, counts in report.done.items():
+            earlier = done_by_epoch.setdefault(epoch, [])
+            # what a restart resumes with must be work an earlier attempt really finished
+            assert report.resumed.get(epoch, set()) <= set(earlier), (attempt, epoch)
+            # work of an earlier attempt that the restart does not resume with was lost with the crash
+            kept = [b for b in earlier if b in report.resumed.get(epoch, set())]
+            done_by_epoch[epoch] = kept + list(counts)
+    for epoch in range(EPOCHS):
+        buckets = done_by_epoch[epoch]
+        assert sorted(buckets) == sorted({(p, q) for p in range(P) for q in range(P)}), epoch
+    meta = CheckpointStore(run_dir).latest().meta
+    assert meta["epoch"] == EPOCHS
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_torchrun_single_node(fb4, single_mrr, tmp_path, workers):
+    run_dir = tmp_path / "run"
+    config = write_config(fb4, run_dir)
+    log = tmp_path / "torchrun.log"
+    proc = torchrun(config, "--nproc-per-node", str(workers), "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", log=log)
+    finish(proc, log)
+    reports = audit_run(run_dir)
+    assert list(reports) == [0] and reports[0].complete
+    check_complete(run_dir, reports)
+    trainers = {e["worker"] for e in read_events((run_dir / "logs").glob("*.jsonl")) if e["event"] == "done"}
+    assert len(trainers) > 1
+    text = log.read_text()
+    assert "[rank 0]" in text and "[rank 1]" in text and "edges/s over" in text
+    assert abs(mrr_of(config) - single_mrr) < 0.01
+
+
+def test_two_nodes_on_loopback(fb4, single_mrr, tmp_path):
+    run_dir = tmp_path / "run"
+    config = write_config(fb4, run_dir)
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [
+        torchrun(config, "--nnodes", "2", "--node-rank", str(k), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                 "--rdzv-endpoint", endpoint, "--rdzv-id", "two-node-test", log=tmp_path / f"node{k}.log")
+        for k in range(2)
+    ]
+    for k, proc in enumerate(nodes):
+        finish(proc, tmp_path / f"node{k}.log")
+    check_complete(run_dir, audit_run(run_dir))
+    assert abs(mrr_of(config) - single_mrr) < 0.01
+
+
+def worker_pids(log: Path, attempt: int) -> dict[int, int]:
+    pids = {}
+    for line in log.read_text().splitlines():
+        if "worker rank" in line and f"restart {attempt}" in line:
+            words = line.split("worker rank ", 1)[1].split()
+            pids[int(words[0])] = int(line.split("pid ", 1)[1].split(",")[0])
+    return pids
+
+
+def test_sigkilled_worker_job_completes(fb4, single_mrr, tmp_path):
+    run_dir = tmp_path / "run"
+    config = write_config(fb4, run_dir)
+    log = tmp_path / "torchrun.log"
+    proc = torchrun(config, "--nproc-per-node", "2", "--max-restarts", "2", "--rdzv-backend", "c10d",
+                    "--rdzv-endpoint", "127.0.0.1:0", log=log)
+    # wait until rank 1 holds a bucket of the second epoch after some of that epoch is done
+    events = run_dir / "logs" / "buckets.attempt0.rank1.jsonl"
+    deadline = time.monotonic() + 240
+    while True:
+        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
+        complete = events.read_text().rpartition("\n")[0] if events.exists() else ""
+        rows = [json.loads(x) for x in complete.splitlines()]
+        if rows and rows[-1]["event"] == "grant" and rows[-1]["epoch"] == 1 and any(r["event"] == "done" and r["epoch"] == 1 for r in rows):
+            break
+        time.sleep(0.02)
+    os.kill(worker_pids(log, 0)[1], signal.SIGKILL)
+    finish(proc, log)
+    reports = audit_run(run_dir)
+    assert len(reports) == 2 and not reports[0].complete and reports[1].complete  # one restart
+    assert reports[1].resumed.get(1), "the restart should resume the second epoch's finished buckets"
+    check_complete(run_dir, reports)
+    # the final checkpoint is intact: every partition loads with finite values
+    version = CheckpointStore(run_dir).latest()
+    for p in range(P):
+        emb, ada = version.load_partition("entity", p)
+        assert torch.isfinite(emb).all() and torch.isfinite(ada).all()
+    assert abs(mrr_of(config) - single_mrr) < 0.01
