@@ -59,10 +59,14 @@ class _Rows:
         """(distinct rows, their summed gradients) from the leaves' gradients."""
         used = [(i, g) for i, g in zip(self.ids, grads) if g is not None]  # None: an empty request
         ids = used[0][0] if len(used) == 1 else torch.cat([i for i, _ in used])
-        grad = used[0][1] if len(used) == 1 else torch.cat([g for _, g in used])
         rows, inverse = torch.unique(ids, return_inverse=True)
-        summed = torch.zeros(rows.shape[0], grad.shape[1], dtype=grad.dtype, device=grad.device)
-        return rows, summed.index_add_(0, inverse, grad)
+        first = used[0][1]
+        summed = torch.zeros(rows.shape[0], first.shape[1], dtype=first.dtype, device=first.device)
+        offset = 0
+        for piece, grad in used:  # piece by piece: no concatenated copy of the gradients
+            summed.index_add_(0, inverse[offset : offset + piece.shape[0]], grad)
+            offset += piece.shape[0]
+        return rows, summed
 
 
 class BatchStep:
@@ -137,47 +141,33 @@ class BatchStep:
     def _chunked_loss(self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """Per-edge loss [B] over both sides, and the positives' head and tail rows.
 
-        Rows are gathered straight into chunk layout: per chunk, its C positives
-        then its U uniform negatives, so a chunk's candidates are one contiguous
-        [C+U, d] block (no concatenation) and its positives the first C rows.
+        Positives and negatives are separate leaves and a chunk's candidates are
+        their concatenation, whose backward only takes views of the gradient;
+        slicing one big leaf instead would make autograd allocate and add
+        zero-filled copies of it for every slice.
         """
         u = self.config.num_uniform_negatives
+        chunks = plan.total_chunks
         device = batch.lhs.device
+        h, t = left.take(batch.lhs), right.take(batch.rhs)
+        hn = left.take(uniform_negatives(chunks, u, left.state.embeddings.shape[0], gen, device).flatten())
+        tn = right.take(uniform_negatives(chunks, u, right.state.embeddings.shape[0], gen, device).flatten())
+        hn, tn = hn.view(chunks, u, h.shape[-1]), tn.view(chunks, u, t.shape[-1])
         blocks = plan.blocks()
-        neg_l = uniform_negatives(plan.total_chunks, u, left.state.embeddings.shape[0], gen, device)
-        neg_r = uniform_negatives(plan.total_chunks, u, right.state.embeddings.shape[0], gen, device)
-
-        def layout(positives: Tensor, negatives: Tensor) -> Tensor:
-            parts, chunk = [], 0
-            for start, nc, c in blocks:
-                parts.append(torch.cat([positives[start : start + nc * c].view(nc, c), negatives[chunk : chunk + nc]], 1).flatten())
-                chunk += nc
-            return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-        ids_l, ids_r = layout(batch.lhs, neg_l), layout(batch.rhs, neg_r)
-        if left is right:
-            both = left.take(torch.cat([ids_l, ids_r]))
-            rows_l, rows_r = both[: ids_l.shape[0]], both[ids_l.shape[0] :]
-        else:
-            rows_l, rows_r = left.take(ids_l), right.take(ids_r)
-
-        per_edge, heads, tails = [], [], []
-        offset, margin = 0, self.config.margin
+        per_edge, chunk, margin = [], 0, self.config.margin
         for start, nc, c in blocks:
-            size = nc * (c + u)
-            cand_l = rows_l[offset : offset + size].view(nc, c + u, -1)
-            cand_r = rows_r[offset : offset + size].view(nc, c + u, -1)
-            h3, t3 = cand_l[:, :c], cand_r[:, :c]
-            r3 = batch.rel[start : start + nc * c].view(nc, c)
+            whole = len(blocks) == 1  # no slicing: keeps autograd from copying whole leaves
+            end = start + nc * c
+            h3 = (h if whole else h[start:end]).view(nc, c, -1)
+            t3 = (t if whole else t[start:end]).view(nc, c, -1)
+            r3 = (batch.rel if whole else batch.rel[start:end]).view(nc, c)
+            hn3 = hn if whole else hn[chunk : chunk + nc]
+            tn3 = tn if whole else tn[chunk : chunk + nc]
             scores = torch.stack([
-                self.model.score_candidates("rhs", h3, r3, cand_r),
-                self.model.score_candidates("lhs", t3, r3, cand_l),
+                self.model.score_candidates("rhs", h3, r3, torch.cat([t3, tn3], 1) if u else t3),
+                self.model.score_candidates("lhs", t3, r3, torch.cat([h3, hn3], 1) if u else h3),
             ])
             positive = chunk_positive_index(nc, c, device).expand(2, nc, c)
             per_edge.append(self.loss_fn(scores, positive, margin).sum(0).flatten())
-            heads.append(h3.reshape(nc * c, -1))
-            tails.append(t3.reshape(nc * c, -1))
-            offset += size
-        if len(blocks) == 1:
-            return per_edge[0], heads[0], tails[0]
-        return torch.cat(per_edge), torch.cat(heads), torch.cat(tails)
+            chunk += nc
+        return (per_edge[0] if len(per_edge) == 1 else torch.cat(per_edge)), h, t
