@@ -102,9 +102,14 @@ def test_expired_lease_is_fenced(store):
 
 # -- real worker processes -------------------------------------------------------------
 def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_epoch: int) -> None:
-    """Train fake buckets: a read-modify-write of each held partition's counter file."""
+    """Train fake buckets: a read-modify-write of each held partition's counter file.
+
+    The files are written in place, so any overlap of two holders (a lock bug,
+    or a live worker's lease expired by a peer) shows up as a lost increment;
+    the lease is long enough that a loaded machine does not starve a heartbeat.
+    """
     sched = DistributedScheduler(
-        client(port), name, partitions, lease_seconds=1.0, heartbeat_seconds=0.1, timeout=60, event_log=f"{out}/{name}.jsonl"
+        client(port), name, partitions, lease_seconds=3.0, heartbeat_seconds=0.2, timeout=60, event_log=f"{out}/{name}.jsonl"
     )
     rng = random.Random(name)
     for epoch in range(epochs):
