@@ -64,22 +64,29 @@ class Step:
         return time.perf_counter() - start, saved
 
 
-def measure(spec: EncoderSpec, graph: Graph, triples: torch.Tensor, args: argparse.Namespace) -> dict:
-    step = Step(spec, graph, triples, args.dim, args.batch, args.seed)
-    step.run()  # warm-up
-    times = []
+def measure(specs: list[EncoderSpec], graph: Graph, triples: torch.Tensor, args: argparse.Namespace) -> list[dict]:
+    """Measure configurations together: their runs are interleaved, round by
+    round, so that load from other processes falls on all of them alike."""
+    steps = [Step(spec, graph, triples, args.dim, args.batch, args.seed) for spec in specs]
+    for step in steps:
+        step.run()  # warm-up
+    times: list[list[float]] = [[] for _ in steps]
+    saved = [None] * len(steps)
     for _ in range(args.repeats):
-        seconds, saved = step.run()
-        times.append(seconds)
-    counts = step.encoder.counter
-    return {
-        "time": statistics.median(times),
-        "activations": saved.report.activations,
-        "indices": saved.report.indices,
-        "propagation": counts["propagation"],
-        "transform": counts["transform"],
-        "kept": list(step.encoder.kept_edges),
-    }
+        for i, step in enumerate(steps):
+            seconds, saved[i] = step.run()
+            times[i].append(seconds)
+    return [
+        {
+            "time": statistics.median(t),
+            "activations": s.report.activations,
+            "indices": s.report.indices,
+            "propagation": step.encoder.counter["propagation"],
+            "transform": step.encoder.counter["transform"],
+            "kept": list(step.encoder.kept_edges),
+        }
+        for step, t, s in zip(steps, times, saved)
+    ]
 
 
 def mib(n: int) -> str:
@@ -115,7 +122,12 @@ def main() -> None:
     print("| mode | activations MiB | index MiB | FP32 plain / mode | FP32 node-level / mode |")
     print("|---|---:|---:|---:|---:|")
     modes = [("FP32 (plain autograd)", 0), ("FP32 node-level", 32), ("INT8", 8), ("INT4", 4), ("INT2", 2), ("INT1", 1)]
-    results = {(bits, None): measure(spec(bits), graph, triples, args) for _, bits in modes}
+    results: dict[tuple[int, int | None], dict] = {}
+    for name, bits in modes:
+        # Dense and sparsified runs of a mode are timed together (interleaved).
+        runs = measure([spec(bits)] + [spec(bits, t) for t in settings] if bits in (0, 32, 2) else [spec(bits)], graph, triples, args)
+        for i, r in enumerate(runs):
+            results[(bits, None if i == 0 else i)] = r
     for name, bits in modes:
         r = results[(bits, None)]
         print(f"| {name} | {mib(r['activations'])} | {mib(r['indices'])} | "
@@ -127,10 +139,7 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for name, bits in timed:
         for i, thresholds in enumerate([None, *settings]):
-            key = (bits, None if thresholds is None else i)
-            if key not in results:
-                results[key] = measure(spec(bits, thresholds), graph, triples, args)
-            r = results[key]
+            r = results[(bits, None if thresholds is None else i)]
             kept = " / ".join(f"{k} ({100 * (1 - k / len(graph)):.1f}%)" for k in r["kept"])
             label = "dense" if thresholds is None else ", ".join(map(str, thresholds))
             print(f"| {name} | {label} | {kept} | {r['propagation'] / 1e6:.0f} | {r['transform'] / 1e6:.0f} | "
@@ -174,9 +183,8 @@ def edge_stage_times(spec: EncoderSpec, graph: Graph, args: argparse.Namespace) 
 
         kept = layer.prune(x.detach(), edges)
         run(kept)  # warm-up
-        dense_s = statistics.median(run(all_edges) for _ in range(args.repeats))
-        kept_s = statistics.median(run(kept) for _ in range(args.repeats))
-        rows.append((layer.depth, len(kept), dense_s, kept_s))
+        pairs = [(run(all_edges), run(kept)) for _ in range(args.repeats)]
+        rows.append((layer.depth, len(kept), statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)))
         with torch.no_grad():
             h, edges = layer(h, edges)
     return rows
