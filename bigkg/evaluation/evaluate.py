@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +19,49 @@ from bigkg.format import SPLITS, DatasetError, Manifest, manifest_path
 
 RANK_DEFINITION = "filtered realistic rank: 1 + #higher + #tied/2, other known true triples (train+valid+test) removed"
 
-# The filter index of a dataset, kept across the validations of one training run.
-_FILTER_CACHE: dict[tuple[str, int], FilterIndex] = {}
+@dataclass
+class DatasetIndex:
+    """What evaluation reads from a dataset, once: every split, the filter, who was trained."""
+
+    splits: dict[str, Triples]
+    filters: FilterIndex
+    seen: dict[str, np.ndarray]  # per entity type: does the entity occur in a training edge
+
+    def unseen_in_training(self, manifest: Manifest, triples: Triples) -> np.ndarray:
+        """Mask of the triples whose head or tail never occurs in a training edge."""
+        unseen = np.zeros(len(triples), dtype=bool)
+        for name, heads, tails in _by_entity_type(manifest, triples):
+            unseen[heads] |= ~self.seen[name][triples.heads[heads]]
+            unseen[tails] |= ~self.seen[name][triples.tails[tails]]
+        return unseen
 
 
-def filter_index(root: str | Path, manifest: Manifest) -> FilterIndex:
+def _by_entity_type(manifest: Manifest, triples: Triples):
+    """Per entity type: (name, mask of triples whose head has it, mask of those whose tail has it)."""
+    names = [et.name for et in manifest.entity_types]
+    lhs_code = np.array([names.index(r.lhs_type) for r in manifest.relations], dtype=np.int64)[triples.rels]
+    rhs_code = np.array([names.index(r.rhs_type) for r in manifest.relations], dtype=np.int64)[triples.rels]
+    for code, name in enumerate(names):
+        yield name, lhs_code == code, rhs_code == code
+
+
+# The index of the last dataset evaluated, reused by the validations of a training run.
+_INDEX_CACHE: dict[tuple[str, int], DatasetIndex] = {}
+
+
+def dataset_index(root: str | Path, manifest: Manifest) -> DatasetIndex:
     path = manifest_path(Path(root)).resolve()
     key = (str(path), path.stat().st_mtime_ns)
-    if key not in _FILTER_CACHE:
-        _FILTER_CACHE.clear()
-        _FILTER_CACHE[key] = FilterIndex.from_dataset(root, manifest)
-    return _FILTER_CACHE[key]
-
-
-def unseen_in_training(root: str | Path, manifest: Manifest, triples: Triples) -> np.ndarray:
-    """Mask of the triples whose head or tail never occurs in a training edge."""
-    train = read_split(root, manifest, "train")
-    counts = {et.name: et.count for et in manifest.entity_types}
-    seen = {name: np.zeros(n, dtype=bool) for name, n in counts.items()}
-    lhs_types = np.array([r.lhs_type for r in manifest.relations], dtype=object)
-    rhs_types = np.array([r.rhs_type for r in manifest.relations], dtype=object)
-    for name in counts:
-        seen[name][train.heads[lhs_types[train.rels] == name]] = True
-        seen[name][train.tails[rhs_types[train.rels] == name]] = True
-    unseen = np.zeros(len(triples), dtype=bool)
-    for name in counts:
-        h = lhs_types[triples.rels] == name
-        t = rhs_types[triples.rels] == name
-        unseen[h] |= ~seen[name][triples.heads[h]]
-        unseen[t] |= ~seen[name][triples.tails[t]]
-    return unseen
+    if key not in _INDEX_CACHE:
+        _INDEX_CACHE.clear()
+        splits = {s: read_split(root, manifest, s) for s in SPLITS}
+        seen = {et.name: np.zeros(et.count, dtype=bool) for et in manifest.entity_types}
+        train = splits["train"]
+        for name, heads, tails in _by_entity_type(manifest, train):
+            seen[name][train.heads[heads]] = True
+            seen[name][train.tails[tails]] = True
+        _INDEX_CACHE[key] = DatasetIndex(splits, FilterIndex.from_splits(list(splits.values()), manifest), seen)
+    return _INDEX_CACHE[key]
 
 
 def _options(config: Config, device: str) -> RankingOptions:
@@ -83,14 +97,14 @@ def link_prediction_ranks(run: TrainedRun, triples: Triples, filters: FilterInde
     return out
 
 
-def recommendation_metrics(run: TrainedRun, split: str, ks: list[int], options: RankingOptions) -> dict[str, Any]:
+def recommendation_metrics(run: TrainedRun, index: DatasetIndex, split: str, ks: list[int], options: RankingOptions) -> dict[str, Any]:
     """Recall@K and NDCG@K of the ``eval.rec_relation`` user->item relation.
 
     The items are the entities that are the tail of a rec-relation edge in any
     split; each user's candidates are all items except the user's items in the
     earlier splits (training items; when evaluating test, also validation items).
     """
-    manifest, root = run.manifest, run.config.dataset
+    manifest = run.manifest
     name = run.config.eval.rec_relation
     try:
         rel_id = manifest.relation_index(name)
@@ -98,8 +112,7 @@ def recommendation_metrics(run: TrainedRun, split: str, ks: list[int], options: 
         raise EvaluationError(f"eval.rec_relation: {exc}") from exc
     rel = manifest.relations[rel_id]
     edges = {}
-    for s in SPLITS:
-        t = read_split(root, manifest, s)
+    for s, t in index.splits.items():
         m = t.rels == rel_id
         edges[s] = (t.heads[m], t.tails[m])
     items = np.unique(np.concatenate([tails for _, tails in edges.values()]))
@@ -130,12 +143,12 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
         raise EvaluationError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     started = time.perf_counter()
     run = open_run(config, store)
-    root = config.dataset
-    triples = read_split(root, run.manifest, split)
+    index = dataset_index(config.dataset, run.manifest)
+    triples = index.splits[split]
     if len(triples) == 0:
-        raise EvaluationError(f"dataset {root} has no {split} edges to evaluate")
+        raise EvaluationError(f"dataset {config.dataset} has no {split} edges to evaluate")
     options = _options(config, run.device)
-    ranks = link_prediction_ranks(run, triples, filter_index(root, run.manifest), options)
+    ranks = link_prediction_ranks(run, triples, index.filters, options)
     hits = config.eval.hits
     result: dict[str, Any] = {
         "split": split,
@@ -144,7 +157,7 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
         "mode": config.eval.mode,
         **ranking_metrics(np.concatenate([ranks["rhs"], ranks["lhs"]]), hits),
         "triples": len(triples),
-        "unseen_entity_triples": int(unseen_in_training(root, run.manifest, triples).sum()),
+        "unseen_entity_triples": int(index.unseen_in_training(run.manifest, triples).sum()),
         "tails": ranking_metrics(ranks["rhs"], hits),
         "heads": ranking_metrics(ranks["lhs"], hits),
         "rank": RANK_DEFINITION,
@@ -155,6 +168,6 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
             "entity type per query batch, known true answers filtered"
         )
     if config.eval.rec_relation:
-        result.update(recommendation_metrics(run, split, config.eval.rec_k, options))
+        result.update(recommendation_metrics(run, index, split, config.eval.rec_k, options))
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result

@@ -129,8 +129,11 @@ class FilterIndex:
         return sets.lookup(self.key(rels, anchors))
 
     @classmethod
-    def from_dataset(cls, root: str | Path, manifest: Manifest, splits: tuple[str, ...] = SPLITS) -> "FilterIndex":
-        parts = [read_split(root, manifest, s) for s in splits]
+    def from_splits(cls, parts: list[Triples], manifest: Manifest) -> "FilterIndex":
         triples = Triples(*(np.concatenate([getattr(p, f) for p in parts]) for f in Triples._fields))
         max_entities = max((et.count for et in manifest.entity_types), default=1)
         return cls(triples, len(manifest.relations), max_entities)
+
+    @classmethod
+    def from_dataset(cls, root: str | Path, manifest: Manifest, splits: tuple[str, ...] = SPLITS) -> "FilterIndex":
+        return cls.from_splits([read_split(root, manifest, s) for s in splits], manifest)
