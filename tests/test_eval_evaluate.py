@@ -11,7 +11,7 @@ import torch
 from bigkg.config import config_from_dict
 from bigkg.evaluation import evaluate
 from bigkg.evaluation.source import EvaluationError
-from eval_datasets import RELS, TYPES, random_triples as _triples, write_trained_run as _setup
+from eval_datasets import RELS, random_triples as _triples, write_trained_run as _setup
 
 def _brute_force(model, splits, by_index, split="test"):
     known = {tuple(t) for s in splits.values() for t in s.tolist()}
