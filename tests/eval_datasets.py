@@ -1,5 +1,6 @@
-"""Small real dataset directories for the evaluation tests, written with bigkg.format.
+"""Small real dataset directories and checkpoints for the evaluation tests.
 
+Datasets are written with bigkg.format, checkpoints with CheckpointStore.
 Entities are spread over partitions at random so that global ids
 (partition offset + local id) differ from the order of the names; the tests
 get back each name's global id to build their brute-force references.
@@ -14,18 +15,18 @@ import torch
 
 from bigkg.checkpoint import CheckpointStore, PartitionState
 from bigkg.config import config_from_dict
-from bigkg.model import build_model
 from bigkg.format import (
+    BucketEdges,
     EntityType,
     Manifest,
     Relation,
     bucket_key,
+    load_manifest,
     write_bucket,
     write_entity_names,
     write_manifest,
-    BucketEdges,
-    load_manifest,
 )
+from bigkg.model import build_model
 
 
 def write_dataset(
