@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bigkg.config import config_from_dict
+from bigkg.config import config_from_dict, config_to_dict
 from bigkg.evaluation import evaluate
 from bigkg.evaluation.source import EvaluationError
 from eval_datasets import RELS, random_triples as _triples, write_trained_run as _setup
@@ -113,3 +113,13 @@ def test_errors_without_checkpoint_or_with_bad_split(tmp_path):
                             "eval": {"rec_relation": "nope"}})
     with pytest.raises(EvaluationError, match="nope"):
         evaluate(bad, "test")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_evaluation_matches_cpu(tmp_path):
+    config, *_ = _setup(tmp_path, overrides=["eval.rec_relation=likes"])
+    cpu = evaluate(config, "test")
+    gpu = evaluate(config_from_dict({**config_to_dict(config), "device": "cuda"}), "test")
+    for key in ("mrr", "mr", "hits@1", "hits@10", "recall@10", "ndcg@10"):
+        assert gpu[key] == pytest.approx(cpu[key], rel=1e-4), key
