@@ -66,12 +66,12 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
-def _write_parquet(tmp: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
+def _write_parquet(tmp: Path, root: Path, manifest: Manifest, source: EntitySource, group_rows: int) -> None:
     with pq.ParquetWriter(tmp, PARQUET_SCHEMA) as writer:
         for etype, part, names, vectors in _partitions(root, manifest, source):
             n, d = vectors.shape
-            for start in range(0, n, ROW_GROUP_ROWS):
-                stop = min(start + ROW_GROUP_ROWS, n)
+            for start in range(0, n, group_rows):
+                stop = min(start + group_rows, n)
                 m = stop - start
                 flat = pa.array(np.ascontiguousarray(vectors[start:stop]).reshape(-1), type=pa.float32())
                 offsets = pa.array(np.arange(0, (m + 1) * d, d, dtype=np.int32), type=pa.int32())
@@ -85,7 +85,7 @@ def _write_parquet(tmp: Path, root: Path, manifest: Manifest, source: EntitySour
                     ],
                     schema=PARQUET_SCHEMA,
                 )
-                writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+                writer.write_batch(batch, row_group_size=group_rows)
 
 
 def _write_hdf5(tmp: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
@@ -152,9 +152,19 @@ def _write_npz(tmp: Path, root: Path, manifest: Manifest, source: EntitySource) 
 
 
 def export_embeddings(
-    root: str | Path, manifest: Manifest, source: EntitySource, out: str | Path, fmt: str, *, force: bool = False
+    root: str | Path,
+    manifest: Manifest,
+    source: EntitySource,
+    out: str | Path,
+    fmt: str,
+    *,
+    force: bool = False,
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> dict[str, Any]:
-    """Write every entity's vector and name to ``out``; returns a summary."""
+    """Write every entity's vector and name to ``out``; returns a summary.
+
+    ``row_group_rows`` caps the rows of a Parquet row group (a partition is cut into several).
+    """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     root, out = Path(root), Path(out)
@@ -164,9 +174,11 @@ def export_embeddings(
         with atomic_directory(out, force=True) as tmp_dir:
             _write_npy(tmp_dir, root, manifest, source)
     else:
-        writer = {"parquet": _write_parquet, "hdf5": _write_hdf5, "npz": _write_npz}[fmt]
         with atomic_file(out) as tmp:
-            writer(tmp, root, manifest, source)
+            if fmt == "parquet":
+                _write_parquet(tmp, root, manifest, source, row_group_rows)
+            else:
+                {"hdf5": _write_hdf5, "npz": _write_npz}[fmt](tmp, root, manifest, source)
     return {
         "path": str(out),
         "format": fmt,

@@ -45,6 +45,19 @@ def test_parquet_round_trip(dataset, tmp_path):
     assert not list(tmp_path.glob("*.tmp-*"))
 
 
+def test_parquet_row_groups_cut_partitions(dataset, tmp_path):
+    root, manifest, source, expected = dataset
+    out = tmp_path / "emb.parquet"
+    export_embeddings(root, manifest, source, out, "parquet", row_group_rows=2)
+    meta = pq.ParquetFile(out).metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    counts = [c for et in manifest.entity_types for c in et.partition_counts if c]
+    assert sizes == [min(2, c - s) for c in counts for s in range(0, c, 2)]
+    rows = pq.read_table(out).to_pylist()
+    for r in rows:
+        np.testing.assert_array_equal(np.array(r["embedding"], dtype=np.float32), expected[r["name"]])
+
+
 def test_hdf5_round_trip(dataset, tmp_path):
     root, manifest, source, expected = dataset
     out = tmp_path / "emb.h5"
