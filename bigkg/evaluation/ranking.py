@@ -19,6 +19,9 @@ Sampled mode (for graphs too large for full ranking): each query batch draws
 ``num_sampled`` entities of the target type uniformly with replacement, keeps
 the distinct ones, and ranks against those (known true answers still
 filtered). The rank is then among the sample, not the whole type.
+
+``top_k`` runs the same partition-major loop to keep each query's best
+candidates (recommendation lists, the query command).
 """
 
 from __future__ import annotations
