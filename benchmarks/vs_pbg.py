@@ -10,8 +10,8 @@ from each system's embeddings looked up by entity name.
 
     .venv/bin/python benchmarks/vs_pbg.py --edges 1000000 --entities 100000 --epochs 5
 
-PBG runs from its own virtual environment (`--pbg-venv`, default /work/pbg-venv
-or $BIGKG_PBG_VENV). Edges/s is train edges × epochs / wall time of the
+PBG runs from its own virtual environment (benchmarks/pbg_env.py: `--pbg-venv`,
+$BIGKG_PBG_VENV or /work/pbg-venv). Edges/s is train edges × epochs / wall time of the
 training command (process start to exit, checkpoints included); edges/CPU-s
 divides by the CPU time (user + system) of that command and its children,
 which is steadier than wall time on a machine shared with other work.
@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from bigkg.checkpoint import CheckpointStore  # noqa: E402
 from bigkg.format import load_manifest, read_entity_names  # noqa: E402
+from benchmarks.pbg_env import pbg_command  # noqa: E402
 from partitioner.generate import GraphSpec, generate_graph  # noqa: E402
 
 
@@ -49,13 +50,6 @@ def timed(command: list[str], **kwargs) -> tuple[float, float]:
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-
-
-def pbg_python(venv: Path) -> Path:
-    python = venv / "bin" / "python"
-    if not (venv / ".ready").exists() or not python.exists():
-        raise SystemExit(f"no ready PBG virtual environment at {venv} (expected {venv}/.ready and bin/python)")
-    return python
 
 
 def make_graph(work: Path, edges: int, entities: int, relations: int, test_edges: int, seed: int) -> tuple[Path, Path]:
@@ -145,17 +139,16 @@ def get_torchbiggraph_config():
 """
 
 
-def run_pbg(work: Path, python: Path, train: Path, partitions: int, epochs: int, workers: int) -> tuple[float, float, dict[str, np.ndarray]]:
+def run_pbg(work: Path, venv: Path | None, train: Path, partitions: int, epochs: int, workers: int) -> tuple[float, float, dict[str, np.ndarray]]:
     root = work / f"pbg_p{partitions}"
     config = root / "config.py"
     root.mkdir(parents=True, exist_ok=True)
     config.write_text(textwrap.dedent(PBG_CONFIG.format(
         entity_path=str(root / "entities"), edge_path=str(root / "edges"), checkpoint_path=str(root / "model"),
         partitions=partitions, epochs=epochs, workers=workers)))
-    bin_dir = python.parent
-    subprocess.run([str(bin_dir / "torchbiggraph_import_from_tsv"), "-l", "0", "-r", "2", "--rel-col", "1",
+    subprocess.run([str(pbg_command("torchbiggraph_import_from_tsv", venv)), "-l", "0", "-r", "2", "--rel-col", "1",
                     str(config), str(train)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall, cpu = timed([str(bin_dir / "torchbiggraph_train"), str(config)])
+    wall, cpu = timed([str(pbg_command("torchbiggraph_train", venv)), str(config)])
     version = int((root / "model" / "checkpoint_version.txt").read_text().strip())
     vectors: dict[str, np.ndarray] = {}
     for p in range(partitions):
@@ -176,12 +169,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--partitions", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--pbg-venv", type=Path, default=Path(os.environ.get("BIGKG_PBG_VENV", "/work/pbg-venv")))
+    parser.add_argument("--pbg-venv", type=Path, help="PBG's venv (default: benchmarks/pbg_env.py's, /work/pbg-venv)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bigkg_vs_pbg"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    python = pbg_python(args.pbg_venv)
     args.work.mkdir(parents=True, exist_ok=True)
     train, test = make_graph(args.work, args.edges, args.entities, args.relations, args.test_edges, args.seed)
     train_edges = args.edges - args.test_edges
@@ -189,7 +181,7 @@ def main() -> None:
     rows = []
     for partitions in args.partitions:
         b_wall, b_cpu, b_vectors, b_summary = run_bigkg(args.work, train, test, partitions, args.epochs, args.workers)
-        p_wall, p_cpu, p_vectors = run_pbg(args.work, python, train, partitions, args.epochs, args.workers)
+        p_wall, p_cpu, p_vectors = run_pbg(args.work, args.pbg_venv, train, partitions, args.epochs, args.workers)
         # Same test edges and same sampled candidates for both (entities known to both).
         names = np.array(sorted(set(b_vectors) & set(p_vectors)), dtype=object)
         known = np.array([h in b_vectors and t in b_vectors and h in p_vectors and t in p_vectors for h, t in zip(heads, tails)])
