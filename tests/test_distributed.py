@@ -95,11 +95,11 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
 
 def audit_run(run_dir: Path) -> dict[int, object]:
     """Audit each restart attempt's logs; return the reports by attempt."""
-    reports = {}
-    attempts = sorted({int(p.name.split(".")[1].removeprefix("attempt")) for p in (run_dir / "logs").glob("buckets.*.jsonl")})
-    for attempt in attempts:
-        reports[attempt] = audit(sorted((run_dir / "logs").glob(f"buckets.attempt{attempt}.rank*.jsonl")), P)
-    return reports
+    groups: dict[str, list[Path]] = {}
+    for path in (run_dir / "logs").glob("buckets.*.jsonl"):
+        groups.setdefault(path.name.rsplit(".rank", 1)[0], []).append(path)
+    # names are buckets.<start time>-<id>.attempt<A>: sorted by start time, one group per attempt
+    return {k: audit(sorted(groups[name]), P) for k, name in enumerate(sorted(groups))}
 
 
 def check_complete(run_dir: Path, reports: dict) -> None:
@@ -169,11 +169,11 @@ def test_sigkilled_worker_job_completes(fb4, single_mrr, tmp_path):
     proc = torchrun(config, "--nproc-per-node", "2", "--max-restarts", "2", "--rdzv-backend", "c10d",
                     "--rdzv-endpoint", "127.0.0.1:0", log=log)
     # wait until rank 1 holds a bucket of the second epoch after some of that epoch is done
-    events = run_dir / "logs" / "buckets.attempt0.rank1.jsonl"
     deadline = time.monotonic() + 240
     while True:
         assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
-        complete = events.read_text().rpartition("\n")[0] if events.exists() else ""
+        found = list((run_dir / "logs").glob("buckets.*.attempt0.rank1.jsonl"))
+        complete = found[0].read_text().rpartition("\n")[0] if found else ""
         rows = [json.loads(x) for x in complete.splitlines()]
         if rows and rows[-1]["event"] == "grant" and rows[-1]["epoch"] == 1 and any(r["event"] == "done" and r["epoch"] == 1 for r in rows):
             break

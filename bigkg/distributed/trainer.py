@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,16 @@ from bigkg.training.metrics import MetricsLog
 from bigkg.training.trainer import Progress, Trainer
 
 log = logging.getLogger(__name__)
+
+
+def job_token(store: dist.Store) -> str:
+    """A name shared by all workers of this attempt, unique across invocations (ordered by start time).
+
+    The first worker to ask sets it; the others read it. It keeps the event logs of
+    separate runs in one run_dir apart, even when their attempt numbers repeat.
+    """
+    mine = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    return store.compare_set("job_token", "", mine).decode()
 
 
 class DistributedTrainer(Trainer):
@@ -67,7 +78,7 @@ class DistributedTrainer(Trainer):
             heartbeat_seconds=config.distributed.heartbeat_seconds,
             timeout=config.distributed.timeout,
             seed=config.seed,
-            event_log=logs / f"buckets.attempt{env.restart_count}.rank{env.rank}.jsonl",
+            event_log=logs / f"buckets.{job_token(store)}.attempt{env.restart_count}.rank{env.rank}.jsonl",
             on_commit=self._record_commit,
         )
         log.info("worker rank %d of %d: pid %d, restart %d", env.rank, env.world_size, os.getpid(), env.restart_count)
