@@ -42,9 +42,9 @@ def fb4(fb15k237: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def write_config(fb4: Path, run_dir: Path) -> Path:
+def write_config(fb4: Path, run_dir: Path, device: str = "cpu") -> Path:
     config = {
-        "dataset": str(fb4), "run_dir": str(run_dir), "seed": 0,
+        "dataset": str(fb4), "run_dir": str(run_dir), "seed": 0, "device": device,
         "model": {"dim": 32, "operator": "complex_diagonal", "comparator": "dot", "reciprocal": True},
         "training": {"epochs": EPOCHS, "batch_size": 1000, "lr": 0.1, "threads": 1},
         "eval": {"valid_every": 0, "query_batch": 4096},
@@ -190,3 +190,15 @@ def test_sigkilled_worker_job_completes(fb4, single_mrr, tmp_path):
         emb, ada = version.load_partition("entity", p)
         assert torch.isfinite(emb).all() and torch.isfinite(ada).all()
     assert_close_mrr(config, single_mrr, "after a SIGKILL and restart")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per worker: at least 2 GPUs")
+def test_torchrun_nccl_one_gpu_per_worker(fb4, tmp_path):
+    run_dir = tmp_path / "run"
+    config = write_config(fb4, run_dir, device="cuda")
+    log = tmp_path / "torchrun.log"
+    finish(torchrun(config, "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", log=log), log)
+    text = log.read_text()
+    assert "nccl, world size 2, device cuda:0" in text and "device cuda:1" in text
+    check_complete(run_dir, audit_run(run_dir))
