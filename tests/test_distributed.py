@@ -27,7 +27,7 @@ from bigkg.evaluation import evaluate
 from bigkg.training import train
 
 P = 4
-EPOCHS = 3
+EPOCHS = 5
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -46,7 +46,8 @@ def write_config(fb4: Path, run_dir: Path, device: str = "cpu") -> Path:
     config = {
         "dataset": str(fb4), "run_dir": str(run_dir), "seed": 0, "device": device,
         "model": {"dim": 32, "operator": "complex_diagonal", "comparator": "dot", "reciprocal": True},
-        "training": {"epochs": EPOCHS, "batch_size": 1000, "lr": 0.1, "threads": 1},
+        # affinity: the order policy of the lock server, so the single-process run has the same settings
+        "training": {"epochs": EPOCHS, "batch_size": 1000, "lr": 0.1, "threads": 1, "bucket_order": "affinity"},
         "eval": {"valid_every": 0, "query_batch": 4096},
         "distributed": {"lease_seconds": 10, "heartbeat_seconds": 1, "timeout": 120},
     }
