@@ -18,10 +18,15 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from bigkg.atomic import write_text_atomic
-from bigkg.config import load_config
-from bigkg.distributed.process_group import WorkerEnv, in_torchrun, init_process_group, worker_device
+from bigkg.distributed.process_group import (
+    WorkerEnv,
+    in_torchrun,
+    init_process_group,
+    worker_device,
+)
 from bigkg.errors import BigKGError
 from launcher.commands import train as train_command
+from launcher.commands._config_args import config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +52,7 @@ def run_distributed(args: argparse.Namespace) -> int:
 
     env = WorkerEnv.from_environ()
     setup_logging(env.rank, args.verbose)
-    config = load_config(args.config, args.overrides)
+    config = config_from_args(args)
     device = worker_device(config.device, env.local_rank)
     training = config.training
     if device.type == "cpu" and training.threads == 0:

@@ -7,17 +7,15 @@ import json
 from typing import Any
 
 from bigkg.atomic import write_text_atomic
-from bigkg.config import load_config
 from bigkg.evaluation import evaluate
+from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "eval"
 HELP = "evaluate the latest checkpoint: filtered MRR, MR, Hits@k (and Recall/NDCG@K)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config of the run")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config option, e.g. --set eval.mode=sampled (repeatable)")
+    add_config_arguments(parser)
     parser.add_argument("--split", choices=("train", "valid", "test"), help="split to rank (default: eval.split)")
     parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH")
 
@@ -42,7 +40,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    config = config_from_args(args)
     result = evaluate(config, args.split or config.eval.split)
     print(format_table(result))
     if args.json:

@@ -6,18 +6,16 @@ import argparse
 import json
 
 from bigkg.atomic import write_text_atomic
-from bigkg.config import load_config
 from bigkg.evaluation.source import open_run
 from bigkg.export import FORMATS, export_embeddings
+from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "export"
 HELP = "write every entity's name and vector from the latest checkpoint (Parquet, HDF5, NumPy)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config of the run")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config option (repeatable)")
+    add_config_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="parquet",
                         help="parquet (one row per entity), hdf5 (a group per type), npy (a directory), npz")
     parser.add_argument("--out", required=True, help="output file (a directory for npy)")
@@ -26,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    config = config_from_args(args)
     trained = open_run(config)
     summary = export_embeddings(config.dataset, trained.manifest, trained.source, args.out, args.format, force=args.force)
     summary["checkpoint"] = trained.version.name

@@ -7,18 +7,16 @@ import json
 from dataclasses import asdict
 
 from bigkg.atomic import write_text_atomic
-from bigkg.config import load_config
 from bigkg.evaluation.query import query
 from bigkg.evaluation.source import open_run
+from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "query"
 HELP = "top-k tails of (head, relation) or heads of (relation, tail), by entity and relation names"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config of the run")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config option (repeatable)")
+    add_config_arguments(parser)
     anchor = parser.add_mutually_exclusive_group(required=True)
     anchor.add_argument("--head", help="head entity name: rank tails")
     anchor.add_argument("--tail", help="tail entity name: rank heads")
@@ -30,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, args.overrides)
+    config = config_from_args(args)
     answers = query(open_run(config), args.relation, args.top, head=args.head, tail=args.tail,
                     exclude_known=args.exclude_known)
     what = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
