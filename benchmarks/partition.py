@@ -31,22 +31,10 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pbg_env import pbg_command  # noqa: E402
+from pbg_env import pbg_command, write_pbg_config  # noqa: E402
 
 from partitioner.generate import GraphSpec, generate_chunks, generate_graph  # noqa: E402
 
-PBG_CONFIG = """\
-def get_torchbiggraph_config():
-    return dict(
-        entity_path={entity_path!r},
-        edge_paths=[{edge_path!r}],
-        checkpoint_path={checkpoint_path!r},
-        entities={{"all": {{"num_partitions": {partitions}}}}},
-        relations=[{{"name": "all_edges", "lhs": "all", "rhs": "all", "operator": "none"}}],
-        dynamic_relations=True,
-        dimension=16,
-    )
-"""
 
 
 @dataclass
@@ -108,10 +96,8 @@ def run_pbg(tsv: Path, work: Path, partitions: int, edges: int, logs: Path) -> M
     out = work / "pbg-out"
     shutil.rmtree(out, ignore_errors=True)
     config = work / "pbg_config.py"
-    config.write_text(PBG_CONFIG.format(
-        entity_path=str(out), edge_path=str(out / "edges"), checkpoint_path=str(work / "pbg-ckpt"),
-        partitions=partitions,
-    ))
+    write_pbg_config(config, entity_path=out, edge_path=out / "edges", checkpoint_path=work / "pbg-ckpt",
+                     partitions=partitions, dimension=16)
     cmd = [str(pbg_command("torchbiggraph_import_from_tsv")), "--lhs-col", "0", "--rel-col", "1", "--rhs-col", "2",
            str(config), str(tsv)]
     wall, cpu, rss = measure(cmd, logs / "pbg.log")
@@ -123,7 +109,6 @@ def run_pbg(tsv: Path, work: Path, partitions: int, edges: int, logs: Path) -> M
 def dictionary_micro(names: int = 1_000_000, rows: int = 4_000_000) -> str:
     """Ways to map one batch of power-law entity names to dense ids (seconds, median of 3)."""
     import numpy as np
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     from partitioner.strtable import StringTable

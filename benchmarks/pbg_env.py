@@ -44,5 +44,21 @@ def pbg_command(name: str, venv: str | Path | None = None) -> Path:
     return path
 
 
+def write_pbg_config(path: Path, *, entity_path: Path, edge_path: Path, checkpoint_path: Path,
+                     partitions: int, **settings: object) -> None:
+    """A PBG config file: one entity type "all", one relation with no operator
+    (dynamic relations), plus ``settings`` (dimension, loss_fn, workers...)."""
+    config = dict(
+        entity_path=str(entity_path),
+        edge_paths=[str(edge_path)],
+        checkpoint_path=str(checkpoint_path),
+        entities={"all": {"num_partitions": partitions}},
+        relations=[{"name": "all_edges", "lhs": "all", "rhs": "all", "operator": "none"}],
+        dynamic_relations=True,
+        **settings,
+    )
+    path.write_text(f"def get_torchbiggraph_config():\n    return {config!r}\n")
+
+
 if __name__ == "__main__":
     print(ensure_pbg_venv(sys.argv[1] if len(sys.argv) > 1 else None))

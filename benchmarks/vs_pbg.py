@@ -25,7 +25,6 @@ import os
 import resource
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from bigkg.checkpoint import CheckpointStore  # noqa: E402
 from bigkg.format import load_manifest, read_entity_names  # noqa: E402
-from benchmarks.pbg_env import pbg_command  # noqa: E402
+from benchmarks.pbg_env import pbg_command, write_pbg_config  # noqa: E402
 from partitioner.generate import GraphSpec, generate_graph  # noqa: E402
 
 
@@ -114,38 +113,17 @@ def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int,
 
 
 # -- PBG ----------------------------------------------------------------------------------
-PBG_CONFIG = """
-def get_torchbiggraph_config():
-    return dict(
-        entity_path={entity_path!r},
-        edge_paths=[{edge_path!r}],
-        checkpoint_path={checkpoint_path!r},
-        entities={{"all": {{"num_partitions": {partitions}}}}},
-        relations=[{{"name": "all_edges", "lhs": "all", "rhs": "all", "operator": "none"}}],
-        dynamic_relations=True,
-        global_emb=False,
-        dimension=100,
-        comparator="dot",
-        loss_fn="softmax",
-        num_batch_negs=50,
-        num_uniform_negs=50,
-        batch_size=1000,
-        lr=0.1,
-        num_epochs={epochs},
-        workers={workers},
-        hogwild_delay=0,
-        eval_fraction=0,
-    )
-"""
 
 
 def run_pbg(work: Path, venv: Path | None, train: Path, partitions: int, epochs: int, workers: int) -> tuple[float, float, dict[str, np.ndarray]]:
     root = work / f"pbg_p{partitions}"
     config = root / "config.py"
     root.mkdir(parents=True, exist_ok=True)
-    config.write_text(textwrap.dedent(PBG_CONFIG.format(
-        entity_path=str(root / "entities"), edge_path=str(root / "edges"), checkpoint_path=str(root / "model"),
-        partitions=partitions, epochs=epochs, workers=workers)))
+    write_pbg_config(
+        config, entity_path=root / "entities", edge_path=root / "edges", checkpoint_path=root / "model",
+        partitions=partitions, global_emb=False, dimension=100, comparator="dot", loss_fn="softmax",
+        num_batch_negs=50, num_uniform_negs=50, batch_size=1000, lr=0.1, num_epochs=epochs, workers=workers,
+        hogwild_delay=0, eval_fraction=0)
     subprocess.run([str(pbg_command("torchbiggraph_import_from_tsv", venv)), "-l", "0", "-r", "2", "--rel-col", "1",
                     str(config), str(train)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall, cpu = timed([str(pbg_command("torchbiggraph_train", venv)), str(config)])
