@@ -44,9 +44,46 @@ NEGATIVE_MODES = ("batched", "all")
 BUCKET_ORDERS = ("inside_out", "outside_in", "random", "affinity")
 
 
+GRAPH_ENCODERS = ("compgcn", "rgcn", "lightgcn", "kgat")
+QUANTIZE_BITS = (0, 1, 2, 4, 8, 32)
+ACTIVATIONS = ("relu", "tanh", "none")
+COMPOSITIONS = ("mult", "sub")
+COMBINES = ("last", "mean")
+
+
 @dataclass
 class EncoderConfig:
-    name: str = opt("none", "entity encoder; 'none' is the shallow model (representation = embedding)")
+    """``model.encoder``: the entity encoder; also the spec ``bigkg.nn.build_encoder`` builds from."""
+
+    name: str = opt("none", "entity encoder; 'none' is the shallow model (representation = embedding)", ("none",) + GRAPH_ENCODERS)
+    layers: int = opt(2, "message-passing layers of a graph encoder", minimum=1)
+    quantize_bits: int = opt(
+        0, "bits of the saved activations: 0 off (plain autograd), 1/2/4/8 quantized, 32 exact node-level saving", QUANTIZE_BITS)
+    message_thresholds: list[float] = opt(
+        [], "delta_a per layer (the last repeats): drop messages below delta_a x the mean message norm; [] none")
+    message_targets: list[float] = opt(
+        [], "instead of message_thresholds: fraction in [0, 1) of each layer's incoming messages to drop; [] none")
+    exact_message_norms: bool = opt(False, "score messages by their exact norms (one [E, d] pass) instead of the O(1) estimate")
+    fused_kernels: bool = opt(True, "run elementwise messages through the numba edge kernel on CPU")
+    weight_threshold: float = opt(0.0, "delta_w: drop weight entries below delta_w x their input-scaled mean; 0 off", minimum=0.0)
+    weight_target: float = opt(0.0, "instead of weight_threshold: fraction in [0, 1) of weight entries to drop; 0 off", minimum=0.0)
+    weight_ramp_steps: int = opt(0, "training steps over which weight pruning ramps up from none", minimum=0)
+    composition: str = opt("mult", "CompGCN composition of an entity with a relation", COMPOSITIONS)
+    num_bases: int = opt(4, "R-GCN basis matrices", minimum=1)
+    activation: str | None = opt(None, "activation after each layer (default: the layer's own, tanh for CompGCN, relu for R-GCN)", ACTIVATIONS)
+    dropout: float = opt(0.0, "dropout on each layer's output, in [0, 1)", minimum=0.0)
+    residual: bool = opt(False, "add each layer's input to its output")
+    combine: str | None = opt(None, "output: the last layer's, or the mean of all layers' (default: mean for lightgcn/kgat, else last)", COMBINES)
+    fanouts: list[int] | None = opt(None, "neighbours sampled per node at each hop, one per layer; null takes every neighbour")
+    full_graph_max_nodes: int = opt(
+        50_000, "propagate over a partition's whole graph when it has at most this many nodes, else over each batch's neighbourhood",
+        minimum=0)
+
+    def structure(self) -> dict[str, Any]:
+        """The options that fix the encoder's parameters (compared when a run resumes)."""
+        if self.name == "none":
+            return {"name": self.name}
+        return {"name": self.name, "layers": self.layers, "composition": self.composition, "num_bases": self.num_bases}
 
 
 @dataclass
@@ -195,7 +232,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             continue
         converted = _convert(key, value, tp)
         meta = fields[name].metadata
-        if meta.get("choices") and converted not in meta["choices"]:
+        if meta.get("choices") and converted is not None and converted not in meta["choices"]:
             raise ConfigError(f"{key}: {converted!r} is not allowed; choose one of {', '.join(map(str, meta['choices']))}")
         if meta.get("minimum") is not None and converted is not None and converted < meta["minimum"]:
             raise ConfigError(f"{key}: {converted!r} is below the minimum {meta['minimum']}")
@@ -214,8 +251,30 @@ def _check(config: Config) -> None:
         raise ConfigError(f"model.dim: {m.dim} must be even for the {sorted(complex_ops)[0]} operator")
     if not (config.device in ("cpu", "cuda", "auto") or config.device.startswith("cuda:")):
         raise ConfigError(f"device: {config.device!r} is not allowed; choose cpu, cuda, cuda:N or auto")
+    _check_encoder(m.encoder)
     if config.eval.hits and min(config.eval.hits) < 1:
         raise ConfigError(f"eval.hits: every k must be at least 1, got {config.eval.hits}")
+
+
+def _check_encoder(e: EncoderConfig) -> None:
+    key = "model.encoder."
+    if e.message_thresholds and e.message_targets:
+        raise ConfigError(f"{key}message_thresholds and {key}message_targets: set one of them, not both")
+    if any(d < 0 for d in e.message_thresholds):
+        raise ConfigError(f"{key}message_thresholds: every delta_a must be >= 0, got {e.message_thresholds}")
+    if any(not 0 <= t < 1 for t in e.message_targets):
+        raise ConfigError(f"{key}message_targets: every fraction must be in [0, 1), got {e.message_targets}")
+    if e.weight_threshold > 0 and e.weight_target > 0:
+        raise ConfigError(f"{key}weight_threshold and {key}weight_target: set one of them, not both")
+    if e.weight_target >= 1:
+        raise ConfigError(f"{key}weight_target: {e.weight_target} must be in [0, 1)")
+    if e.dropout >= 1:
+        raise ConfigError(f"{key}dropout: {e.dropout} must be in [0, 1)")
+    if e.fanouts is not None:
+        if len(e.fanouts) != e.layers:
+            raise ConfigError(f"{key}fanouts: {len(e.fanouts)} entries for {e.layers} layers; give one per layer")
+        if any(f < 1 for f in e.fanouts):
+            raise ConfigError(f"{key}fanouts: every fan-out must be at least 1, got {e.fanouts}")
 
 
 def _set_dotted(data: dict[str, Any], override: str) -> None:

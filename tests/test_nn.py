@@ -49,7 +49,7 @@ def test_bad_graph_input_names_the_problem():
     with pytest.raises(GraphError, match="model.encoder.name"):
         build_encoder(EncoderSpec(name="gat"), 8, 2)
     with pytest.raises(GraphError, match="quantize_bits"):
-        build_encoder(EncoderSpec(quantize_bits=3), 8, 2)
+        build_encoder(EncoderSpec(name="compgcn", quantize_bits=3), 8, 2)
 
 
 def test_read_triples_rejects_a_malformed_line(tmp_path):

@@ -19,18 +19,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bigkg import quant
+from bigkg.config import ACTIVATIONS, QUANTIZE_BITS
 from bigkg.nn import kernels
 from bigkg.nn.graph import EdgeSet, GraphError
 from bigkg.sparsify import MacCounter, MessagePruner, WeightPruner, feature_scale
 
-SAVE_MODES = (0, 1, 2, 4, 8, 32)
-ACTIVATIONS = ("relu", "tanh", "none")
 _PROBE_ROWS = 32
 
 
 def check_save_mode(bits: int) -> int:
-    if bits not in SAVE_MODES:
-        raise GraphError(f"quantize_bits must be one of {SAVE_MODES} (0 = off, 32 = exact node-level), got {bits!r}")
+    if bits not in QUANTIZE_BITS:
+        raise GraphError(f"quantize_bits must be one of {QUANTIZE_BITS} (0 = off, 32 = exact node-level), got {bits!r}")
     return bits
 
 

@@ -8,19 +8,18 @@ layer l (after message pruning) are the input edges of layer l + 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from bigkg.config import COMBINES, GRAPH_ENCODERS, EncoderConfig
 from bigkg.nn.base import MessagePassing, check_save_mode
 from bigkg.nn.graph import EdgeSet, Graph, GraphError
 from bigkg.nn.layers import CompGCNLayer, Compose, LightGCNLayer, RGCNLayer
 from bigkg.sparsify import MacCounter, MessagePruner, WeightPruner
 
-ENCODERS = ("compgcn", "rgcn", "lightgcn", "kgat")
-COMBINES = ("last", "mean")
+ENCODERS = GRAPH_ENCODERS
 
 
 class Encoder(nn.Module):
@@ -84,42 +83,16 @@ class Encoder(nn.Module):
         return self(embeddings[sub.nodes], sub.edges)[sub.index]
 
 
-@dataclass
-class EncoderSpec:
-    """Settings of ``model.encoder``.
-
-    ``message_thresholds``: delta_a per layer (the last repeats); or
-    ``message_targets``: fraction of each layer's incoming edges to drop.
-    ``weight_threshold`` (delta_w) or ``weight_target``, reached after
-    ``weight_ramp_steps`` training steps. ``quantize_bits``: 0 off, 1/2/4/8,
-    or 32 for exact node-level saving. ``fused_kernels``: run elementwise
-    messages through the numba edge kernel (else the recomputed torch path).
-    """
-
-    name: str = "compgcn"
-    layers: int = 2
-    quantize_bits: int = 0
-    message_thresholds: list[float] = field(default_factory=list)
-    message_targets: list[float] = field(default_factory=list)
-    exact_message_norms: bool = False
-    fused_kernels: bool = True
-    weight_threshold: float = 0.0
-    weight_target: float = 0.0
-    weight_ramp_steps: int = 0
-    composition: str = "mult"
-    num_bases: int = 4
-    activation: str | None = None
-    dropout: float = 0.0
-    residual: bool = False
-    combine: str | None = None
-    fanouts: list[int] | None = None
-    full_graph_max_nodes: int = 50_000
+# The spec is the config section itself: one definition of the options, their
+# defaults and their checks (``bigkg/config.py``); its default name is "none",
+# so a spec built here names its encoder.
+EncoderSpec = EncoderConfig
 
 
 def build_encoder(spec: EncoderSpec, dim: int, num_relations: int, compose: Compose | None = None) -> Encoder:
     """An encoder over ``num_relations`` base relations (reciprocals added) at width ``dim``."""
     if spec.name not in ENCODERS:
-        raise GraphError(f"model.encoder.name must be one of {('none',) + ENCODERS}, got {spec.name!r}")
+        raise GraphError(f"model.encoder.name must be one of {ENCODERS}, got {spec.name!r}")
     if spec.layers < 1:
         raise GraphError(f"model.encoder.layers must be >= 1, got {spec.layers}")
     check_save_mode(spec.quantize_bits)

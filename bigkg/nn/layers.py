@@ -13,11 +13,10 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from bigkg.config import COMPOSITIONS
 from bigkg.nn.base import Linear, MessagePassing
 from bigkg.nn.graph import GraphError
 from bigkg.sparsify import WeightPruner
-
-COMPOSITIONS = ("mult", "sub")
 
 Compose = Callable[[Tensor, Tensor], Tensor]
 
