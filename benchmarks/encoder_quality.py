@@ -17,17 +17,16 @@ from pathlib import Path
 
 from bigkg.config import config_from_dict
 from bigkg.evaluation import evaluate
-from bigkg.nn import EncoderSpec
-from bigkg.nn.model_encoder import register
 from bigkg.training import train
 from partitioner.run import PartitionOptions, run_partition
 
+# name -> the model.encoder section
 CONFIGS = {
-    "shallow": None,
-    "CompGCN FP32": EncoderSpec(quantize_bits=32),
-    "CompGCN INT2": EncoderSpec(quantize_bits=2),
-    "CompGCN FP32 sparsified": EncoderSpec(quantize_bits=32, message_thresholds=[1.0, 1.1]),
-    "CompGCN INT2 sparsified": EncoderSpec(quantize_bits=2, message_thresholds=[1.0, 1.1]),
+    "shallow": {"name": "none"},
+    "CompGCN FP32": {"name": "compgcn", "quantize_bits": 32},
+    "CompGCN INT2": {"name": "compgcn", "quantize_bits": 2},
+    "CompGCN FP32 sparsified": {"name": "compgcn", "quantize_bits": 32, "message_thresholds": [1.0, 1.1]},
+    "CompGCN INT2 sparsified": {"name": "compgcn", "quantize_bits": 2, "message_thresholds": [1.0, 1.1]},
 }
 
 
@@ -50,19 +49,14 @@ def main() -> None:
         print(f"# {args.data.name}: operator {args.operator}, d={args.dim}, {args.epochs} epochs, encoder layers {args.layers}\n")
         print("| configuration | test MRR | hits@1 | hits@10 | train s |")
         print("|---|---:|---:|---:|---:|")
-        for name, spec in CONFIGS.items():
+        for name, encoder in CONFIGS.items():
             if args.only and name not in args.only:
                 continue
-            encoder = "none"
-            if spec is not None:
-                spec.layers = args.layers
-                register(spec)
-                encoder = spec.name
             config = config_from_dict({
                 "dataset": str(dataset),
                 "run_dir": str(Path(tmp) / name.replace(" ", "_")),
                 "seed": 0,
-                "model": {"dim": args.dim, "operator": args.operator, "reciprocal": True, "encoder": {"name": encoder}},
+                "model": {"dim": args.dim, "operator": args.operator, "reciprocal": True, "encoder": {**encoder, "layers": args.layers}},
                 "training": {"epochs": args.epochs, "batch_size": 1000, "lr": 0.1},
                 "eval": {"valid_every": 0},
             })

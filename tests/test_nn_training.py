@@ -1,19 +1,23 @@
-"""The KGNN encoder inside the trainer: registered under its name, trained
-through the model's encode hook, and used again at evaluation."""
+"""The KGNN encoder inside the trainer: chosen and set up by ``model.encoder``,
+trained through the model's encode hook, and used again at evaluation."""
 
+import dataclasses
 import json
+import math
+import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from bigkg.checkpoint import CheckpointStore
-from bigkg.config import config_from_dict
+from bigkg.config import ConfigError, EncoderConfig, load_config
 from bigkg.format import load_manifest
 from bigkg.model import EncoderContext, build_model
 from bigkg.nn import EncoderSpec
-from bigkg.nn.model_encoder import GraphEncoder, register
-from bigkg.training import train
+from bigkg.nn.model_encoder import GraphEncoder
+from launcher.cli import main as cli_main
 from partition_helpers import partition
 
 CODEX = Path(__file__).resolve().parents[1] / "data" / "codex-s"
@@ -39,23 +43,80 @@ def test_repeated_rows_get_one_gradient(codex1):
     assert leaf.grad[0].abs().sum() > 0
 
 
-def test_trainer_trains_a_quantized_sparsified_compgcn(codex1, tmp_path):
-    register(EncoderSpec(layers=1, quantize_bits=2, message_thresholds=[0.5]))
-    config = config_from_dict({
+def _entity_count(dataset: Path) -> int:
+    return load_manifest(dataset).entity_type("entity").count
+
+
+@pytest.mark.parametrize("encoder", [
+    ["model.encoder.name=compgcn", "model.encoder.layers=2"],
+    ["model.encoder.name=compgcn", "model.encoder.layers=1", "model.encoder.quantize_bits=2", "model.encoder.message_thresholds=[0.5]"],
+], ids=["fp32", "int2-sparsified"])
+def test_cli_trains_and_evaluates_an_encoder_from_the_config(codex1, tmp_path, capsys, encoder):
+    run_dir = tmp_path / "run"
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump({
         "dataset": str(codex1),
-        "run_dir": str(tmp_path / "run"),
-        "model": {"dim": 16, "operator": "diagonal", "reciprocal": True, "encoder": {"name": "compgcn"}},
+        "run_dir": str(run_dir),
+        "model": {"dim": 16, "operator": "diagonal", "reciprocal": True},
         "training": {"epochs": 2, "batch_size": 2000, "threads": 1, "lr": 0.1},
-        "eval": {"valid_every": 0},
-    })
-    summary = train(config)
-    assert summary is not None
-    manifest = load_manifest(codex1)
-    model = build_model(config, manifest)
+        "eval": {"valid_every": 0, "split": "valid"},
+    }))
+    sets = [arg for override in encoder for arg in ("--set", override)]
+    assert cli_main(["train", str(config_path), *sets]) == 0
+
+    config = load_config(config_path, encoder)
+    model = build_model(config, load_manifest(codex1))
+    assert isinstance(model.encoder, GraphEncoder)
+    assert len(model.encoder.encoder.layers) == config.model.encoder.layers
+    assert model.encoder.encoder.layers[0].bits == config.model.encoder.quantize_bits
     before = [p.detach().clone() for p in model.encoder.parameters()]
-    CheckpointStore(config.run_dir).latest().load_shared(model)
-    after = list(model.encoder.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(after, before))  # encoder weights were trained and saved
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    CheckpointStore(run_dir).latest().load_shared(model)
+    assert any(not torch.equal(a, b) for a, b in zip(model.encoder.parameters(), before))  # trained and saved
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss_per_edge"] for r in records if r["type"] == "epoch"]
     assert losses[1] < losses[0]
+
+    assert cli_main(["eval", str(config_path), *sets, "--json", str(tmp_path / "m.json")]) == 0
+    mrr = json.loads((tmp_path / "m.json").read_text())["mrr"]
+    n = _entity_count(codex1)
+    random_mrr = sum(1 / k for k in range(1, n + 1)) / n  # expected reciprocal rank of a uniformly random rank
+    assert math.isfinite(mrr) and mrr > 10 * random_mrr
+
+    # Resuming with another layer count is refused, naming the option; runtime settings may change.
+    capsys.readouterr()
+    layers = config.model.encoder.layers
+    assert cli_main(["train", str(config_path), *sets, "--set", f"model.encoder.layers={layers + 1}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.encoder" in err and f"'layers': {layers}" in err
+    assert cli_main(["train", str(config_path), *sets, "--set", "model.encoder.quantize_bits=8"]) == 0
+
+
+def test_bad_encoder_values_name_the_key_and_what_is_allowed(tmp_path, capsys):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump({"dataset": str(tmp_path), "run_dir": str(tmp_path / "run")}))
+    assert cli_main(["train", str(config_path), "--set", "model.encoder.quantize_bits=3"]) == 2
+    err = capsys.readouterr().err
+    assert "model.encoder.quantize_bits: 3 is not allowed; choose one of 0, 1, 2, 4, 8, 32" in err
+    cases = {
+        "model.encoder.name=gat": "model.encoder.name: 'gat' is not allowed; choose one of none, compgcn, rgcn, lightgcn, kgat",
+        "model.encoder.layers=0": "model.encoder.layers: 0 is below the minimum 1",
+        "model.encoder.composition=add": "model.encoder.composition: 'add' is not allowed; choose one of mult, sub",
+        "model.encoder.activation=gelu": "model.encoder.activation: 'gelu' is not allowed",
+        "model.encoder.fanouts=[10]": "model.encoder.fanouts: 1 entries for 2 layers",
+        "model.encoder.message_targets=[1.5]": "model.encoder.message_targets: every fraction must be in [0, 1)",
+        "model.encoder.dropout=1.0": "model.encoder.dropout: 1.0 must be in [0, 1)",
+        "model.encoder.message_thresholds=oops": "model.encoder.message_thresholds: expected a list of float",
+    }
+    for override, message in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(config_path, [override])
+    with pytest.raises(ConfigError, match="set one of them, not both"):
+        load_config(config_path, ["model.encoder.message_thresholds=[1.0]", "model.encoder.message_targets=[0.5]"])
+
+
+def test_print_defaults_lists_the_encoder_options(capsys):
+    assert cli_main(["config", "--print-defaults"]) == 0
+    out = capsys.readouterr().out
+    for key in dataclasses.fields(EncoderConfig):
+        assert f"model.encoder.{key.name} = " in out
+    assert "model.encoder.quantize_bits = 0 [0 | 1 | 2 | 4 | 8 | 32]" in out

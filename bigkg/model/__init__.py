@@ -1,6 +1,6 @@
 """The model: relation operators, comparators, regularisers, encoders and KGModel."""
 
-from bigkg.model.encoder import Encoder, EncoderContext, IdentityEncoder, build_encoder, register_encoder
+from bigkg.model.encoder import Encoder, EncoderContext, IdentityEncoder, build_encoder
 from bigkg.model.model import KGModel, build_model
 
 __all__ = [
@@ -10,5 +10,4 @@ __all__ = [
     "KGModel",
     "build_encoder",
     "build_model",
-    "register_encoder",
 ]

@@ -2,18 +2,18 @@
 
 The shallow model's encoder is the identity ("none"). A KGNN encoder uses the
 context — the bucket's partition tables and edges — to propagate messages and
-returns new representations of the requested rows. Encoders register a factory
-under a name with ``register_encoder`` and are chosen by ``model.encoder.name``.
+returns new representations of the requested rows. ``model.encoder.name``
+chooses the encoder: "none", or one of the graph encoders of ``bigkg.nn``,
+built from the rest of the ``model.encoder`` section.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from torch import Tensor, nn
-
-from bigkg.config import ConfigError
 
 if TYPE_CHECKING:
     from bigkg.config import Config
@@ -53,16 +53,10 @@ class IdentityEncoder(Encoder):
         return entity_embeddings
 
 
-EncoderFactory = Callable[["Config", "Manifest"], Encoder]
-_ENCODERS: dict[str, EncoderFactory] = {"none": lambda config, manifest: IdentityEncoder()}
-
-
-def register_encoder(name: str, factory: EncoderFactory) -> None:
-    _ENCODERS[name] = factory
-
-
 def build_encoder(config: "Config", manifest: "Manifest") -> Encoder:
-    name = config.model.encoder.name
-    if name not in _ENCODERS:
-        raise ConfigError(f"model.encoder.name: {name!r} is not allowed; choose one of {', '.join(sorted(_ENCODERS))}")
-    return _ENCODERS[name](config, manifest)
+    """The encoder ``config.model.encoder`` describes (its values are checked when the config loads)."""
+    if config.model.encoder.name == "none":
+        return IdentityEncoder()
+    from bigkg.nn.model_encoder import GraphEncoder  # here: bigkg.nn builds on this module
+
+    return GraphEncoder(config.model.encoder, Path(config.dataset), manifest, config.model.dim)

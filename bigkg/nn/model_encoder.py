@@ -19,12 +19,11 @@ from torch import Tensor
 
 from bigkg.format import read_bucket
 from bigkg.model.encoder import Encoder as ModelEncoder
-from bigkg.model.encoder import EncoderContext, register_encoder
-from bigkg.nn.encoder import ENCODERS, EncoderSpec, build_encoder
+from bigkg.model.encoder import EncoderContext
+from bigkg.nn.encoder import EncoderSpec, build_encoder
 from bigkg.nn.graph import Graph
 
 if TYPE_CHECKING:
-    from bigkg.config import Config
     from bigkg.format import Manifest
 
 
@@ -61,18 +60,3 @@ class GraphEncoder(ModelEncoder):
         x = context.table.detach().to(entity_embeddings.dtype).index_copy(0, unique, entity_embeddings[first])
         return self.encoder.encode(x, graph, unique)[inverse]
 
-
-def register(spec_defaults: EncoderSpec | None = None) -> None:
-    """Register the KGNN encoders under their names (``model.encoder.name``).
-
-    The model's config section names the encoder only; the other settings
-    come from ``spec_defaults`` (EncoderSpec defaults when None).
-    """
-    base = spec_defaults or EncoderSpec()
-    for name in ENCODERS:
-
-        def factory(config: "Config", manifest: "Manifest", name: str = name) -> GraphEncoder:
-            spec = EncoderSpec(**{**vars(base), "name": name})
-            return GraphEncoder(spec, Path(config.dataset), manifest, config.model.dim)
-
-        register_encoder(name, factory)
