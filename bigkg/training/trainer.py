@@ -321,13 +321,17 @@ class Trainer:
             "optimizer": self.shared_optimizer.state_dict() if self.shared_optimizer is not None else None,
         }
 
-    def _meta(self) -> dict[str, Any]:
+    def _structure(self) -> dict[str, Any]:
+        """The model options a checkpoint's parameters depend on."""
         model = dataclasses.asdict(self.config.model)
+        return {k: self.config.model.encoder.structure() if k == "encoder" else model[k] for k in STRUCTURAL_OPTIONS}
+
+    def _meta(self) -> dict[str, Any]:
         return {
             "epoch": self.progress.epoch,
             "finished_buckets": [list(b) for b in self.progress.finished],
             "dim": self.config.model.dim,
-            "model": {k: model[k] for k in STRUCTURAL_OPTIONS},
+            "model": self._structure(),
             "partition_counts": {et.name: et.partition_counts for et in self.manifest.entity_types},
             "relations": [r.name for r in self.manifest.relations],
             "metrics_lines": self.metrics.lines,
@@ -357,7 +361,7 @@ class Trainer:
     def _check_fits(self, version: CheckpointVersion) -> None:
         """A checkpoint of another model or dataset is a clear error, not a crash later."""
         meta = version.meta
-        model = dataclasses.asdict(self.config.model)
+        model = self._structure()
         for key in STRUCTURAL_OPTIONS:
             if meta["model"].get(key) != model[key]:
                 raise TrainingError(
