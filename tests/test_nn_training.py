@@ -7,6 +7,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -81,6 +82,21 @@ def test_cli_trains_and_evaluates_an_encoder_from_the_config(codex1, tmp_path, c
     n = _entity_count(codex1)
     random_mrr = sum(1 / k for k in range(1, n + 1)) / n  # expected reciprocal rank of a uniformly random rank
     assert math.isfinite(mrr) and mrr > 10 * random_mrr
+
+    # export writes the encoder's representations, not the raw embeddings; query ranks with them
+    assert cli_main(["export", str(config_path), *sets, "--format", "npy", "--out", str(tmp_path / "vectors")]) == 0
+    exported = np.load(tmp_path / "vectors" / "entity.embedding.npy")
+    local = np.load(tmp_path / "vectors" / "entity.local_id.npy")
+    table, _ = CheckpointStore(run_dir).latest().load_partition("entity", 0)
+    model.eval()
+    with torch.no_grad():
+        encoded = model.encoder.encode(table, EncoderContext("entity", 0, torch.arange(table.shape[0]), table))
+    np.testing.assert_allclose(exported, encoded[torch.from_numpy(local)].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(exported, table[torch.from_numpy(local)].numpy())
+    head, relation, _ = (CODEX / "train.txt").read_text().splitlines()[0].split("\t")
+    answers = tmp_path / "answers.json"
+    assert cli_main(["query", str(config_path), *sets, "--head", head, "--relation", relation, "-k", "5", "--json", str(answers)]) == 0
+    assert len(json.loads(answers.read_text())["answers"]) == 5
 
     # Resuming with another layer count is refused, naming the option; runtime settings may change.
     capsys.readouterr()
