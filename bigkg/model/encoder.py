@@ -43,6 +43,13 @@ class Encoder(nn.Module):
     def encode(self, entity_embeddings: Tensor, context: EncoderContext) -> Tensor:
         raise NotImplementedError
 
+    def whole_partition(self, entity_type: str, partition: int) -> bool:
+        """Whether a training step should encode this partition once per batch,
+        as one leaf of all its rows, and index the requested rows from it
+        (an encoder that propagates over the whole partition anyway); False:
+        each request is its own leaf and its own ``encode``."""
+        return False
+
 
 class IdentityEncoder(Encoder):
     """Shallow embeddings: the representation is the embedding itself."""

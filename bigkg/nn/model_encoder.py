@@ -50,6 +50,10 @@ class GraphEncoder(ModelEncoder):
             self._graphs[key] = Graph(lhs, rel, rhs, count, len(self.manifest.relations))
         return self._graphs[key]
 
+    def whole_partition(self, entity_type: str, partition: int) -> bool:
+        """Small graphs propagate in full: one propagation serves every request of a batch."""
+        return self.graph(entity_type, partition).num_nodes <= self.encoder.full_graph_max_nodes
+
     def encode(self, entity_embeddings: Tensor, context: EncoderContext) -> Tensor:
         graph = self.graph(context.entity_type, context.partition)
         rows = context.rows

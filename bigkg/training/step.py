@@ -35,16 +35,27 @@ class _Rows:
 
     Each request (positives, uniform negatives, or the whole partition) is its
     own leaf, so the backward pass scatters nothing; gradients of repeated rows
-    are summed once, in ``gradients``.
+    are summed once, in ``gradients``. When the encoder propagates over the
+    whole partition, the partition is encoded once, as one leaf, and every
+    request indexes that: one propagation per side and batch, and the
+    requested rows' neighbours get their gradients too.
     """
 
     def __init__(self, key: PartitionKey, state: PartitionState, model: KGModel, edges):
         self.key, self.state, self.model, self.edges = key, state, model, edges
         self.ids: list[Tensor] = []
         self.leaves: list[Tensor] = []
+        self.whole: Tensor | None = None
+        if model.encoder.whole_partition(*key):
+            self.whole = self._encode(None)
 
     def take(self, ids: Tensor | None) -> Tensor:
         """Representations of rows ``ids`` (every row when None)."""
+        if self.whole is None:
+            return self._encode(ids)
+        return self.whole if ids is None else self.whole.index_select(0, ids)
+
+    def _encode(self, ids: Tensor | None) -> Tensor:
         table = self.state.embeddings
         if ids is None:
             ids = torch.arange(table.shape[0], device=table.device)
