@@ -14,7 +14,7 @@ from bigkg.errors import BigKGError
 from bigkg.evaluation.filters import entity_offsets
 from bigkg.format import Manifest, load_manifest
 from bigkg.model import EncoderContext, KGModel, build_model
-from bigkg.training.trainer import build_device
+from bigkg.device import build_device
 
 
 class CheckpointSource:

@@ -26,7 +26,9 @@ from tqdm import tqdm
 from bigkg.atomic import write_text_atomic
 from bigkg.checkpoint import CheckpointStore, CheckpointVersion, PartitionKey, PartitionState
 from bigkg.config import Config, ConfigError, config_to_yaml
+from bigkg.device import build_device
 from bigkg.errors import BigKGError
+from bigkg.evaluation import evaluate
 from bigkg.format import Manifest, load_manifest
 from bigkg.losses import LOSSES
 from bigkg.model import KGModel, build_model
@@ -75,15 +77,6 @@ class Progress:
 
 
 # -- builders ------------------------------------------------------------------------
-def build_device(config: Config) -> torch.device:
-    if config.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device: {config.device!r} was asked for but CUDA is not available here")
-    return device
-
-
 def build_loss(config: Config) -> LossFn:
     return LOSSES[config.training.loss]
 
@@ -93,13 +86,8 @@ def build_scheduler(config: Config, manifest: Manifest) -> BucketScheduler:
 
 
 def build_validator(config: Config, manifest: Manifest) -> Validator | None:
-    """Valid-split evaluation at epoch end, when asked for and available."""
+    """Valid-split evaluation at epoch end, when asked for and the dataset has a valid split."""
     if config.eval.valid_every == 0 or manifest.split_count("valid") == 0:
-        return None
-    try:
-        from bigkg.evaluation import evaluate
-    except ImportError:
-        log.warning("bigkg.evaluation.evaluate is not available; training without validation")
         return None
     return lambda store: evaluate(config, split="valid", store=store)
 
