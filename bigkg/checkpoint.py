@@ -54,6 +54,24 @@ def partition_relpath(entity_type: str, part: int) -> Path:
     return Path("partitions") / entity_type / f"part_{part}.pt"
 
 
+def read_tensor_file(path: Path) -> Any:
+    """A torch file of tensors (no pickled code), loaded to the CPU; errors name the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+
+
+def write_partition_file(path: Path, state: PartitionState) -> None:
+    torch.save({"embeddings": state.embeddings, "adagrad": state.adagrad}, path)
+
+
+def read_partition_file(path: Path) -> tuple[Tensor, Tensor]:
+    """(embeddings [n, d], adagrad [n]) stored in one partition file."""
+    data = read_tensor_file(path)
+    return data["embeddings"], data["adagrad"]
+
+
 class CheckpointVersion:
     """A complete, read-only checkpoint version."""
 
@@ -80,19 +98,10 @@ class CheckpointVersion:
 
     def load_partition(self, entity_type: str, part: int) -> tuple[Tensor, Tensor]:
         """(embeddings [n, d], adagrad [n]) of one partition, on the CPU."""
-        path = self.partition_path(entity_type, part)
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot read partition file {path}: {exc}") from exc
-        return data["embeddings"], data["adagrad"]
+        return read_partition_file(self.partition_path(entity_type, part))
 
     def shared_state(self) -> dict[str, Any]:
-        path = self.path / "shared.pt"
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc}") from exc
+        return read_tensor_file(self.path / "shared.pt")
 
     def load_shared(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Load the model's shared parameters (and the dense optimizer state when given)."""
@@ -152,8 +161,7 @@ class CheckpointStore:
                 dest = tmp / partition_relpath(*key)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 if key in changed:
-                    state = changed[key]
-                    torch.save({"embeddings": state.embeddings, "adagrad": state.adagrad}, dest)
+                    write_partition_file(dest, changed[key])
                 elif base is not None:
                     os.link(base.partition_path(*key), dest)
                 else:

@@ -32,11 +32,17 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
 from torch import Tensor
 
 from bigkg.atomic import atomic_file, write_text_atomic
-from bigkg.checkpoint import CheckpointError, CheckpointVersion, PartitionKey, PartitionState
+from bigkg.checkpoint import (
+    CheckpointError,
+    CheckpointVersion,
+    PartitionKey,
+    PartitionState,
+    read_partition_file,
+    write_partition_file,
+)
 from bigkg.schedule import Bucket
 
 _SNAPSHOT_RE = re.compile(r"^e(\d{6})-n(\d{6})\.json$")
@@ -64,12 +70,7 @@ class ExchangeView:
         return self.exchange.root / self.version_of((entity_type, part))
 
     def load_partition(self, entity_type: str, part: int) -> tuple[Tensor, Tensor]:
-        path = self.partition_path(entity_type, part)
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as exc:
-            raise CheckpointError(f"cannot read partition version {path}: {exc}") from exc
-        return data["embeddings"], data["adagrad"]
+        return read_partition_file(self.partition_path(entity_type, part))
 
 
 class PartitionExchange:
@@ -84,7 +85,7 @@ class PartitionExchange:
         """Write a new version of ``key``; returns its name (relative to the exchange root)."""
         name = f"parts/{key[0]}/part_{key[1]}/e{epoch:06d}-{uuid.uuid4().hex}.pt"
         with atomic_file(self.root / name) as tmp:
-            torch.save({"embeddings": state.embeddings, "adagrad": state.adagrad}, tmp)
+            write_partition_file(tmp, state)
         return name
 
     def seed(self, version: CheckpointVersion, keys: Iterable[PartitionKey]) -> dict[str, str]:
