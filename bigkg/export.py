@@ -98,7 +98,7 @@ def _write_hdf5(tmp: Path, root: Path, manifest: Manifest, source: EntitySource)
             g.create_dataset("name", shape=(et.count,), dtype=h5py.string_dtype("utf-8"))
             g.create_dataset("partition", shape=(et.count,), dtype="int32")
             g.create_dataset("local_id", shape=(et.count,), dtype="int64")
-            groups[et.name] = (g, np.concatenate([[0], np.cumsum(et.partition_counts)]))
+            groups[et.name] = (g, et.offsets)
         for etype, part, names, vectors in _partitions(root, manifest, source):
             g, offsets = groups[etype]
             sl = slice(int(offsets[part]), int(offsets[part + 1]))
@@ -117,7 +117,7 @@ def _write_npy(tmp_dir: Path, root: Path, manifest: Manifest, source: EntitySour
             "partition": np.lib.format.open_memmap(tmp_dir / f"{et.name}.partition.npy", "w+", np.int32, (et.count,)),
             "local_id": np.lib.format.open_memmap(tmp_dir / f"{et.name}.local_id.npy", "w+", np.int64, (et.count,)),
             "names": open(tmp_dir / f"{et.name}.names.txt", "w", encoding="utf-8"),
-            "offsets": np.concatenate([[0], np.cumsum(et.partition_counts)]),
+            "offsets": et.offsets,
         }
     try:
         for etype, part, names, vectors in _partitions(root, manifest, source):

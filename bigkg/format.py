@@ -46,6 +46,11 @@ class EntityType:
     def count(self) -> int:
         return sum(self.partition_counts)
 
+    @property
+    def offsets(self) -> np.ndarray:
+        """[P + 1] int64: global id = local id + offsets[partition]; offsets[P] = count."""
+        return np.concatenate([[0], np.cumsum(self.partition_counts, dtype=np.int64)])
+
 
 @dataclass
 class Relation:

@@ -87,7 +87,7 @@ def test_filtered_ranks_match_brute_force_with_ties(tmp_path, chunk, batch):
     # Small integer vectors: exact float arithmetic, many ties.
     vectors = torch.randint(-1, 2, (n, 4), generator=g).float()
     rel_vecs = torch.randint(-1, 2, (3, 4), generator=g).float()
-    offsets = {"ent": np.concatenate([[0], np.cumsum(manifest.entity_type("ent").partition_counts)])}
+    offsets = {"ent": manifest.entity_type("ent").offsets}
     source = TensorSource({"ent": vectors}, offsets)
     score_fn = diag_score(rel_vecs)
 
@@ -130,7 +130,7 @@ def test_sampled_mode_ranks_within_sample(tmp_path):
     test = read_split(tmp_path, manifest, "test")
     n = manifest.entity_type("ent").count
     vectors = torch.randn(n, 8, generator=torch.Generator().manual_seed(3))
-    offsets = {"ent": np.concatenate([[0], np.cumsum(manifest.entity_type("ent").partition_counts)])}
+    offsets = {"ent": manifest.entity_type("ent").offsets}
     source = TensorSource({"ent": vectors}, offsets)
     score_fn = diag_score(torch.ones(3, 8))
     full = rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, score_fn, filters,
@@ -150,7 +150,7 @@ def test_each_partition_loaded_once_per_ranking(tmp_path):
     manifest = load_manifest(tmp_path)
     test = read_split(tmp_path, manifest, "test")
     n = manifest.entity_type("ent").count
-    offsets = {"ent": np.concatenate([[0], np.cumsum(manifest.entity_type("ent").partition_counts)])}
+    offsets = {"ent": manifest.entity_type("ent").offsets}
     source = TensorSource({"ent": torch.randn(n, 4)}, offsets)
     rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, diag_score(torch.ones(3, 4)),
                  FilterIndex.from_dataset(tmp_path, manifest), RankingOptions(query_batch=7, candidate_chunk=5))
@@ -202,7 +202,7 @@ def test_score_blocks_bounded_by_batch_and_chunk(tmp_path):
     manifest = load_manifest(tmp_path)
     test = read_split(tmp_path, manifest, "test")
     n = manifest.entity_type("ent").count
-    offsets = {"ent": np.concatenate([[0], np.cumsum(manifest.entity_type("ent").partition_counts)])}
+    offsets = {"ent": manifest.entity_type("ent").offsets}
     source = TensorSource({"ent": torch.randn(n, 4)}, offsets)
     inner = diag_score(torch.ones(3, 4))
     shapes = []

@@ -25,10 +25,7 @@ from bigkg.format import SPLITS, Manifest, read_bucket
 
 def entity_offsets(manifest: Manifest) -> dict[str, np.ndarray]:
     """Per entity type, ``P + 1`` cumulative row offsets of its partitions."""
-    return {
-        et.name: np.concatenate([[0], np.cumsum(et.partition_counts, dtype=np.int64)])
-        for et in manifest.entity_types
-    }
+    return {et.name: et.offsets for et in manifest.entity_types}
 
 
 class Triples(NamedTuple):
