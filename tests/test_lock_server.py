@@ -101,7 +101,7 @@ def test_expired_lease_is_fenced(store):
 
 
 # -- real worker processes -------------------------------------------------------------
-def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_epoch: int) -> None:
+def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_epoch: int, workers: int) -> None:
     """Train fake buckets: a read-modify-write of each held partition's counter file.
 
     The files are written in place, so any overlap of two holders (a lock bug,
@@ -112,11 +112,16 @@ def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_e
         client(port), name, partitions, lease_seconds=3.0, heartbeat_seconds=0.2, timeout=60, event_log=f"{out}/{name}.jsonl"
     )
     rng = random.Random(name)
+    # Start together: a worker slow to spawn must not find every epoch already done.
+    barrier = client(port)
+    barrier.add("test/ready", 1)
+    while barrier.add("test/ready", 0) < workers:
+        time.sleep(0.01)
     for epoch in range(epochs):
         sched.start_epoch(epoch)
         while (bucket := sched.acquire()) is not None:
-            if epoch == hang_epoch:
-                Path(out, f"{name}.holding").write_text(json.dumps(list(bucket)))
+            if 0 <= hang_epoch <= epoch:  # peers may take all of one epoch's buckets, so also later ones
+                Path(out, f"{name}.holding").write_text(json.dumps([epoch, *bucket]))
                 time.sleep(600)  # the test SIGKILLs us here
             values = {p: int(Path(out, f"part_{p}").read_text()) for p in bucket.partitions()}
             time.sleep(rng.uniform(0.0, 0.02))  # widen the race window a lock bug would open
@@ -131,7 +136,7 @@ def _run_workers(tmp_path: Path, port: int, partitions: int, epochs: int, n: int
         (tmp_path / f"part_{p}").write_text("0")
     ctx = multiprocessing.get_context("spawn")
     procs = {
-        f"w{k}": ctx.Process(target=_worker, args=(port, f"w{k}", partitions, epochs, str(tmp_path), hang.get(f"w{k}", -1)))
+        f"w{k}": ctx.Process(target=_worker, args=(port, f"w{k}", partitions, epochs, str(tmp_path), hang.get(f"w{k}", -1), n))
         for k in range(n)
     }
     for p in procs.values():
@@ -175,8 +180,8 @@ def test_sigkilled_worker_bucket_is_reassigned(store, tmp_path):
     report = audit(sorted(tmp_path.glob("w*.jsonl")), P)
     assert report.complete
     assert report.expired == 1
-    held = tuple(json.loads(holding.read_text()))
-    assert report.done[1][held] == 1  # the dead worker's bucket was finished by another
+    epoch, *held = json.loads(holding.read_text())
+    assert report.done[epoch][tuple(held)] == 1  # the dead worker's bucket was finished by another
     assert all(sum(c.values()) == P * P for c in report.done.values())
     _check_counters(tmp_path, P, E)
 
