@@ -106,6 +106,10 @@ class TrainingConfig:
     chunk_size: int = opt(50, "C: positives per chunk; each is a negative for the chunk's other positives", minimum=1)
     num_uniform_negatives: int = opt(50, "U: entities drawn uniformly once per chunk from the partition", minimum=0)
     negatives: str = opt("batched", "'batched': chunk positives + U uniform; 'all': every entity of the partition", NEGATIVE_MODES)
+    anchor_negatives: bool = opt(
+        False, "batched mode: also score each positive against its own anchor (its head as a tail, its tail "
+        "as a head), which evaluation ranks but sampled chunks almost never contain; helps graphs of "
+        "symmetric relations such as WN18RR")
     loss: str = opt("softmax", "loss over a positive and its negatives", LOSSES)
     margin: float = opt(0.1, "margin of the ranking loss", minimum=0.0)
     lr: float = opt(0.1, "learning rate of the row-wise Adagrad on entity embeddings", minimum=0.0)

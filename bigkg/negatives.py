@@ -6,7 +6,11 @@ by U entities drawn uniformly once per chunk from the partition of the right
 entity type (the training step gathers them in that layout); positive k of the chunk is candidate k, so each positive is
 scored against C−1 + U negatives with one (C×d)·(d×(C+U)) product. In ``all``
 mode the candidates are every entity of the partition and the positive is
-its own local id.
+its own local id. With ``anchor_negatives`` a batched chunk's candidates end
+with one more per positive: its own anchor (the head as a tail candidate, the
+tail as a head candidate), which uniform draws almost never hit but
+evaluation ranks, and which models of symmetric relations otherwise learn to
+rank first.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Row-wise Adagrad: equal to a dense reference on the touched rows, other rows untouched."""
 
+import pytest
 import torch
 
 from bigkg.checkpoint import PartitionState
@@ -37,12 +38,15 @@ def test_row_adagrad_matches_dense_reference():
     assert torch.equal(table[untouched], before[untouched])
 
 
-def test_batch_step_equals_dense_autograd_reference():
-    """A full step (repeated rows, both sides, regulariser) against autograd on the whole table."""
+@pytest.mark.parametrize("anchor_negatives", [False, True])
+def test_batch_step_equals_dense_autograd_reference(anchor_negatives):
+    """A full step (repeated rows, both sides, regulariser, optionally each positive's own anchor as
+    one more candidate, masked on the self-loop 3->3) against autograd on the whole table."""
     n, d = 30, 6
     config = config_from_dict({
         "model": {"dim": d, "operator": "complex_diagonal", "regularizer": "n3", "regularization_weight": 0.01},
-        "training": {"chunk_size": 4, "num_uniform_negatives": 0, "lr": 0.5, "shared_lr": 0.2},
+        "training": {"chunk_size": 4, "num_uniform_negatives": 0, "lr": 0.5, "shared_lr": 0.2,
+                     "anchor_negatives": anchor_negatives},
     })
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
     model = build_model(config, manifest)
@@ -54,7 +58,7 @@ def test_batch_step_equals_dense_autograd_reference():
             q.copy_(p)
     table = torch.randn(n, d, generator=g)
     state = torch.rand(n, generator=g)
-    batch = Batch(torch.tensor([0, 1, 1, 5, 7, 0, 2, 3, 9, 9]), torch.tensor([1, 2, 3, 0, 0, 4, 4, 4, 1, 2]),
+    batch = Batch(torch.tensor([0, 1, 1, 5, 7, 0, 2, 3, 9, 9]), torch.tensor([1, 2, 3, 0, 0, 4, 4, 3, 1, 2]),
                   torch.tensor([0, 1, 0, 1, 0, 0, 1, 1, 0, 1]), torch.rand(10, generator=g))
 
     # reference: dense gradient of the same loss, then the dense rule
@@ -64,8 +68,16 @@ def test_batch_step_equals_dense_autograd_reference():
         sl = slice(start, start + size)
         h, t, r = leaf[batch.lhs[sl]], leaf[batch.rhs[sl]], batch.rel[sl]
         pos = torch.arange(size)
-        per = LOSSES["softmax"](reference.score_candidates("rhs", h, r, t), pos, 0.1)
-        per = per + LOSSES["softmax"](reference.score_candidates("lhs", t, r, h), pos, 0.1)
+        tail_scores, head_scores = reference.score_candidates("rhs", h, r, t), reference.score_candidates("lhs", t, r, h)
+        if anchor_negatives:
+            own = torch.stack([reference.score_candidates("rhs", h[k : k + 1], r[k : k + 1], h[k : k + 1])[0]
+                               for k in range(size)])
+            own_head = torch.stack([reference.score_candidates("lhs", t[k : k + 1], r[k : k + 1], t[k : k + 1])[0]
+                                    for k in range(size)])
+            loop = (batch.lhs[sl] == batch.rhs[sl]).unsqueeze(1)
+            tail_scores = torch.cat([tail_scores, own.masked_fill(loop, float("-inf"))], 1)
+            head_scores = torch.cat([head_scores, own_head.masked_fill(loop, float("-inf"))], 1)
+        per = LOSSES["softmax"](tail_scores, pos, 0.1) + LOSSES["softmax"](head_scores, pos, 0.1)
         loss = loss + (per * batch.weight[sl]).sum()
     loss = loss + reference.regularization([leaf[batch.lhs], leaf[batch.rhs]], batch.rel)
     loss.backward()

@@ -166,6 +166,7 @@ class BatchStep:
         hn, tn = hn.view(chunks, u, h.shape[-1]), tn.view(chunks, u, t.shape[-1])
         blocks = plan.blocks()
         per_edge, chunk, margin = [], 0, self.config.margin
+        anchors = self.config.anchor_negatives and left.key[0] == right.key[0]  # anchors of the candidates' type
         for start, nc, c in blocks:
             whole = len(blocks) == 1  # no slicing: keeps autograd from copying whole leaves
             end = start + nc * c
@@ -178,7 +179,25 @@ class BatchStep:
                 self.model.score_candidates("rhs", h3, r3, torch.cat([t3, tn3], 1) if u else t3),
                 self.model.score_candidates("lhs", t3, r3, torch.cat([h3, hn3], 1) if u else h3),
             ])
+            if anchors:
+                loops = None
+                if left is right:  # a self-loop's anchor is its own positive
+                    loops = (batch.lhs[start:end] == batch.rhs[start:end]).view(nc, c)
+                scores = torch.cat([scores, self._anchor_scores(h3, t3, r3, loops)], -1)
             positive = chunk_positive_index(nc, c, device).expand(2, nc, c)
             per_edge.append(self.loss_fn(scores, positive, margin).sum(0).flatten())
             chunk += nc
         return (per_edge[0] if len(per_edge) == 1 else torch.cat(per_edge)), h, t
+
+    def _anchor_scores(self, h3: Tensor, t3: Tensor, r3: Tensor, loops: Tensor | None) -> Tensor:
+        """[2, nc, c, 1]: each positive's head scored as its tail and its tail as its head.
+
+        ``loops`` [nc, c] marks self-loops, whose anchor is the positive: masked out.
+        """
+        h1, t1, r1 = h3.unsqueeze(-2), t3.unsqueeze(-2), r3.unsqueeze(-1)  # one query, one candidate
+        scores = torch.stack([
+            self.model.score_candidates("rhs", h1, r1, h1),
+            self.model.score_candidates("lhs", t1, r1, t1),
+        ]).squeeze(-1)
+        return scores if loops is None else scores.masked_fill(loops.unsqueeze(-1), float("-inf"))
+
