@@ -12,7 +12,8 @@ A version is built under a temporary name: the partitions that changed are
 written, the others are hard-linked from the base version (no copy); then the
 tree is fsynced, renamed into place and LATEST is replaced atomically. A kill
 at any moment leaves LATEST naming a complete version. Old versions beyond
-``keep_versions`` are removed after the pointer moves.
+``keep_versions`` are removed after the pointer moves, except the ``pinned``
+ones (the best-validated version, which the end of training may restore).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -146,9 +147,11 @@ class CheckpointStore:
         *,
         base: CheckpointVersion | None,
         keep_versions: int,
+        pinned: Collection[str] = (),
     ) -> CheckpointVersion:
         """Commit a new version: ``changed`` partitions written, the rest of
-        ``all_partitions`` hard-linked from ``base``."""
+        ``all_partitions`` hard-linked from ``base``; then remove the versions
+        beyond the newest ``keep_versions``, except those named in ``pinned``."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
         existing = self.versions()
@@ -176,7 +179,8 @@ class CheckpointStore:
                 shutil.rmtree(tmp, ignore_errors=True)
         write_text_atomic(self.root / LATEST_NAME, final.name + "\n")
         for old in self.versions()[:-keep_versions]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.name not in pinned:
+                shutil.rmtree(old, ignore_errors=True)
         return CheckpointVersion(final)
 
     def _remove_stale_temporaries(self) -> None:

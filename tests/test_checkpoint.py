@@ -72,3 +72,16 @@ def test_bad_pointer_and_format(tmp_path):
     (store.root / "LATEST").write_text("v000042\n")
     with pytest.raises(CheckpointError, match="v000042"):
         store.latest()
+
+
+def test_pinned_versions_survive_pruning(tmp_path):
+    store = CheckpointStore(tmp_path)
+    v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=1)
+    v1 = store.write({}, {"model": {}}, {KEYS[0]: state(1)}, KEYS, base=v0, keep_versions=1, pinned={v0.name})
+    v2 = store.write({}, {"model": {}}, {KEYS[0]: state(2)}, KEYS, base=v1, keep_versions=1, pinned={v0.name})
+    # keep_versions=1 keeps only the newest, plus the pinned one
+    assert [p.name for p in store.versions()] == [v0.name, v2.name]
+    assert torch.equal(v0.load_partition("e", 0)[0], torch.zeros(3, 4))
+    # no longer pinned: pruned by the next write
+    store.write({}, {"model": {}}, {}, KEYS, base=v2, keep_versions=1)
+    assert [p.name for p in store.versions()] == ["v000003"]
