@@ -133,6 +133,7 @@ class EvalConfig:
     hits: list[int] = opt([1, 3, 10], "k of the reported hits@k")
     valid_every: int = opt(1, "validate every N epochs during training; 0 never", minimum=0)
     early_stopping_patience: int = opt(0, "stop after N validations without a better valid MRR; 0 never", minimum=0)
+    restore_best: bool = opt(True, "at training's end, make the best-validated weights the final checkpoint (that version stays on disk until then)")
     rec_relation: str | None = opt(None, "user->item relation for recall@K / ndcg@K")
     rec_k: list[int] = opt([10, 20], "K of recall@K and ndcg@K")
 

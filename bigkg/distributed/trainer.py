@@ -168,8 +168,7 @@ class DistributedTrainer(Trainer):
             log.info("epoch %d: loss/edge %.4f, job %.0f edges/s over %d workers", epoch + 1,
                      record["loss_per_edge"], record["edges_per_s"], self.env.world_size)
             payload = self.scheduler.lock.payload()
-            p.epoch, p.finished = epoch + 1, []
-            p.epoch_loss, p.epoch_edges, p.epoch_seconds = 0.0, 0, 0.0
+            p.next_epoch()
             self._write_epoch_checkpoint(payload)
             if self.validator is not None and (epoch + 1) % self.config.eval.valid_every == 0:
                 self._validate(epoch)  # evaluates the version just written
@@ -189,8 +188,13 @@ class DistributedTrainer(Trainer):
         self.version = self.store.write(
             self._meta(), self._shared_state(), {}, all_partition_keys(self.manifest),
             base=ExchangeView(self.exchange, payload),  # type: ignore[arg-type]  # same partition_path interface
-            keep_versions=self.config.checkpoint.keep_versions,
+            keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
         )
+
+    def _restore_best(self) -> None:
+        """Rank 0 alone writes checkpoints; the other workers read none after training."""
+        if self.env.rank == 0:
+            super()._restore_best()
 
     def train(self) -> dict[str, Any]:
         try:

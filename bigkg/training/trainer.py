@@ -4,7 +4,8 @@ The parts are named up front as typed attributes and built by small
 ``build_*`` functions; ``train`` reads top to bottom: for each epoch, take
 buckets from the scheduler, load their partitions (prefetched in the
 background), train every batch, commit a checkpoint, log the bucket; at the
-epoch's end log it, validate, and stop early when valid MRR stops improving.
+epoch's end log it, validate, and stop early when valid MRR stops improving;
+when training ends, make the best-validated weights the final checkpoint.
 """
 
 from __future__ import annotations
@@ -60,9 +61,18 @@ class Progress:
     epoch_edges: int = 0
     epoch_seconds: float = 0.0
     best_valid_mrr: float | None = None
+    best_version: str | None = None  # the checkpoint version that scored best_valid_mrr
+    best_epoch: int | None = None  # the epoch index of that validation
+    restored_from: dict[str, Any] | None = None  # the best version, once made the final checkpoint
     stale_validations: int = 0
     stopped_early: bool = False
     valid: list[dict[str, Any]] = field(default_factory=list)
+
+    def next_epoch(self) -> None:
+        """The epoch's buckets are done: start the next one's counts."""
+        self.epoch, self.finished = self.epoch + 1, []
+        self.epoch_loss, self.epoch_edges, self.epoch_seconds = 0.0, 0, 0.0
+        self.restored_from = None  # trained on: the last weights are no longer the restored ones
 
     def to_meta(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -71,6 +81,7 @@ class Progress:
 
     @classmethod
     def from_meta(cls, data: dict[str, Any]) -> "Progress":
+        """The progress saved by ``to_meta``; fields added since an older checkpoint take their defaults."""
         data = dict(data)
         data["finished"] = [Bucket(*b) for b in data["finished"]]
         return cls(**data)
@@ -174,6 +185,7 @@ class Trainer:
                     while (bucket := self.scheduler.acquire()) is not None:
                         self._train_bucket(epoch, bucket, bar)
                 self._end_epoch(epoch)
+            self._restore_best()
         finally:
             self.loader.close()
             if self.pool is not None:
@@ -263,8 +275,7 @@ class Trainer:
         log.info("epoch %d: loss/edge %.4f, %.0f edges/s", epoch + 1, record["loss_per_edge"], record["edges_per_s"])
         if self.validator is not None and (epoch + 1) % self.config.eval.valid_every == 0:
             self._validate(epoch)
-        p.epoch, p.finished = epoch + 1, []
-        p.epoch_loss, p.epoch_edges, p.epoch_seconds = 0.0, 0, 0.0
+        p.next_epoch()
         self._commit(changed=set())
 
     def _validate(self, epoch: int) -> None:
@@ -278,12 +289,34 @@ class Trainer:
         log.info("epoch %d: valid MRR %.4f", epoch + 1, result["mrr"])
         if p.best_valid_mrr is None or result["mrr"] > p.best_valid_mrr:
             p.best_valid_mrr, p.stale_validations = result["mrr"], 0
+            p.best_version, p.best_epoch = result["checkpoint"], epoch
         else:
             p.stale_validations += 1
         patience = self.config.eval.early_stopping_patience
         if patience and p.stale_validations >= patience:
             log.info("valid MRR has not improved for %d validations: stopping early", patience)
             p.stopped_early = True
+
+    def _restore_best(self) -> None:
+        """Commit the best-validated version's weights as the final version, when they are not the last ones.
+
+        Its partitions are hard links to the best version's and its shared.pt is
+        that version's; its progress is the run's final one (epochs done, early
+        stop), so a resume trains nothing more.
+        """
+        p = self.progress
+        if self.validator is None or not self.config.eval.restore_best or p.best_version is None or p.best_epoch is None:
+            return  # no validation in this run, or none recorded: nothing to restore
+        if p.best_epoch + 1 == p.epoch or p.restored_from is not None:
+            return  # the last weights are the best, or were restored already
+        best = CheckpointVersion(self.store.root / p.best_version)
+        p.restored_from = {"version": best.name, "epoch": p.best_epoch, "valid_mrr": p.best_valid_mrr}
+        self.version = self.store.write(
+            self._meta(), best.shared_state(), {}, all_partition_keys(self.manifest),
+            base=best, keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
+        )
+        log.info("restored the weights of epoch %d (valid MRR %.4f, checkpoint %s) as the final checkpoint %s",
+                 p.best_epoch + 1, p.best_valid_mrr, best.name, self.version.name)
 
     # -- partitions and checkpoints ---------------------------------------------------------
     def _load(self, bucket: Bucket) -> LoadedBucket:
@@ -300,8 +333,13 @@ class Trainer:
         partitions = {k: PartitionState(self.held[k].embeddings.cpu(), self.held[k].adagrad.cpu()) for k in changed}
         self.version = self.store.write(
             self._meta(), self._shared_state(), partitions, all_partition_keys(self.manifest),
-            base=self.version, keep_versions=self.config.checkpoint.keep_versions,
+            base=self.version, keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
         )
+
+    def _pinned(self) -> set[str]:
+        """Versions pruning must keep: the best-validated one, while the end of training may restore it."""
+        best = self.progress.best_version
+        return {best} if best is not None and self.config.eval.restore_best else set()
 
     def _shared_state(self) -> dict[str, Any]:
         return {
@@ -380,6 +418,7 @@ class Trainer:
             "edges_per_s": (sum(r["edges"] for r in epochs) / max(sum(r["train_s"] for r in epochs), 1e-9)) if epochs else None,
             "final_loss_per_edge": epochs[-1]["loss_per_edge"] if epochs else None,
             "best_valid_mrr": p.best_valid_mrr,
+            "restored_from": p.restored_from,
             "valid": p.valid,
             "device": str(self.device),
         }
