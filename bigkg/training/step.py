@@ -35,7 +35,7 @@ class _Rows:
 
     Each request (positives, uniform negatives, or the whole partition) is its
     own leaf, so the backward pass scatters nothing; gradients of repeated rows
-    are summed once, in ``gradients``. When the encoder propagates over the
+    are summed once, by the row optimizer. When the encoder propagates over the
     whole partition, the partition is encoded once, as one leaf, and every
     request indexes that: one propagation per side and batch, and the
     requested rows' neighbours get their gradients too.
@@ -65,19 +65,6 @@ class _Rows:
         self.ids.append(ids)
         self.leaves.append(leaf)
         return self.model.encoder.encode(leaf, EncoderContext(self.key[0], self.key[1], ids, table, self.edges))
-
-    def gradients(self, grads: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """(distinct rows, their summed gradients) from the leaves' gradients."""
-        used = [(i, g) for i, g in zip(self.ids, grads) if g is not None]  # None: an empty request
-        ids = used[0][0] if len(used) == 1 else torch.cat([i for i, _ in used])
-        rows, inverse = torch.unique(ids, return_inverse=True)
-        first = used[0][1]
-        summed = torch.zeros(rows.shape[0], first.shape[1], dtype=first.dtype, device=first.device)
-        offset = 0
-        for piece, grad in used:  # piece by piece: no concatenated copy of the gradients
-            summed.index_add_(0, inverse[offset : offset + piece.shape[0]], grad)
-            offset += piece.shape[0]
-        return rows, summed
 
 
 class BatchStep:
@@ -139,8 +126,8 @@ class BatchStep:
         k = 0
         for side in sides:
             n = len(side.leaves)
-            rows, grad = side.gradients(list(grads[k : k + n]))
-            self.row_optimizer.step(side.state.embeddings, side.state.adagrad, rows, grad)
+            used = [(i, g) for i, g in zip(side.ids, grads[k : k + n]) if g is not None]  # None: an empty request
+            self.row_optimizer.step(side.state.embeddings, side.state.adagrad, [i for i, _ in used], [g for _, g in used])
             k += n
         if self.shared_optimizer is not None:
             with self.shared_lock:
