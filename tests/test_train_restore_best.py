@@ -97,6 +97,10 @@ def test_restore_best_off_keeps_the_last_weights(codex2, tmp_path):
     best = max(ruined["valid"], key=lambda v: v["mrr"])
     assert not (store.root / best["checkpoint"]).exists()  # not pinned: pruned like any old version
     assert run("eval", config, tmp_path, "--split", "valid")["mrr"] == ruined["valid"][-1]["mrr"] != best["mrr"]
+    # turned on for the finished run, whose best version was pruned: the last weights stay
+    latest = store.latest().name
+    again = run("train", config, tmp_path, "--set", "training.epochs=3")
+    assert again["restored_from"] is None and store.latest().name == latest
 
 
 def test_checkpoint_without_the_best_fields_resumes(codex2, tmp_path):

@@ -309,6 +309,10 @@ class Trainer:
             return  # no validation in this run, or none recorded: nothing to restore
         if p.best_epoch + 1 == p.epoch or p.restored_from is not None:
             return  # the last weights are the best, or were restored already
+        if not (self.store.root / p.best_version).is_dir():
+            # pruned while eval.restore_best was off in an earlier run
+            log.warning("the best-validated checkpoint %s is gone: the last weights are kept", p.best_version)
+            return
         best = CheckpointVersion(self.store.root / p.best_version)
         p.restored_from = {"version": best.name, "epoch": p.best_epoch, "valid_mrr": p.best_valid_mrr}
         self.version = self.store.write(
