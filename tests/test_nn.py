@@ -120,6 +120,32 @@ def test_quantized_encoder_saves_no_edge_level_tensors(codex):
     assert sizes[2] < 0.1 * edge_tensor
 
 
+def _int2_saved_and_gradients(graph, **spec):
+    torch.manual_seed(0)
+    d = 16
+    encoder = build_encoder(EncoderSpec(layers=2, **spec), d, graph.base_relations)
+    emb = nn.Parameter(torch.randn(graph.num_nodes, d))
+    with SavedBytes([emb, *encoder.parameters()], graph.edges().tensors()) as saved:
+        out = encoder.encode(emb * 1.0, graph)  # not a leaf: the first layer's input is not kept by autograd anyway
+    (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+    return saved.report.activations, [emb.grad] + [p.grad for p in encoder.parameters()]
+
+
+def test_edge_stage_keeps_x_only_when_backward_reads_it(umls):
+    # The input gradient of any elementwise message is the transposed
+    # propagation; only mult's relation gradient reads x back. So LightGCN keeps
+    # no activation at all (its INT2 gradients are exact), and CompGCN with sub
+    # keeps less than with mult.
+    saved, grads = _int2_saved_and_gradients(umls, name="lightgcn", quantize_bits=2)
+    _, reference = _int2_saved_and_gradients(umls, name="lightgcn", quantize_bits=0)
+    assert saved == 0
+    for a, b in zip(grads, reference):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with_sub, _ = _int2_saved_and_gradients(umls, name="compgcn", composition="sub", quantize_bits=2)
+    with_mult, _ = _int2_saved_and_gradients(umls, name="compgcn", composition="mult", quantize_bits=2)
+    assert 0 < with_sub < with_mult
+
+
 class ScaleOperator(nn.Module):
     """A relation operator of the decoder's shape: forward(x, rel_ids)."""
 

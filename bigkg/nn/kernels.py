@@ -8,7 +8,8 @@ input gradient one source row per iteration, so no two threads write the same
 row; the relation gradient is summed in per-chunk buffers.
 
 ``fused_edge_stage`` wraps the kernels as an autograd Function that saves a
-(compressed) copy of the node-level ``x`` only. The layers' general torch path
+(compressed) copy of the node-level ``x`` only, and only for ``mult``, whose
+relation gradient reads it. The layers' general torch path
 (``MessagePassing._edge_stage``) computes the same thing for any message and is
 used for other messages, attention, and tensors not on the CPU; tests check
 that both agree.
@@ -108,25 +109,30 @@ class _FusedEdgeStage(torch.autograd.Function):
         out = torch.zeros(n * channels, d)
         order, rowptr = _grouping(dst, n)
         _forward(_np(x), _np(zz), _np(src), _np(rel), _np(chan), _np(weight), order, rowptr, channels, out.numpy(), OPS[op])
-        saved, meta = compress(x, bits)
-        ctx.save_for_backward(*saved, src, dst, rel, chan, weight, zz)
+        # Backward reads x only for the relation gradient of x_u * z_r: the
+        # input gradient is the transposed propagation, so copy and sub save nothing.
+        saved, meta = compress(x, bits) if op == "mult" else ([], None)
+        ctx.save_for_backward(*saved, src, dst, rel, chan, weight, *([] if z is None else [z]))
         ctx.meta, ctx.n, ctx.op, ctx.channels, ctx.has_z = meta, len(saved), op, channels, z is not None
+        ctx.shape = (n, d)
         return out.view(n, channels * d)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         saved = ctx.saved_tensors
-        src, dst, rel, chan, weight, z = saved[ctx.n :]
+        src, dst, rel, chan, weight = saved[ctx.n : ctx.n + 5]
         op, channels = OPS[ctx.op], ctx.channels
-        x = decompress(saved[: ctx.n], ctx.meta)
-        g = _np(grad_out.reshape(-1, x.shape[1]))
+        n, d = ctx.shape
+        z = saved[-1] if ctx.has_z else torch.zeros(1, d)
+        g = _np(grad_out.reshape(-1, d))
         grad_x = grad_z = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.zeros(x.shape)
-            order, rowptr = _grouping(src, x.shape[0])
+            grad_x = torch.zeros(n, d)
+            order, rowptr = _grouping(src, n)
             _grad_x(g, _np(z), _np(dst), _np(rel), _np(chan), _np(weight), order, rowptr, channels, grad_x.numpy(), op)
         if ctx.has_z and ctx.needs_input_grad[1]:
             partial = np.zeros((2 * numba.get_num_threads(), *z.shape), dtype=np.float32)
+            x = decompress(saved[: ctx.n], ctx.meta) if ctx.n else torch.zeros(1, d)  # sub does not read x
             _grad_z(g, _np(x), _np(src), _np(dst), _np(rel), _np(chan), _np(weight), channels, partial, op)
             grad_z = torch.from_numpy(partial.sum(0))
         return grad_x, grad_z, None, None, None, None, None, None, None, None
@@ -144,7 +150,7 @@ def fused_edge_stage(
     op: str,
     bits: int,
 ) -> Tensor:
-    """Differentiable fused edge stage, [n, channels * d], saving a b-bit copy of ``x``."""
+    """Differentiable fused edge stage, [n, channels * d], saving a b-bit copy of ``x`` (``mult`` only)."""
     if chan is None:
         chan = torch.zeros(src.shape, dtype=torch.int8)
     return _FusedEdgeStage.apply(x, z, src, dst, rel, chan, weight, channels, op, saving_bits(x, bits))
