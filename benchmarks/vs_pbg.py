@@ -1,4 +1,4 @@
-"""Training speed and quality of bigkg against PyTorch-BigGraph 1.0.0 on the same CPU.
+"""Training speed and quality of bigkg against PyTorch-BigGraph 1.0.0 on the same machine.
 
 One seeded power-law graph (partitioner.generate) is split into train and test
 edges once; both systems train on the same train edges with the same settings
@@ -9,12 +9,20 @@ hogwild_delay=0) and both are scored by the same code: every test edge's tail
 from each system's embeddings looked up by entity name.
 
     .venv/bin/python benchmarks/vs_pbg.py --edges 1000000 --entities 100000 --epochs 5
+    python3 benchmarks/vs_pbg.py --device cuda --pbg-site /tmp/pbg-site      # bigkg on the GPU
+
+With ``--device cuda`` bigkg trains on the GPU (one worker); PBG 1.0.0, whose only
+release has no GPU mode, trains on the CPU with ``--workers`` workers, so the GPU row
+compares bigkg's GPU with PBG's best on that machine.
 
 PBG runs from its own virtual environment (benchmarks/pbg_env.py: `--pbg-venv`,
-$BIGKG_PBG_VENV or /work/pbg-venv). Edges/s is train edges × epochs / wall time of the
-training command (process start to exit, checkpoints included); edges/CPU-s
-divides by the CPU time (user + system) of that command and its children,
-which is steadier than wall time on a machine shared with other work.
+$BIGKG_PBG_VENV or /work/pbg-venv) or from a site directory of its wheels
+(`--pbg-site`, $BIGKG_PBG_SITE) on a machine without network access. Edges/s is
+train edges × epochs / wall time of the training command (process start to exit,
+checkpoints included); edges/CPU-s divides by the CPU time (user + system) of that
+command and its children, which is steadier than wall time on a machine shared with
+other work; in-loop edges/s is each system's own count of its bucket training time
+(bigkg's summary, PBG's "Processed N edges in T s" log lines).
 """
 
 from __future__ import annotations
@@ -37,16 +45,19 @@ sys.path.insert(0, str(REPO))
 
 from bigkg.checkpoint import CheckpointStore  # noqa: E402
 from bigkg.format import load_manifest, read_entity_names  # noqa: E402
-from benchmarks.pbg_env import pbg_command, write_pbg_config  # noqa: E402
+from benchmarks.pbg_env import PBG, in_loop_rate, locate_pbg, write_pbg_config  # noqa: E402
 from partitioner.generate import GraphSpec, generate_graph  # noqa: E402
 
 
-def timed(command: list[str], **kwargs) -> tuple[float, float]:
-    """Run ``command``; (wall seconds, CPU seconds of it and its descendants)."""
+def timed(command: list[str], log: Path, **kwargs) -> tuple[float, float]:
+    """Run ``command`` with its output in ``log``; (wall seconds, CPU seconds of it and its descendants)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+    with open(log, "wb") as out:
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, **kwargs)
     wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {result.returncode}; its output is in {log}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -92,16 +103,19 @@ def sampled_mrr(vectors: dict[str, np.ndarray], heads: np.ndarray, tails: np.nda
 
 
 # -- bigkg --------------------------------------------------------------------------------
-def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int, workers: int) -> tuple[float, float, dict[str, np.ndarray], dict]:
+def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int, workers: int,
+              device: str) -> tuple[float, float, dict[str, np.ndarray], dict]:
     data = work / f"bigkg_p{partitions}"
     run_dir = work / f"bigkg_run_p{partitions}"
     bigkg = [sys.executable, "-m", "launcher.cli"]
     subprocess.run(bigkg + ["partition", str(train), "--test", str(test), "--out", str(data), "-P", str(partitions),
                             "--force", "--no-progress"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     summary_path = work / f"bigkg_summary_p{partitions}.json"
+    # On a GPU one worker: Hogwild threads only contend for the same device.
     wall, cpu = timed(bigkg + ["train", str(REPO / "benchmarks" / "configs" / "vs_pbg.yaml"), "--fresh",
                                "--set", f"dataset={data}", "--set", f"run_dir={run_dir}", "--set", f"training.epochs={epochs}",
-                               "--set", f"training.workers={workers}", "--json", str(summary_path)], cwd=REPO)
+                               "--set", f"device={device}", "--set", f"training.workers={1 if device != 'cpu' else workers}",
+                               "--json", str(summary_path)], work / f"bigkg_train_p{partitions}.log", cwd=REPO)
     manifest = load_manifest(data)
     version = CheckpointStore(run_dir).latest()
     vectors: dict[str, np.ndarray] = {}
@@ -115,7 +129,9 @@ def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int,
 # -- PBG ----------------------------------------------------------------------------------
 
 
-def run_pbg(work: Path, venv: Path | None, train: Path, partitions: int, epochs: int, workers: int) -> tuple[float, float, dict[str, np.ndarray]]:
+def run_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int,
+            workers: int) -> tuple[float, float, float | None, dict[str, np.ndarray]]:
+    """PBG's CPU training: (wall s, CPU s, in-loop edges/s, vectors by entity name)."""
     root = work / f"pbg_p{partitions}"
     config = root / "config.py"
     root.mkdir(parents=True, exist_ok=True)
@@ -124,9 +140,10 @@ def run_pbg(work: Path, venv: Path | None, train: Path, partitions: int, epochs:
         partitions=partitions, global_emb=False, dimension=100, comparator="dot", loss_fn="softmax",
         num_batch_negs=50, num_uniform_negs=50, batch_size=1000, lr=0.1, num_epochs=epochs, workers=workers,
         hogwild_delay=0, eval_fraction=0)
-    subprocess.run([str(pbg_command("torchbiggraph_import_from_tsv", venv)), "-l", "0", "-r", "2", "--rel-col", "1",
-                    str(config), str(train)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall, cpu = timed([str(pbg_command("torchbiggraph_train", venv)), str(config)])
+    timed(pbg.command("torchbiggraph_import_from_tsv") + ["-l", "0", "-r", "2", "--rel-col", "1", str(config), str(train)],
+          root / "import.log", env=pbg.env())
+    log = root / "train.log"
+    wall, cpu = timed(pbg.command("torchbiggraph_train") + [str(config)], log, env=pbg.env())
     version = int((root / "model" / "checkpoint_version.txt").read_text().strip())
     vectors: dict[str, np.ndarray] = {}
     for p in range(partitions):
@@ -134,7 +151,7 @@ def run_pbg(work: Path, venv: Path | None, train: Path, partitions: int, epochs:
         with h5py.File(root / "model" / f"embeddings_all_{p}.v{version}.h5", "r") as fh:
             emb = fh["embeddings"][...]
         vectors.update(zip(names, emb))
-    return wall, cpu, vectors
+    return wall, cpu, in_loop_rate(log.read_text(errors="replace")), vectors
 
 
 def main() -> None:
@@ -146,20 +163,26 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=1000, help="sampled candidates per test query")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--partitions", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="CPU workers of PBG, and of bigkg on the CPU (default: the cores)")
+    parser.add_argument("--device", default="cpu", help="bigkg's device: cpu or cuda[:N] (PBG 1.0.0 trains on the CPU)")
     parser.add_argument("--pbg-venv", type=Path, help="PBG's venv (default: benchmarks/pbg_env.py's, /work/pbg-venv)")
+    parser.add_argument("--pbg-site", type=Path, help="PBG's wheels installed with pip --target here, run on this python "
+                                                      "(default: $BIGKG_PBG_SITE; else the venv)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bigkg_vs_pbg"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
+    pbg = locate_pbg(args.pbg_venv, args.pbg_site)
     train, test = make_graph(args.work, args.edges, args.entities, args.relations, args.test_edges, args.seed)
     train_edges = args.edges - args.test_edges
     heads, tails = read_tsv(test)
     rows = []
     for partitions in args.partitions:
-        b_wall, b_cpu, b_vectors, b_summary = run_bigkg(args.work, train, test, partitions, args.epochs, args.workers)
-        p_wall, p_cpu, p_vectors = run_pbg(args.work, args.pbg_venv, train, partitions, args.epochs, args.workers)
+        b_wall, b_cpu, b_vectors, b_summary = run_bigkg(args.work, train, test, partitions, args.epochs, args.workers,
+                                                        args.device)
+        p_wall, p_cpu, p_loop, p_vectors = run_pbg(args.work, pbg, train, partitions, args.epochs, args.workers)
         # Same test edges and same sampled candidates for both (entities known to both).
         names = np.array(sorted(set(b_vectors) & set(p_vectors)), dtype=object)
         known = np.array([h in b_vectors and t in b_vectors and h in p_vectors and t in p_vectors for h, t in zip(heads, tails)])
@@ -170,19 +193,23 @@ def main() -> None:
         b_rate, p_rate = train_edges * args.epochs / b_wall, train_edges * args.epochs / p_wall
         b_cpu_rate, p_cpu_rate = train_edges * args.epochs / b_cpu, train_edges * args.epochs / p_cpu
         rows.append((partitions, b_rate, p_rate, b_rate / p_rate, b_cpu_rate, p_cpu_rate, b_cpu_rate / p_cpu_rate,
-                     b_mrr, p_mrr, b_summary["edges_per_s"], b_wall, p_wall))
+                     b_mrr, p_mrr, b_summary["edges_per_s"], p_loop, b_wall, p_wall))
         print(f"P={partitions}: bigkg {b_rate:,.0f} edges/s (in-loop {b_summary['edges_per_s']:,.0f}; {b_cpu_rate:,.0f} per CPU-s), "
-              f"PBG {p_rate:,.0f} edges/s ({p_cpu_rate:,.0f} per CPU-s), MRR {b_mrr:.4f} vs {p_mrr:.4f}", flush=True)
+              f"PBG {p_rate:,.0f} edges/s (in-loop {p_loop or 0:,.0f}; {p_cpu_rate:,.0f} per CPU-s), "
+              f"MRR {b_mrr:.4f} vs {p_mrr:.4f}", flush=True)
 
     print(f"\ngraph: {args.edges:,} edges ({train_edges:,} train, {int(known.sum()):,} test ranked), "
-          f"{args.entities:,} entities, {args.relations} relation(s); {args.epochs} epochs; workers {args.workers}; "
+          f"{args.entities:,} entities, {args.relations} relation(s); {args.epochs} epochs; "
+          f"bigkg on {args.device}{'' if args.device != 'cpu' else f' with {args.workers} workers'}, "
+          f"PBG 1.0.0 on the CPU with {args.workers} workers ({pbg.describe()}); "
           f"sampled MRR: {args.candidates} uniform candidates per query, both directions, raw\n")
     print("| P | bigkg edges/s | PBG edges/s | ratio | bigkg edges/CPU-s | PBG edges/CPU-s | ratio | bigkg MRR | PBG MRR "
-          "| bigkg in-loop edges/s | bigkg wall s | PBG wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for p, br, pr, ratio, bc, pc, cratio, bm, pm, loop, bw, pw in rows:
+          "| bigkg in-loop edges/s | PBG in-loop edges/s | in-loop ratio | bigkg wall s | PBG wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for p, br, pr, ratio, bc, pc, cratio, bm, pm, loop, ploop, bw, pw in rows:
+        loop_ratio = f"{loop / ploop:.2f}×" if ploop else "-"
         print(f"| {p} | {br:,.0f} | {pr:,.0f} | {ratio:.2f}× | {bc:,.0f} | {pc:,.0f} | {cratio:.2f}× | {bm:.4f} | {pm:.4f} "
-              f"| {loop:,.0f} | {bw:.1f} | {pw:.1f} |")
+              f"| {loop:,.0f} | {ploop or 0:,.0f} | {loop_ratio} | {bw:.1f} | {pw:.1f} |")
 
 
 if __name__ == "__main__":
