@@ -14,7 +14,10 @@ from typing import Callable
 
 import pytest
 
+from partition_helpers import partition
+
 REPO = Path(__file__).resolve().parents[1]
+CODEX = REPO / "data" / "codex-s"
 
 
 def shared_data_dir() -> Path:
@@ -43,3 +46,11 @@ def shared_dataset(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], 
 @pytest.fixture(scope="session")
 def fb15k237(shared_dataset: Callable[[str], Path]) -> Path:
     return shared_dataset("FB15k-237")
+
+
+@pytest.fixture(scope="session")
+def codex2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled CoDEx-S in 2 partitions with its valid and test splits (tests only read it)."""
+    out = tmp_path_factory.mktemp("codex") / "codex2"
+    partition([CODEX / "train.txt"], out, num_partitions=2, valid=[str(CODEX / "valid.txt")], test=[str(CODEX / "test.txt")])
+    return out

@@ -13,24 +13,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import load_config
 from bigkg.evaluation import evaluate
 from bigkg.training import train
-from partition_helpers import partition
 
 REPO = Path(__file__).resolve().parents[1]
-CODEX = REPO / "data" / "codex-s"
-
-
-@pytest.fixture(scope="module")
-def codex2(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("codex") / "codex2"
-    partition([CODEX / "train.txt"], out, num_partitions=2, valid=[str(CODEX / "valid.txt")], test=[str(CODEX / "test.txt")])
-    return out
 
 
 def write_config(path: Path, dataset: Path, run_dir: Path, **training) -> Path:

@@ -24,17 +24,8 @@ from bigkg.format import (
 from bigkg.model import build_model
 from bigkg.training import TrainingError, train
 from launcher.cli import main as cli_main
-from partition_helpers import partition
 
 REPO = Path(__file__).resolve().parents[1]
-CODEX = REPO / "data" / "codex-s"
-
-
-@pytest.fixture(scope="module")
-def codex2(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("codex") / "codex2"
-    partition([CODEX / "train.txt"], out, num_partitions=2, valid=[str(CODEX / "valid.txt")], test=[str(CODEX / "test.txt")])
-    return out
 
 
 def small_config(dataset: Path, run_dir: Path, **sections) -> dict:

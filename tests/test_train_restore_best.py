@@ -15,18 +15,8 @@ import torch
 
 from bigkg.checkpoint import CheckpointStore, CheckpointVersion
 from launcher.cli import main as cli_main
-from partition_helpers import partition
 
-REPO = Path(__file__).resolve().parents[1]
-CODEX = REPO / "data" / "codex-s"
 DESTROY = ["--set", "training.lr=50"]  # finite losses, valid MRR falls to near random
-
-
-@pytest.fixture(scope="module")
-def codex2(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("codex") / "codex2"
-    partition([CODEX / "train.txt"], out, num_partitions=2, valid=[str(CODEX / "valid.txt")], test=[str(CODEX / "test.txt")])
-    return out
 
 
 def write_config(dataset: Path, run_dir: Path) -> Path:
