@@ -9,6 +9,13 @@ out its per-bucket checkpoint commits; a multi-worker epoch time is the wall tim
 epoch, with the partition exchange and the waits included. So speedups are conservative.
 
     python benchmarks/scaling.py --edges 20000000 --entities 2000000 --partitions 16 --workers 1 2 4 8
+
+A series too long for one sitting can be split: ``--json`` writes a run's rows, and a
+later run with ``--baseline-json`` of that file (same graph and settings, same machine)
+takes its rows into the table, the fewest workers among them as the base of the speedups:
+
+    python benchmarks/scaling.py --workers 1 --json w1.json
+    python benchmarks/scaling.py --workers 2 4 8 --baseline-json w1.json
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bigkg.atomic import write_text_atomic  # noqa: E402
 
 
 def bigkg(*args: str) -> None:
@@ -55,8 +65,12 @@ def run(dataset: Path, work: Path, workers: int, epochs: int, dim: int, threads:
                "--rdzv-endpoint", "127.0.0.1:0", "-m", "launcher", str(config), "--fresh"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     started = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = work / f"w{workers}.log"
+    with open(log, "wb") as out:
+        code = subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - started
+    if code != 0:
+        raise SystemExit(f"torchrun with {workers} worker(s) exited with {code}; its log is {log}")
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs_ = [r for r in records if r["type"] == "epoch"]
     rates = [e["edges"] / e["train_s"] for e in epochs_]
@@ -72,12 +86,25 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--dim", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    parser.add_argument("--work", type=Path, default=None, help="working directory (default: a temporary one)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="working directory (default: a temporary one); a graph already there is reused")
+    parser.add_argument("--json", type=Path, help="write the settings and rows here")
+    parser.add_argument("--baseline-json", type=Path, help="rows of an earlier --json run of the same graph and settings")
     args = parser.parse_args()
+    settings = {k: getattr(args, k) for k in ("edges", "entities", "partitions", "epochs", "dim", "threads")}
+    earlier: list[dict] = []
+    if args.baseline_json:
+        baseline = json.loads(args.baseline_json.read_text())
+        if baseline["settings"] != settings:
+            raise SystemExit(f"{args.baseline_json} was run with {baseline['settings']}, not {settings}")
+        earlier = baseline["results"]
     work = args.work or Path(tempfile.mkdtemp(prefix="bigkg-scaling-"))
     work.mkdir(parents=True, exist_ok=True)
     dataset = prepare(work, args.edges, args.entities, args.partitions)
     results = [run(dataset, work, w, args.epochs, args.dim, args.threads) for w in args.workers]
+    if args.json:
+        write_text_atomic(args.json, json.dumps({"settings": settings, "results": results}, indent=1) + "\n")
+    results = sorted(earlier + results, key=lambda r: r["workers"])
     base = results[0]["edges_per_s"] / results[0]["workers"]
     print(f"{args.edges:,} edges, {args.entities:,} entities, P={args.partitions}, dim {args.dim}, "
           f"{args.threads} thread(s) per worker, median of {args.epochs} epochs")
