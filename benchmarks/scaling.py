@@ -10,9 +10,9 @@ epoch, with the partition exchange and the waits included. So speedups are conse
 
     python benchmarks/scaling.py --edges 20000000 --entities 2000000 --partitions 16 --workers 1 2 4 8
 
-A series too long for one sitting can be split: ``--json`` writes a run's rows, and a
-later run with ``--baseline-json`` of that file (same graph and settings, same machine)
-takes its rows into the table, the fewest workers among them as the base of the speedups:
+A series too long for one sitting can be split: ``--json`` writes the table's rows, and
+a later run with ``--baseline-json`` of that file (same graph and settings, same machine)
+takes them into its table (and its ``--json``), the fewest workers as the base of the speedups:
 
     python benchmarks/scaling.py --workers 1 --json w1.json
     python benchmarks/scaling.py --workers 2 4 8 --baseline-json w1.json
@@ -102,9 +102,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     dataset = prepare(work, args.edges, args.entities, args.partitions)
     results = [run(dataset, work, w, args.epochs, args.dim, args.threads) for w in args.workers]
+    results = sorted(earlier + results, key=lambda r: r["workers"])
     if args.json:
         write_text_atomic(args.json, json.dumps({"settings": settings, "results": results}, indent=1) + "\n")
-    results = sorted(earlier + results, key=lambda r: r["workers"])
     base = results[0]["edges_per_s"] / results[0]["workers"]
     print(f"{args.edges:,} edges, {args.entities:,} entities, P={args.partitions}, dim {args.dim}, "
           f"{args.threads} thread(s) per worker, median of {args.epochs} epochs")

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# The GPU / 16-core benchmarks, in stages that each end well inside a 10-minute call,
+# on a machine whose python3 already holds torch (CUDA), numba, h5py, pyarrow, pyyaml,
+# tqdm, matplotlib and pytest, and which has no network access. Needs .device/ beside the
+# working tree (bash benchmarks/prepare_device.sh fills it: PBG's wheels, FB15k-237).
+#
+#   bash benchmarks/gpu_session.sh STAGE [STAGE...]        # output in $OUT (or $BIGKG_OUT)
+#
+# Stages (minutes expected on an H100 host with 16 cores; see benchmarks/README.md):
+#   check     machine facts, PBG's wheels installed and imported, pytest -m gpu,
+#             a 2-epoch CUDA run of fb15k237_gpu.py on CoDEx-S                    (~2)
+#   vs_pbg    benchmarks/vs_pbg.py --device cuda: 1M edges, P=1 and P=4, 5 epochs,
+#             PBG 1.0.0 on the CPU with 16 workers beside                          (~5)
+#   fb15k237  benchmarks/fb15k237_gpu.py: d=400 and d=100, 50 epochs, test ranked
+#             every 2 epochs; PBG 1.0.0 CPU (16 workers) for 3 epochs             (~5)
+#   encoder   benchmarks/encoder.py on the GPU (needs its --device option)        (~3)
+#   scaling   benchmarks/scaling.py: 20M edges, P=16, W=1,2,4,8 CPU workers over
+#             gloo, 1 epoch each, one W after another so that a cut call keeps
+#             the finished rows                                                   (~8)
+#   vs_pbg_cpu  (optional) benchmarks/vs_pbg.py on the CPU, 16 workers each       (~6)
+# SCALING_WORKERS (default "1 2 4 8"), SCALING_EDGES, SCALING_ENTITIES, SCALING_PARTITIONS
+# change the scaling stage's series and graph; PYTHON the interpreter (default python3).
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="${BIGKG_OUT:-${OUT:-/tmp/bigkg-out}}"
+python="${PYTHON:-python3}"
+site=/tmp/pbg-site
+cores="$("$python" -c 'import os; print(os.cpu_count())')"
+
+if [ $# -eq 0 ]; then
+    sed -n '2,/^set -euo/p' "$0" | sed '$d'
+    exit 2
+fi
+
+cd "$repo"
+mkdir -p "$out"
+# bigkg from the working tree, no install: the machine's python3 has every dependency.
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+export BIGKG_SHARED_DATA="$repo/.device/data"   # FB15k-237 for the tests' fixtures
+export BIGKG_PBG_SITE="$site"
+export TQDM_DISABLE=1
+
+need_device_dir() {
+    if [ ! -f .device/data/FB15k-237.tar.xz ] || ! ls .device/wheels/torchbiggraph-*.whl >/dev/null 2>&1; then
+        echo "missing .device/: run 'bash benchmarks/prepare_device.sh' where pip works and carry .device" >&2
+        exit 2
+    fi
+}
+
+install_pbg() {
+    # PBG's own site, first on PYTHONPATH for PBG's processes only (benchmarks/pbg_env.py).
+    if [ ! -d "$site/torchbiggraph" ]; then
+        "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$site" .device/wheels/*.whl
+    fi
+}
+
+# On failure, the tails of the logs a stage's work dir holds (PBG's, torchrun's, bigkg's).
+show_logs() {
+    local dir="$1"
+    [ -d "$dir" ] || return 0
+    find "$dir" -maxdepth 3 -name '*.log' -newer "$marker" 2>/dev/null | while read -r log; do
+        echo "---- $log (last 30 lines)"
+        tail -n 30 "$log"
+    done
+}
+
+run_stage() {
+    local name="$1" work="$2"
+    shift 2
+    echo "== stage $name: $(date -u +%FT%TZ)" | tee "$out/$name.txt"
+    local started=$SECONDS status
+    # The stage in a subshell of its own with -e in force (an 'if' around it would turn -e off).
+    set +e
+    ( set -e; "$@" ) 2>&1 | tee -a "$out/$name.txt"
+    status=${PIPESTATUS[0]}
+    set -e
+    if [ "$status" -ne 0 ]; then
+        echo "== stage $name FAILED (exit $status) after $((SECONDS - started)) s" | tee -a "$out/$name.txt"
+        show_logs "$work" | tee -a "$out/$name.txt"
+        return "$status"
+    fi
+    echo "== stage $name done in $((SECONDS - started)) s" | tee -a "$out/$name.txt"
+}
+
+machine() {
+    {
+        echo "date: $(date -u +%FT%TZ)"
+        echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo 'not a git checkout here: take it from the calling side')"
+        echo "cpu: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p') ($cores cores)"
+        echo "memory: $(free -g | awk '/^Mem:/ {print $2}') GiB"
+        if command -v nvidia-smi >/dev/null; then
+            nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | sed 's/^/gpu: /'
+        else
+            echo "gpu: none (no nvidia-smi)"
+        fi
+        "$python" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda)'
+    } > "$out/machine.txt"
+    cat "$out/machine.txt"
+}
+
+stage_check() {
+    "$python" -c 'import torch; assert torch.cuda.is_available(), "no CUDA"; print(torch.cuda.get_device_name(0))'
+    PYTHONPATH="$site:$PYTHONPATH" "$python" -c 'import torchbiggraph, torch; print("torchbiggraph", torchbiggraph.__version__, "on torch", torch.__version__)'
+    "$python" -m pytest -q -p no:cacheprovider -m gpu tests/
+    "$python" benchmarks/fb15k237_gpu.py --device cuda --data data/codex-s --dims 32 --epochs 2 --eval-every 1 \
+        --work /tmp/bigkg-check
+}
+
+stage_vs_pbg() {
+    "$python" benchmarks/vs_pbg.py --device cuda --epochs 5 --partitions 1 4 --workers "$cores" \
+        --pbg-site "$site" --work /tmp/bigkg-vs_pbg
+}
+
+stage_vs_pbg_cpu() {
+    "$python" benchmarks/vs_pbg.py --device cpu --epochs 5 --partitions 1 4 --workers "$cores" \
+        --pbg-site "$site" --work /tmp/bigkg-vs_pbg_cpu
+}
+
+stage_fb15k237() {
+    "$python" benchmarks/fb15k237_gpu.py --device cuda --dims 400 100 --epochs 50 --eval-every 2 \
+        --pbg-epochs 3 --pbg-workers "$cores" --pbg-site "$site" \
+        --work /tmp/bigkg-fb15k237 --json "$out/fb15k237_gpu.json"
+}
+
+stage_encoder() {
+    if ! "$python" benchmarks/encoder.py --help | grep -q -- '--device'; then
+        echo "benchmarks/encoder.py has no --device option yet: it measures on the CPU only" >&2
+        return 1
+    fi
+    "$python" benchmarks/encoder.py --data .device/data/FB15k-237.tar.xz --device cuda
+}
+
+stage_scaling() {
+    # One W per invocation, each taking the rows so far as its baseline, so a call cut by
+    # its time limit still returns the finished rows. The graph is made once in the work
+    # dir and reused (also by a later call, while the machine is still the same one).
+    local work=/tmp/bigkg-scaling rows=""
+    local common=(--edges "${SCALING_EDGES:-20000000}" --entities "${SCALING_ENTITIES:-2000000}"
+                  --partitions "${SCALING_PARTITIONS:-16}" --epochs 1 --threads 1 --work "$work")
+    mkdir -p "$work"
+    for w in ${SCALING_WORKERS:-1 2 4 8}; do
+        local next="$work/rows_upto_w$w.json"
+        "$python" benchmarks/scaling.py "${common[@]}" --workers "$w" --json "$next" ${rows:+--baseline-json "$rows"}
+        rows="$next"
+        cp "$rows" "$out/scaling.json"
+    done
+}
+
+marker="$(mktemp)"   # logs newer than this one belong to this call
+machine
+for stage in "$@"; do
+    case "$stage" in
+        check|vs_pbg|vs_pbg_cpu|fb15k237) need_device_dir; install_pbg ;;
+        encoder) need_device_dir ;;
+        scaling) ;;
+        *) echo "unknown stage $stage (check, vs_pbg, fb15k237, encoder, scaling, vs_pbg_cpu)" >&2; exit 2 ;;
+    esac
+done
+failed=()
+for stage in "$@"; do   # a failed stage does not keep the next ones from running
+    run_stage "$stage" "/tmp/bigkg-$stage" "stage_$stage" || failed+=("$stage")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "failed stages: ${failed[*]}" >&2
+    exit 1
+fi
