@@ -73,6 +73,16 @@ def read_partition_file(path: Path) -> tuple[Tensor, Tensor]:
     return data["embeddings"], data["adagrad"]
 
 
+def read_partition_rows(path: Path, rows: Tensor) -> Tensor:
+    """Embeddings of some rows of a partition file, memory-mapped: only the pages holding
+    those rows are read."""
+    try:
+        table = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["embeddings"]
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    return table.index_select(0, rows)
+
+
 class CheckpointVersion:
     """A complete, read-only checkpoint version."""
 

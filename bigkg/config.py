@@ -110,6 +110,10 @@ class TrainingConfig:
         False, "batched mode: also score each positive against its own anchor (its head as a tail, its tail "
         "as a head), which evaluation ranks but sampled chunks almost never contain; helps graphs of "
         "symmetric relations such as WN18RR")
+    foreign_negatives: int = opt(
+        0, "P > 1: rows drawn per bucket and side from the partitions NOT in memory (read from the last "
+        "checkpoint, constants without gradient) and scored as negatives by every batch of the bucket, so "
+        "queries are contrasted with entities of other partitions too, as evaluation does", minimum=0)
     loss: str = opt("softmax", "loss over a positive and its negatives", LOSSES)
     margin: float = opt(0.1, "margin of the ranking loss", minimum=0.0)
     lr: float = opt(0.1, "learning rate of the row-wise Adagrad on entity embeddings", minimum=0.0)
@@ -257,6 +261,10 @@ def _check(config: Config) -> None:
     if not (config.device in ("cpu", "cuda", "auto") or config.device.startswith("cuda:")):
         raise ConfigError(f"device: {config.device!r} is not allowed; choose cpu, cuda, cuda:N or auto")
     _check_encoder(m.encoder)
+    if config.training.foreign_negatives and m.encoder.name != "none":
+        raise ConfigError(
+            f"training.foreign_negatives: stale rows of other partitions bypass model.encoder "
+            f"({m.encoder.name!r}); use it with encoder 'none' only")
     if config.eval.hits and min(config.eval.hits) < 1:
         raise ConfigError(f"eval.hits: every k must be at least 1, got {config.eval.hits}")
 

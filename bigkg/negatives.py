@@ -10,13 +10,17 @@ its own local id. With ``anchor_negatives`` a batched chunk's candidates end
 with one more per positive: its own anchor (the head as a tail candidate, the
 tail as a head candidate), which uniform draws almost never hit but
 evaluation ranks, and which models of symmetric relations otherwise learn to
-rank first.
+rank first. With P > 1 ``foreign_negatives`` adds, per bucket and side, rows
+drawn from the partitions that are not in memory (stale copies read from the
+last checkpoint, without gradient): in-partition negatives never contrast a
+query with entities of other partitions, which evaluation ranks too.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -66,3 +70,20 @@ def positive_mask(scores: Tensor, positive_index: Tensor) -> Tensor:
 def chunk_positive_index(num_chunks: int, chunk_size: int, device: torch.device) -> Tensor:
     """Positive k of each chunk is candidate k: [num_chunks, chunk_size]."""
     return torch.arange(chunk_size, device=device).expand(num_chunks, chunk_size)
+
+
+def foreign_rows(offsets: np.ndarray, exclude: int, count: int, rng: np.random.Generator) -> dict[int, Tensor]:
+    """``count`` rows drawn uniformly (with replacement) from every partition but ``exclude``.
+
+    ``offsets``: the P + 1 cumulative partition sizes of one entity type. Returns
+    partition -> sorted local row ids (only partitions drawn from).
+    """
+    sizes = np.diff(offsets)
+    others = int(sizes.sum() - sizes[exclude])
+    if others == 0 or count == 0:
+        return {}
+    flat = rng.integers(0, others, count)
+    # Skip the excluded partition's range: positions at or past its start move up by its size.
+    flat = flat + (flat >= offsets[exclude]) * sizes[exclude]
+    parts = np.searchsorted(offsets, flat, side="right") - 1
+    return {int(p): torch.from_numpy(np.sort(flat[parts == p] - offsets[p])) for p in np.unique(parts)}

@@ -60,3 +60,9 @@ def test_every_option_has_help():
     keys = {key for key, *_ in options}
     assert {"model.dim", "training.chunk_size", "eval.early_stopping_patience", "checkpoint.keep_versions"} <= keys
     assert all(help_text for _, _, help_text, _ in options)
+
+
+def test_foreign_negatives_refuse_a_graph_encoder():
+    with pytest.raises(ConfigError, match="training.foreign_negatives.*'compgcn'"):
+        config_from_dict({"training": {"foreign_negatives": 10}, "model": {"encoder": {"name": "compgcn"}}})
+    assert config_from_dict({"training": {"foreign_negatives": 10}}).training.foreign_negatives == 10

@@ -1,12 +1,13 @@
 """Batched negatives: chunking, the positive's place among candidates, losses that mask it."""
 
+import numpy as np
 import torch
 
 from bigkg.config import config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
 from bigkg.losses import LOSSES
 from bigkg.model import build_model
-from bigkg.negatives import ChunkPlan, chunk_positive_index, positive_mask, uniform_negatives
+from bigkg.negatives import ChunkPlan, chunk_positive_index, foreign_rows, positive_mask, uniform_negatives
 
 
 def test_chunk_plan_covers_the_batch_once():
@@ -54,3 +55,17 @@ def test_uniform_negatives_stay_in_the_partition():
     ids = uniform_negatives(40, 50, 7, gen, torch.device("cpu"))
     assert ids.shape == (40, 50) and ids.min() >= 0 and ids.max() < 7
     assert set(ids.flatten().tolist()) == set(range(7))
+
+
+def test_foreign_rows_come_from_every_other_partition_uniformly():
+    offsets = np.array([0, 5, 5, 12, 20])  # partition 1 is empty
+    drawn = foreign_rows(offsets, exclude=2, count=40_000, rng=np.random.default_rng(0))
+    assert set(drawn) == {0, 3}
+    assert sum(len(ids) for ids in drawn.values()) == 40_000
+    for part, ids in drawn.items():
+        size = offsets[part + 1] - offsets[part]
+        counts = np.bincount(ids.numpy(), minlength=size)
+        assert len(counts) == size  # local ids stay inside their partition
+        # 13 eligible rows: each drawn ~40000/13 times
+        assert counts.min() > 0.9 * 40_000 / 13 and counts.max() < 1.1 * 40_000 / 13
+    assert foreign_rows(np.array([0, 7]), exclude=0, count=10, rng=np.random.default_rng(0)) == {}

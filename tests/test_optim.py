@@ -46,10 +46,11 @@ def test_row_adagrad_matches_dense_reference(kernel):
     assert torch.equal(table[untouched], before[untouched])
 
 
-@pytest.mark.parametrize("anchor_negatives", [False, True])
-def test_batch_step_equals_dense_autograd_reference(anchor_negatives):
+@pytest.mark.parametrize("anchor_negatives, foreign", [(False, False), (True, False), (False, True), (True, True)])
+def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     """A full step (repeated rows, both sides, regulariser, optionally each positive's own anchor as
-    one more candidate, masked on the self-loop 3->3) against autograd on the whole table."""
+    one more candidate, masked on the self-loop 3->3, and constant foreign candidates scored by
+    every positive) against autograd on the whole table."""
     n, d = 30, 6
     config = config_from_dict({
         "model": {"dim": d, "operator": "complex_diagonal", "regularizer": "n3", "regularization_weight": 0.01},
@@ -68,6 +69,7 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives):
     state = torch.rand(n, generator=g)
     batch = Batch(torch.tensor([0, 1, 1, 5, 7, 0, 2, 3, 9, 9]), torch.tensor([1, 2, 3, 0, 0, 4, 4, 3, 1, 2]),
                   torch.tensor([0, 1, 0, 1, 0, 0, 1, 1, 0, 1]), torch.rand(10, generator=g))
+    foreign_heads, foreign_tails = (torch.randn(3, d, generator=g), torch.randn(3, d, generator=g)) if foreign else (None, None)
 
     # reference: dense gradient of the same loss, then the dense rule
     leaf = table.clone().requires_grad_()
@@ -85,6 +87,9 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives):
             loop = (batch.lhs[sl] == batch.rhs[sl]).unsqueeze(1)
             tail_scores = torch.cat([tail_scores, own.masked_fill(loop, float("-inf"))], 1)
             head_scores = torch.cat([head_scores, own_head.masked_fill(loop, float("-inf"))], 1)
+        if foreign:
+            tail_scores = torch.cat([tail_scores, reference.score_candidates("rhs", h, r, foreign_tails)], 1)
+            head_scores = torch.cat([head_scores, reference.score_candidates("lhs", t, r, foreign_heads)], 1)
         per = LOSSES["softmax"](tail_scores, pos, 0.1) + LOSSES["softmax"](head_scores, pos, 0.1)
         loss = loss + (per * batch.weight[sl]).sum()
     loss = loss + reference.regularization([leaf[batch.lhs], leaf[batch.rhs]], batch.rel)
@@ -96,7 +101,7 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives):
     part = PartitionState(table.clone(), state.clone())
     step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
                      build_shared_optimizer(model, config.training), torch.Generator())
-    step(batch, (("e", 0), part), (("e", 0), part))
+    step(batch, (("e", 0), part), (("e", 0), part), foreign=(foreign_heads, foreign_tails))
     torch.testing.assert_close(part.embeddings, expected_table)
     torch.testing.assert_close(part.adagrad, expected_state)
     for p, q in zip(model.parameters(), reference.parameters()):

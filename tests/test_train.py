@@ -22,7 +22,9 @@ from bigkg.format import (
     write_entity_names, write_manifest, BucketEdges,
 )
 from bigkg.model import build_model
+from bigkg.schedule import Bucket
 from bigkg.training import TrainingError, train
+from bigkg.training.trainer import Trainer
 from launcher.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,3 +182,22 @@ def test_cli_config_typo_and_json_summary(tiny, tmp_path, capsys):
     assert cli_main(["train", str(config_path), "--json", str(tmp_path / "s.json"), "--set", "training.epochs=1"]) == 0
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["epochs_completed"] == 1 and summary["edges_per_s"] > 0
+
+
+def test_foreign_negatives_are_rows_of_the_partitions_not_in_memory(codex2, tmp_path):
+    """With P=2 each side's foreign candidates are rows of the other partition, read from the
+    checkpoint the bucket was loaded from; training with them runs through."""
+    config = config_from_dict(small_config(codex2, tmp_path / "run", training={"epochs": 1, "foreign_negatives": 64}))
+    train(config)
+    trainer = Trainer(config)  # resumes the finished run
+    trainer._load(Bucket(0, 1))
+    assert set(trainer.foreign) == {("entity", 0), ("entity", 1)}
+    for key, other in ((("entity", 0), 1), (("entity", 1), 0)):
+        rows = trainer.foreign[key]
+        table = trainer.version.load_partition("entity", other)[0]
+        assert rows.shape == (64, 16)
+        # each drawn row equals some row of the other partition
+        assert bool(((rows[:, None, :] == table[None, :, :]).all(-1)).any(1).all())
+        own = trainer.version.load_partition("entity", key[1])[0]
+        assert not bool(((rows[:, None, :] == own[None, :, :]).all(-1)).any(1).any())
+    trainer.loader.close()

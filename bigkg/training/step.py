@@ -100,7 +100,10 @@ class BatchStep:
         rhs: tuple[PartitionKey, PartitionState],
         edges: tuple[Tensor, Tensor, Tensor] | None = None,
         generator: torch.Generator | None = None,
+        foreign: tuple[Tensor | None, Tensor | None] = (None, None),
     ) -> Tensor:
+        """``foreign``: (head, tail) candidates from partitions not in memory, constants
+        scored as extra negatives of every positive (batched mode)."""
         cfg = self.config
         size = batch.lhs.shape[0]
         plan = ChunkPlan(size, min(cfg.chunk_size, size))
@@ -115,7 +118,7 @@ class BatchStep:
             per_edge = self.loss_fn(self.model.score_candidates("rhs", h, batch.rel, rhs_all), batch.rhs, cfg.margin)
             per_edge = per_edge + self.loss_fn(self.model.score_candidates("lhs", t, batch.rel, lhs_all), batch.lhs, cfg.margin)
         else:
-            per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen)
+            per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen, foreign)
         loss = (per_edge * batch.weight).sum() if batch.weight is not None else per_edge.sum()
         reg = self.model.regularization([h, t], batch.rel)
         total = loss if reg is None else loss + reg
@@ -136,7 +139,10 @@ class BatchStep:
                 self.shared_optimizer.step()
         return loss.detach()
 
-    def _chunked_loss(self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    def _chunked_loss(
+        self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator,
+        foreign: tuple[Tensor | None, Tensor | None],
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Per-edge loss [B] over both sides, and the positives' head and tail rows.
 
         Positives and negatives are separate leaves and a chunk's candidates are
@@ -154,6 +160,7 @@ class BatchStep:
         blocks = plan.blocks()
         per_edge, chunk, margin = [], 0, self.config.margin
         anchors = self.config.anchor_negatives and left.key[0] == right.key[0]  # anchors of the candidates' type
+        foreign_scores = self._foreign_scores(h, t, batch.rel, *foreign)
         for start, nc, c in blocks:
             whole = len(blocks) == 1  # no slicing: keeps autograd from copying whole leaves
             end = start + nc * c
@@ -171,10 +178,22 @@ class BatchStep:
                 if left is right:  # a self-loop's anchor is its own positive
                     loops = (batch.lhs[start:end] == batch.rhs[start:end]).view(nc, c)
                 scores = torch.cat([scores, self._anchor_scores(h3, t3, r3, loops)], -1)
+            if foreign_scores is not None:
+                scores = torch.cat([scores, (foreign_scores if whole else foreign_scores[:, start:end]).view(2, nc, c, -1)], -1)
             positive = chunk_positive_index(nc, c, device).expand(2, nc, c)
             per_edge.append(self.loss_fn(scores, positive, margin).sum(0).flatten())
             chunk += nc
         return (per_edge[0] if len(per_edge) == 1 else torch.cat(per_edge)), h, t
+
+    def _foreign_scores(self, h: Tensor, t: Tensor, rel: Tensor, heads: Tensor | None, tails: Tensor | None) -> Tensor | None:
+        """[2, B, F]: every positive's (head, rel) against the foreign tails and (tail, rel)
+        against the foreign heads; None without foreign candidates."""
+        if heads is None or tails is None:
+            return None
+        return torch.stack([
+            self.model.score_candidates("rhs", h, rel, tails),
+            self.model.score_candidates("lhs", t, rel, heads),
+        ])
 
     def _anchor_scores(self, h3: Tensor, t3: Tensor, r3: Tensor, loops: Tensor | None) -> Tensor:
         """[2, nc, c, 1]: each positive's head scored as its tail and its tail as its head.

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from bigkg.atomic import write_text_atomic
-from bigkg.checkpoint import CheckpointStore, CheckpointVersion, PartitionKey, PartitionState
+from bigkg.checkpoint import CheckpointStore, CheckpointVersion, PartitionKey, PartitionState, read_partition_rows
 from bigkg.config import Config, ConfigError, config_to_yaml
 from bigkg.device import build_device
 from bigkg.errors import BigKGError
@@ -33,6 +34,7 @@ from bigkg.evaluation import evaluate
 from bigkg.format import Manifest, load_manifest
 from bigkg.losses import LOSSES
 from bigkg.model import KGModel, build_model
+from bigkg.negatives import foreign_rows
 from bigkg.optim import RowAdagrad, build_shared_optimizer
 from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
@@ -169,6 +171,7 @@ class Trainer:
         write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
         self.version = self._resume_or_initialise()
         self.held: dict[PartitionKey, PartitionState] = {}
+        self.foreign: dict[PartitionKey, torch.Tensor] = {}  # stale rows of other partitions, per bucket
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -247,6 +250,9 @@ class Trainer:
             weight = None if e.weight is None else e.weight[order]
             lkey, rkey = group_keys(self.manifest, e.group, bucket)
             sides = ((lkey, self.held[lkey]), (rkey, self.held[rkey]))
+            foreign = (self.foreign.get(lkey), self.foreign.get(rkey))
+            if None in foreign:
+                foreign = (None, None)
             starts = range(0, len(e), batch_size)
 
             def work(worker: int) -> torch.Tensor:
@@ -254,7 +260,8 @@ class Trainer:
                 for start in starts[worker :: len(self.worker_generators)]:
                     end = start + batch_size
                     batch = Batch(lhs[start:end], rhs[start:end], rel[start:end], None if weight is None else weight[start:end])
-                    total += self.step(batch, *sides, edges=(e.lhs, e.rhs, e.rel), generator=self.worker_generators[worker])
+                    total += self.step(batch, *sides, edges=(e.lhs, e.rhs, e.rel), generator=self.worker_generators[worker],
+                                       foreign=foreign)
                     bar.update(batch.lhs.shape[0])
                 return total
 
@@ -331,7 +338,24 @@ class Trainer:
             self.held[key] = PartitionState(
                 state.embeddings.to(self.device, non_blocking=True), state.adagrad.to(self.device, non_blocking=True)
             )
+        self.foreign = self._draw_foreign(bucket, needed)
         return data
+
+    def _draw_foreign(self, bucket: Bucket, keys: set[PartitionKey]) -> dict[PartitionKey, torch.Tensor]:
+        """Per partition of the bucket, ``training.foreign_negatives`` rows of its entity type
+        from the other partitions, read from the version the bucket was loaded from."""
+        count = self.config.training.foreign_negatives
+        if not count or self.manifest.num_partitions == 1:
+            return {}
+        rng = np.random.default_rng((self.config.seed, self.progress.epoch, *bucket))
+        drawn = {}
+        for entity_type, part in sorted(keys):
+            rows = foreign_rows(self.manifest.entity_type(entity_type).offsets, part, count, rng)
+            if rows:
+                paths = {p: self.version.partition_path(entity_type, p) for p in rows}
+                table = torch.cat([read_partition_rows(paths[p], ids) for p, ids in rows.items()])
+                drawn[(entity_type, part)] = table.to(self.device)
+        return drawn
 
     def _commit(self, changed: set[PartitionKey]) -> None:
         partitions = {k: PartitionState(self.held[k].embeddings.cpu(), self.held[k].adagrad.cpu()) for k in changed}
