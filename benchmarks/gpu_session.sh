@@ -19,7 +19,8 @@
 #             the finished rows                                                   (~8)
 #   vs_pbg_cpu  (optional) benchmarks/vs_pbg.py on the CPU, 16 workers each       (~6)
 # SCALING_WORKERS (default "1 2 4 8"), SCALING_EDGES, SCALING_ENTITIES, SCALING_PARTITIONS
-# change the scaling stage's series and graph; PYTHON the interpreter (default python3).
+# change the scaling stage's series and graph; SCALING_BASELINE names the scaling.json of
+# an earlier, cut call (its rows join the table); PYTHON the interpreter (default python3).
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -137,7 +138,7 @@ stage_scaling() {
     # One W per invocation, each taking the rows so far as its baseline, so a call cut by
     # its time limit still returns the finished rows. The graph is made once in the work
     # dir and reused (also by a later call, while the machine is still the same one).
-    local work=/tmp/bigkg-scaling rows=""
+    local work=/tmp/bigkg-scaling rows="${SCALING_BASELINE:-}"
     local common=(--edges "${SCALING_EDGES:-20000000}" --entities "${SCALING_ENTITIES:-2000000}"
                   --partitions "${SCALING_PARTITIONS:-16}" --epochs 1 --threads 1 --work "$work")
     mkdir -p "$work"
