@@ -26,6 +26,7 @@ benchmarks/prepare_device.sh), else ``../shared/data/FB15k-237.tar.xz``.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -105,7 +106,9 @@ class PeakMemory:
 
 
 def train_and_test(config: Config, target: float) -> dict[str, Any]:
-    """Train ``config`` afresh, its validations replaced by test evaluations; the measurements."""
+    """Train ``config`` afresh, its validations replaced by test evaluations (which its
+    metrics.jsonl records as 'valid' lines); the measurements."""
+    gc.collect()  # an earlier run's tensors, so that they do not count in this run's peak
     started = time.perf_counter()  # building the trainer (model, first checkpoint) counts
     trainer = Trainer(config, fresh=True)
     memory = PeakMemory(trainer.device)
@@ -132,6 +135,7 @@ def train_and_test(config: Config, target: float) -> dict[str, Any]:
     memory.close_training()
     if not timeline or timeline[-1]["epoch"] != summary["epochs_completed"]:
         rank_test(trainer.store, summary["epochs_completed"])
+    trainer.validator = None  # the lambda refers to the trainer: drop the cycle
     epochs = [json.loads(line) for line in (Path(config.run_dir) / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in epochs if r["type"] == "epoch"]
     reached = next((t for t in timeline if t["mrr"] >= target), None)
