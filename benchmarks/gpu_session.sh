@@ -68,16 +68,15 @@ show_logs() {
     done
 }
 
+# Runs with -e off (the caller's), so that a failed stage is reported; the stage itself runs
+# in a subshell with -e on. (Called from an 'if' or '||', -e would be ignored inside it.)
 run_stage() {
     local name="$1" work="$2"
     shift 2
     echo "== stage $name: $(date -u +%FT%TZ)" | tee "$out/$name.txt"
     local started=$SECONDS status
-    # The stage in a subshell of its own with -e in force (an 'if' around it would turn -e off).
-    set +e
     ( set -e; "$@" ) 2>&1 | tee -a "$out/$name.txt"
     status=${PIPESTATUS[0]}
-    set -e
     if [ "$status" -ne 0 ]; then
         echo "== stage $name FAILED (exit $status) after $((SECONDS - started)) s" | tee -a "$out/$name.txt"
         show_logs "$work" | tee -a "$out/$name.txt"
@@ -162,7 +161,11 @@ for stage in "$@"; do
 done
 failed=()
 for stage in "$@"; do   # a failed stage does not keep the next ones from running
-    run_stage "$stage" "/tmp/bigkg-$stage" "stage_$stage" || failed+=("$stage")
+    set +e
+    run_stage "$stage" "/tmp/bigkg-$stage" "stage_$stage"
+    status=$?
+    set -e
+    [ "$status" -eq 0 ] || failed+=("$stage")
 done
 if [ ${#failed[@]} -gt 0 ]; then
     echo "failed stages: ${failed[*]}" >&2
