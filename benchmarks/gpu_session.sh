@@ -17,6 +17,8 @@
 #   scaling   benchmarks/scaling.py: 20M edges, P=16, W=1,2,4,8 CPU workers over
 #             gloo, 1 epoch each, one W after another so that a cut call keeps
 #             the finished rows                                                   (~8)
+#   fb15k237_tuned  (optional) fb15k237_gpu.py with configs/fb15k237.yaml (bigkg's own
+#             FB15k-237 settings, d=200) on the GPU, 20 epochs, test every epoch   (~1-2)
 #   vs_pbg_cpu  (optional) benchmarks/vs_pbg.py on the CPU, 16 workers each       (~6)
 # SCALING_WORKERS (default "1 2 4 8"), SCALING_EDGES, SCALING_ENTITIES, SCALING_PARTITIONS
 # change the scaling stage's series and graph; SCALING_BASELINE names the scaling.json of
@@ -125,6 +127,11 @@ stage_fb15k237() {
         --work /tmp/bigkg-fb15k237 --json "$out/fb15k237_gpu.json"
 }
 
+stage_fb15k237_tuned() {
+    "$python" benchmarks/fb15k237_gpu.py --device cuda --config configs/fb15k237.yaml --dims 200 --epochs 20 \
+        --eval-every 1 --set training.workers=1 --work /tmp/bigkg-fb15k237_tuned --json "$out/fb15k237_tuned.json"
+}
+
 stage_encoder() {
     if ! "$python" benchmarks/encoder.py --help | grep -q -- '--device'; then
         echo "benchmarks/encoder.py has no --device option yet: it measures on the CPU only" >&2
@@ -154,9 +161,9 @@ machine
 for stage in "$@"; do
     case "$stage" in
         check|vs_pbg|vs_pbg_cpu|fb15k237) need_device_dir; install_pbg ;;
-        encoder) need_device_dir ;;
+        encoder|fb15k237_tuned) need_device_dir ;;
         scaling) ;;
-        *) echo "unknown stage $stage (check, vs_pbg, fb15k237, encoder, scaling, vs_pbg_cpu)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (check, vs_pbg, fb15k237, encoder, scaling, fb15k237_tuned, vs_pbg_cpu)" >&2; exit 2 ;;
     esac
 done
 failed=()
