@@ -76,6 +76,8 @@ class Encoder(nn.Module):
         L-hop neighbourhood with the encoder's fan-outs."""
         if embeddings.shape[0] != graph.num_nodes:
             raise GraphError(f"{embeddings.shape[0]} embedding rows for a graph of {graph.num_nodes} nodes")
+        if embeddings.device != graph.device:
+            raise GraphError(f"embeddings on {embeddings.device} but the graph on {graph.device}: move the graph with Graph.to")
         if nodes is None or graph.num_nodes <= self.full_graph_max_nodes:
             out = self(embeddings, graph.edges())
             return out if nodes is None else out[nodes]

@@ -8,6 +8,7 @@ r + R, so every entity hears from both its heads and its tails.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -105,6 +106,21 @@ class Graph:
         """Every edge, for full-graph propagation."""
         return EdgeSet(self.src, self.dst, self.rel, self.weight, self.num_nodes)
 
+    @property
+    def device(self) -> torch.device:
+        return self.src.device
+
+    def to(self, device: torch.device | str) -> "Graph":
+        """This graph with its tensors on ``device`` (itself when already there):
+        propagation and neighbourhoods run where the embeddings are."""
+        device = torch.device(device)
+        if self.device == device:
+            return self
+        moved = copy.copy(self)
+        for name in ("src", "dst", "rel", "weight", "rowptr"):
+            setattr(moved, name, getattr(self, name).to(device))
+        return moved
+
     def neighbourhood(
         self,
         seeds: Tensor,
@@ -125,8 +141,9 @@ class Graph:
         if seeds.numel() and (int(seeds.min()) < 0 or int(seeds.max()) >= self.num_nodes):
             raise GraphError(f"node ids must lie in [0, {self.num_nodes})")
         unique, inverse = torch.unique(seeds, return_inverse=True)
-        local = torch.full((self.num_nodes,), -1, dtype=torch.long)
-        local[unique] = torch.arange(unique.numel())
+        dev = self.device
+        local = torch.full((self.num_nodes,), -1, dtype=torch.long, device=dev)
+        local[unique] = torch.arange(unique.numel(), device=dev)
         nodes = [unique]
         count = unique.numel()
         frontier = unique
@@ -138,24 +155,25 @@ class Graph:
             picked.append(eids)
             new = torch.unique(self.src[eids])
             new = new[local[new] < 0]
-            local[new] = torch.arange(count, count + new.numel())
+            local[new] = torch.arange(count, count + new.numel(), device=dev)
             count += new.numel()
             nodes.append(new)
             frontier = new
-        eids = torch.cat(picked) if picked else torch.zeros(0, dtype=torch.long)
+        eids = torch.cat(picked) if picked else torch.zeros(0, dtype=torch.long, device=dev)
         edges = EdgeSet(local[self.src[eids]], local[self.dst[eids]], self.rel[eids], self.weight[eids], count)
         return Subgraph(torch.cat(nodes), edges, inverse)
 
     def _incoming(self, nodes: Tensor, fanout: int | None, generator: torch.Generator | None) -> Tensor:
         starts = self.rowptr[nodes]
         counts = self.rowptr[nodes + 1] - starts
-        group = torch.repeat_interleave(torch.arange(nodes.numel()), counts)
+        dev = self.device
+        group = torch.repeat_interleave(torch.arange(nodes.numel(), device=dev), counts)
         group_start = torch.cumsum(counts, 0) - counts
-        eids = starts[group] + torch.arange(group.numel()) - group_start[group]
+        eids = starts[group] + torch.arange(group.numel(), device=dev) - group_start[group]
         if fanout is None or group.numel() == 0 or int(counts.max()) <= fanout:
             return eids
         # Random order inside each node's group; keep the first `fanout`.
-        key = group.double() + torch.rand(group.numel(), generator=generator, dtype=torch.float64)
+        key = group.double() + torch.rand(group.numel(), generator=generator, dtype=torch.float64, device=dev)
         order = torch.argsort(key)
-        rank = torch.arange(group.numel()) - group_start[group[order]]
+        rank = torch.arange(group.numel(), device=dev) - group_start[group[order]]
         return eids[order[rank < fanout]]

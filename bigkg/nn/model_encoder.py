@@ -35,9 +35,10 @@ class GraphEncoder(ModelEncoder):
         self.manifest = manifest
         self.encoder = build_encoder(spec, dim, len(manifest.relations))
         self._graphs: dict[tuple[str, int], Graph] = {}
+        self._on_device: dict[tuple[str, int, torch.device], Graph] = {}
 
     def graph(self, entity_type: str, partition: int) -> Graph:
-        """The training graph of ``partition`` of ``entity_type`` (cached)."""
+        """The training graph of ``partition`` of ``entity_type`` (cached, on the CPU)."""
         key = (entity_type, partition)
         if key not in self._graphs:
             edges = read_bucket(self.dataset, "train", partition, partition)
@@ -54,8 +55,15 @@ class GraphEncoder(ModelEncoder):
         """Small graphs propagate in full: one propagation serves every request of a batch."""
         return self.graph(entity_type, partition).num_nodes <= self.encoder.full_graph_max_nodes
 
+    def graph_on(self, entity_type: str, partition: int, device: torch.device) -> Graph:
+        """That graph on ``device``, copied there once."""
+        key = (entity_type, partition, device)
+        if key not in self._on_device:
+            self._on_device[key] = self.graph(entity_type, partition).to(device)
+        return self._on_device[key]
+
     def encode(self, entity_embeddings: Tensor, context: EncoderContext) -> Tensor:
-        graph = self.graph(context.entity_type, context.partition)
+        graph = self.graph_on(context.entity_type, context.partition, entity_embeddings.device)
         rows = context.rows
         unique, inverse = torch.unique(rows, return_inverse=True)
         # One leaf row per distinct id, so a repeated id's gradient is not counted twice.
