@@ -2,14 +2,21 @@
 devices are refused, and on CUDA the layers' torch path (the fused kernel is CPU
 only) computes what the CPU computes (GPU-marked tests)."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
+from bigkg.format import load_manifest
+from bigkg.model import EncoderContext
 from bigkg.nn import EncoderSpec, GraphError, build_encoder
 from bigkg.nn.data import graph_of
+from bigkg.nn.model_encoder import GraphEncoder
+from launcher.cli import main as cli_main
+from partition_helpers import partition
 
 CODEX = Path(__file__).resolve().parents[1] / "data" / "codex-s"
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -72,3 +79,47 @@ def test_cuda_int2_gradients_stay_close_to_cpu_fp32(codex):
     reference = torch.cat([t.flatten() for t in _step(EncoderSpec(name="compgcn", layers=2), codex, "cpu")[1:]])
     int2 = torch.cat([t.flatten() for t in _step(EncoderSpec(name="compgcn", layers=2, quantize_bits=2), codex, "cuda")[1:]])
     assert nn.functional.cosine_similarity(int2, reference, dim=0) >= 0.9
+
+
+@pytest.fixture(scope="module")
+def codex1(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("codex") / "codex1"
+    partition([CODEX / "train.txt"], out, num_partitions=1)
+    return out
+
+
+@pytest.mark.gpu
+@cuda_only
+def test_cuda_graph_encoder_hook_equals_cpu(codex1):
+    """The trainer's hook copies the partition graph to the rows' device once and encodes there."""
+    manifest = load_manifest(codex1)
+    results = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        encoder = GraphEncoder(EncoderSpec(name="compgcn", layers=2, quantize_bits=32), codex1, manifest, 8).to(device)
+        table = torch.randn(manifest.entity_type("entity").count, 8).to(device)
+        rows = torch.tensor([3, 7, 3, 100], device=device)
+        leaf = table[rows].requires_grad_()
+        out = encoder.encode(leaf, EncoderContext("entity", 0, rows, table))
+        out.sum().backward()
+        assert encoder.graph_on("entity", 0, table.device) is encoder.graph_on("entity", 0, table.device)
+        results[device] = (out.detach().cpu(), leaf.grad.cpu())
+    for gpu, cpu in zip(results["cuda"], results["cpu"]):
+        torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@cuda_only
+def test_cli_trains_an_int2_sparsified_encoder_on_cuda(codex1, tmp_path):
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(yaml.safe_dump({
+        "dataset": str(codex1), "run_dir": str(tmp_path / "run"), "device": "cuda",
+        "model": {"dim": 16, "operator": "diagonal", "reciprocal": True,
+                  "encoder": {"name": "compgcn", "layers": 2, "quantize_bits": 2, "message_thresholds": [1.0, 1.1]}},
+        "training": {"epochs": 2, "batch_size": 2000, "threads": 1, "lr": 0.1},
+        "eval": {"valid_every": 0},
+    }))
+    assert cli_main(["train", str(config_path)]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss_per_edge"] for r in records if r["type"] == "epoch"]
+    assert len(losses) == 2 and losses[1] < losses[0]
