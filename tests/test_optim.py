@@ -109,3 +109,40 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     untouched = torch.ones(n, dtype=torch.bool)
     untouched[torch.cat([batch.lhs, batch.rhs])] = False
     assert torch.equal(part.embeddings[untouched], table[untouched])
+
+
+@pytest.mark.parametrize("foreign", [False, True])
+def test_all_negatives_step_equals_dense_autograd_reference(foreign):
+    """negatives: all scores every row of the partition (then any foreign candidates); the
+    positive is its own local id. Every row gets a gradient, so every row is updated."""
+    n, d = 12, 4
+    config = config_from_dict({
+        "model": {"dim": d, "operator": "diagonal", "reciprocal": True},
+        "training": {"negatives": "all", "lr": 0.5, "shared_lr": 0.2},
+    })
+    manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e")], {})
+    model, reference = build_model(config, manifest), build_model(config, manifest)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), reference.parameters()):
+            p.normal_(generator=g)
+            q.copy_(p)
+    table, state = torch.randn(n, d, generator=g), torch.rand(n, generator=g)
+    batch = Batch(torch.tensor([0, 3, 3, 7, 11]), torch.tensor([1, 1, 5, 2, 0]), torch.zeros(5, dtype=torch.long), None)
+    foreign_heads, foreign_tails = (torch.randn(2, d, generator=g), torch.randn(2, d, generator=g)) if foreign else (None, None)
+
+    leaf = table.clone().requires_grad_()
+    h, t = leaf[batch.lhs], leaf[batch.rhs]
+    tails, heads = reference.score_candidates("rhs", h, batch.rel, leaf), reference.score_candidates("lhs", t, batch.rel, leaf)
+    if foreign:
+        tails = torch.cat([tails, reference.score_candidates("rhs", h, batch.rel, foreign_tails)], 1)
+        heads = torch.cat([heads, reference.score_candidates("lhs", t, batch.rel, foreign_heads)], 1)
+    (LOSSES["softmax"](tails, batch.rhs, 0.1) + LOSSES["softmax"](heads, batch.lhs, 0.1)).sum().backward()
+    expected_table, expected_state = dense_row_adagrad(table, state, leaf.grad, 0.5)
+
+    part = PartitionState(table.clone(), state.clone())
+    step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
+                     build_shared_optimizer(model, config.training), torch.Generator())
+    step(batch, (("e", 0), part), (("e", 0), part), foreign=(foreign_heads, foreign_tails))
+    torch.testing.assert_close(part.embeddings, expected_table)
+    torch.testing.assert_close(part.adagrad, expected_state)

@@ -103,7 +103,7 @@ class BatchStep:
         foreign: tuple[Tensor | None, Tensor | None] = (None, None),
     ) -> Tensor:
         """``foreign``: (head, tail) candidates from partitions not in memory, constants
-        scored as extra negatives of every positive (batched mode)."""
+        scored as extra negatives of every positive."""
         cfg = self.config
         size = batch.lhs.shape[0]
         plan = ChunkPlan(size, min(cfg.chunk_size, size))
@@ -115,8 +115,13 @@ class BatchStep:
         if cfg.negatives == "all":
             lhs_all, rhs_all = left.take(None), right.take(None)
             h, t = lhs_all.index_select(0, batch.lhs), rhs_all.index_select(0, batch.rhs)
-            per_edge = self.loss_fn(self.model.score_candidates("rhs", h, batch.rel, rhs_all), batch.rhs, cfg.margin)
-            per_edge = per_edge + self.loss_fn(self.model.score_candidates("lhs", t, batch.rel, lhs_all), batch.lhs, cfg.margin)
+            tail_scores = self.model.score_candidates("rhs", h, batch.rel, rhs_all)
+            head_scores = self.model.score_candidates("lhs", t, batch.rel, lhs_all)
+            foreign_scores = self._foreign_scores(h, t, batch.rel, *foreign)
+            if foreign_scores is not None:  # after the partition's rows: positives keep their local ids
+                tail_scores = torch.cat([tail_scores, foreign_scores[0]], -1)
+                head_scores = torch.cat([head_scores, foreign_scores[1]], -1)
+            per_edge = self.loss_fn(tail_scores, batch.rhs, cfg.margin) + self.loss_fn(head_scores, batch.lhs, cfg.margin)
         else:
             per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen, foreign)
         loss = (per_edge * batch.weight).sum() if batch.weight is not None else per_edge.sum()
