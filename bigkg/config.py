@@ -112,8 +112,9 @@ class TrainingConfig:
         "symmetric relations such as WN18RR")
     foreign_negatives: int = opt(
         0, "P > 1: rows drawn per bucket and side from the partitions NOT in memory (read from the last "
-        "checkpoint, constants without gradient) and scored as negatives by every batch of the bucket, so "
-        "queries are contrasted with entities of other partitions too, as evaluation does", minimum=0)
+        "checkpoint) and scored as negatives by every batch of the bucket, so queries are contrasted with "
+        "entities of other partitions too, as evaluation does; their gradients are summed and applied when "
+        "their partition is next loaded", minimum=0)
     loss: str = opt("softmax", "loss over a positive and its negatives", LOSSES)
     margin: float = opt(0.1, "margin of the ranking loss", minimum=0.0)
     lr: float = opt(0.1, "learning rate of the row-wise Adagrad on entity embeddings", minimum=0.0)

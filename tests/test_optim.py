@@ -9,6 +9,7 @@ from bigkg.format import EntityType, Manifest, Relation
 from bigkg.losses import LOSSES
 from bigkg.model import build_model
 from bigkg.optim import RowAdagrad, _step_numba, _step_torch, build_shared_optimizer
+from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
 
 
@@ -70,6 +71,9 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     batch = Batch(torch.tensor([0, 1, 1, 5, 7, 0, 2, 3, 9, 9]), torch.tensor([1, 2, 3, 0, 0, 4, 4, 3, 1, 2]),
                   torch.tensor([0, 1, 0, 1, 0, 0, 1, 1, 0, 1]), torch.rand(10, generator=g))
     foreign_heads, foreign_tails = (torch.randn(3, d, generator=g), torch.randn(3, d, generator=g)) if foreign else (None, None)
+    samples = (ForeignSample("e", {1: torch.arange(3)}, foreign_heads), ForeignSample("e", {1: torch.arange(3)}, foreign_tails)) if foreign else None
+    if foreign:
+        foreign_heads, foreign_tails = foreign_heads.clone().requires_grad_(), foreign_tails.clone().requires_grad_()
 
     # reference: dense gradient of the same loss, then the dense rule
     leaf = table.clone().requires_grad_()
@@ -101,9 +105,12 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     part = PartitionState(table.clone(), state.clone())
     step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
                      build_shared_optimizer(model, config.training), torch.Generator())
-    step(batch, (("e", 0), part), (("e", 0), part), foreign=(foreign_heads, foreign_tails))
+    step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
     torch.testing.assert_close(part.embeddings, expected_table)
     torch.testing.assert_close(part.adagrad, expected_state)
+    if foreign:  # the foreign rows' gradients are handed back, not applied
+        torch.testing.assert_close(samples[0].grad, foreign_heads.grad)
+        torch.testing.assert_close(samples[1].grad, foreign_tails.grad)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
     untouched = torch.ones(n, dtype=torch.bool)
@@ -130,6 +137,9 @@ def test_all_negatives_step_equals_dense_autograd_reference(foreign):
     table, state = torch.randn(n, d, generator=g), torch.rand(n, generator=g)
     batch = Batch(torch.tensor([0, 3, 3, 7, 11]), torch.tensor([1, 1, 5, 2, 0]), torch.zeros(5, dtype=torch.long), None)
     foreign_heads, foreign_tails = (torch.randn(2, d, generator=g), torch.randn(2, d, generator=g)) if foreign else (None, None)
+    samples = (ForeignSample("e", {1: torch.arange(2)}, foreign_heads), ForeignSample("e", {1: torch.arange(2)}, foreign_tails)) if foreign else None
+    if foreign:
+        foreign_heads, foreign_tails = foreign_heads.clone().requires_grad_(), foreign_tails.clone().requires_grad_()
 
     leaf = table.clone().requires_grad_()
     h, t = leaf[batch.lhs], leaf[batch.rhs]
@@ -143,6 +153,9 @@ def test_all_negatives_step_equals_dense_autograd_reference(foreign):
     part = PartitionState(table.clone(), state.clone())
     step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
                      build_shared_optimizer(model, config.training), torch.Generator())
-    step(batch, (("e", 0), part), (("e", 0), part), foreign=(foreign_heads, foreign_tails))
+    step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
     torch.testing.assert_close(part.embeddings, expected_table)
     torch.testing.assert_close(part.adagrad, expected_state)
+    if foreign:
+        torch.testing.assert_close(samples[0].grad, foreign_heads.grad)
+        torch.testing.assert_close(samples[1].grad, foreign_tails.grad)

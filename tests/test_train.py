@@ -184,20 +184,23 @@ def test_cli_config_typo_and_json_summary(tiny, tmp_path, capsys):
     assert summary["epochs_completed"] == 1 and summary["edges_per_s"] > 0
 
 
-def test_foreign_negatives_are_rows_of_the_partitions_not_in_memory(codex2, tmp_path):
+def test_foreign_negatives_come_from_other_partitions_and_their_gradients_land_later(codex2, tmp_path):
     """With P=2 each side's foreign candidates are rows of the other partition, read from the
-    checkpoint the bucket was loaded from; training with them runs through."""
+    checkpoint the bucket was loaded from; their gradients wait until that partition is
+    loaded, and then change exactly those rows."""
     config = config_from_dict(small_config(codex2, tmp_path / "run", training={"epochs": 1, "foreign_negatives": 64}))
     train(config)
     trainer = Trainer(config)  # resumes the finished run
-    trainer._load(Bucket(0, 1))
-    assert set(trainer.foreign) == {("entity", 0), ("entity", 1)}
-    for key, other in ((("entity", 0), 1), (("entity", 1), 0)):
-        rows = trainer.foreign[key]
-        table = trainer.version.load_partition("entity", other)[0]
-        assert rows.shape == (64, 16)
-        # each drawn row equals some row of the other partition
-        assert bool(((rows[:, None, :] == table[None, :, :]).all(-1)).any(1).all())
-        own = trainer.version.load_partition("entity", key[1])[0]
-        assert not bool(((rows[:, None, :] == own[None, :, :]).all(-1)).any(1).any())
+    trainer._load(Bucket(0, 0))
+    assert set(trainer.foreign) == {("entity", 0)}
+    sample = trainer.foreign[("entity", 0)]
+    other = trainer.version.load_partition("entity", 1)[0]
+    assert set(sample.origin) == {1} and sample.rows.shape == (64, 16)
+    torch.testing.assert_close(sample.rows, other[sample.origin[1]], rtol=0, atol=0)
+
+    sample.grad += 1.0  # as if the bucket's batches had pushed on every drawn row
+    trainer.deferred.add(sample)
+    trainer._load(Bucket(1, 1))
+    moved = (trainer.held[("entity", 1)].embeddings != other).any(1)
+    assert torch.equal(moved.nonzero().flatten(), torch.unique(sample.origin[1]))
     trainer.loader.close()

@@ -18,6 +18,7 @@ from bigkg.config import TrainingConfig
 from bigkg.model import EncoderContext, KGModel
 from bigkg.negatives import ChunkPlan, chunk_positive_index, uniform_negatives
 from bigkg.optim import RowAdagrad
+from bigkg.training.foreign import ForeignSample
 
 LossFn = Callable[[Tensor, Tensor, float], Tensor]
 
@@ -100,15 +101,16 @@ class BatchStep:
         rhs: tuple[PartitionKey, PartitionState],
         edges: tuple[Tensor, Tensor, Tensor] | None = None,
         generator: torch.Generator | None = None,
-        foreign: tuple[Tensor | None, Tensor | None] = (None, None),
+        foreign: tuple[ForeignSample, ForeignSample] | None = None,
     ) -> Tensor:
-        """``foreign``: (head, tail) candidates from partitions not in memory, constants
-        scored as extra negatives of every positive."""
+        """``foreign``: (head, tail) candidates from partitions not in memory, scored as
+        extra negatives of every positive; their gradients are added to the samples."""
         cfg = self.config
         size = batch.lhs.shape[0]
         plan = ChunkPlan(size, min(cfg.chunk_size, size))
         gen = generator or self.generator
         (lkey, lstate), (rkey, rstate) = lhs, rhs
+        foreign_leaves = [sample.leaf() for sample in foreign] if foreign is not None else []
         left = _Rows(lkey, lstate, self.model, edges)
         right = left if lkey == rkey else _Rows(rkey, rstate, self.model, edges)
 
@@ -117,26 +119,29 @@ class BatchStep:
             h, t = lhs_all.index_select(0, batch.lhs), rhs_all.index_select(0, batch.rhs)
             tail_scores = self.model.score_candidates("rhs", h, batch.rel, rhs_all)
             head_scores = self.model.score_candidates("lhs", t, batch.rel, lhs_all)
-            foreign_scores = self._foreign_scores(h, t, batch.rel, *foreign)
+            foreign_scores = self._foreign_scores(h, t, batch.rel, foreign_leaves)
             if foreign_scores is not None:  # after the partition's rows: positives keep their local ids
                 tail_scores = torch.cat([tail_scores, foreign_scores[0]], -1)
                 head_scores = torch.cat([head_scores, foreign_scores[1]], -1)
             per_edge = self.loss_fn(tail_scores, batch.rhs, cfg.margin) + self.loss_fn(head_scores, batch.lhs, cfg.margin)
         else:
-            per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen, foreign)
+            per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen, foreign_leaves)
         loss = (per_edge * batch.weight).sum() if batch.weight is not None else per_edge.sum()
         reg = self.model.regularization([h, t], batch.rel)
         total = loss if reg is None else loss + reg
 
         sides = [left] if right is left else [left, right]
         leaves = [leaf for side in sides for leaf in side.leaves]
-        grads = torch.autograd.grad(total, leaves + self.shared_params, allow_unused=True)
+        grads = torch.autograd.grad(total, leaves + foreign_leaves + self.shared_params, allow_unused=True)
         k = 0
         for side in sides:
             n = len(side.leaves)
             used = [(i, g) for i, g in zip(side.ids, grads[k : k + n]) if g is not None]  # None: an empty request
             self.row_optimizer.step(side.state.embeddings, side.state.adagrad, [i for i, _ in used], [g for _, g in used])
             k += n
+        for sample, grad in zip(foreign or (), grads[k : k + len(foreign_leaves)]):
+            sample.add_gradient(grad)
+        k += len(foreign_leaves)
         if self.shared_optimizer is not None:
             with self.shared_lock:
                 for p, g in zip(self.shared_params, grads[k:]):
@@ -146,7 +151,7 @@ class BatchStep:
 
     def _chunked_loss(
         self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator,
-        foreign: tuple[Tensor | None, Tensor | None],
+        foreign: list[Tensor],
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Per-edge loss [B] over both sides, and the positives' head and tail rows.
 
@@ -165,7 +170,7 @@ class BatchStep:
         blocks = plan.blocks()
         per_edge, chunk, margin = [], 0, self.config.margin
         anchors = self.config.anchor_negatives and left.key[0] == right.key[0]  # anchors of the candidates' type
-        foreign_scores = self._foreign_scores(h, t, batch.rel, *foreign)
+        foreign_scores = self._foreign_scores(h, t, batch.rel, foreign)
         for start, nc, c in blocks:
             whole = len(blocks) == 1  # no slicing: keeps autograd from copying whole leaves
             end = start + nc * c
@@ -190,11 +195,12 @@ class BatchStep:
             chunk += nc
         return (per_edge[0] if len(per_edge) == 1 else torch.cat(per_edge)), h, t
 
-    def _foreign_scores(self, h: Tensor, t: Tensor, rel: Tensor, heads: Tensor | None, tails: Tensor | None) -> Tensor | None:
+    def _foreign_scores(self, h: Tensor, t: Tensor, rel: Tensor, foreign: list[Tensor]) -> Tensor | None:
         """[2, B, F]: every positive's (head, rel) against the foreign tails and (tail, rel)
         against the foreign heads; None without foreign candidates."""
-        if heads is None or tails is None:
+        if not foreign:
             return None
+        heads, tails = foreign
         return torch.stack([
             self.model.score_candidates("rhs", h, rel, tails),
             self.model.score_candidates("lhs", t, rel, heads),

@@ -38,6 +38,7 @@ from bigkg.negatives import foreign_rows
 from bigkg.optim import RowAdagrad, build_shared_optimizer
 from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
+from bigkg.training.foreign import DeferredUpdates, ForeignSample
 from bigkg.training.metrics import MetricsLog
 from bigkg.training.step import Batch, BatchStep, LossFn
 
@@ -171,7 +172,8 @@ class Trainer:
         write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
         self.version = self._resume_or_initialise()
         self.held: dict[PartitionKey, PartitionState] = {}
-        self.foreign: dict[PartitionKey, torch.Tensor] = {}  # stale rows of other partitions, per bucket
+        self.foreign: dict[PartitionKey, ForeignSample] = {}  # rows of other partitions, per bucket
+        self.deferred = DeferredUpdates()  # their gradients, until their partition is loaded (not checkpointed)
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -250,9 +252,7 @@ class Trainer:
             weight = None if e.weight is None else e.weight[order]
             lkey, rkey = group_keys(self.manifest, e.group, bucket)
             sides = ((lkey, self.held[lkey]), (rkey, self.held[rkey]))
-            foreign = (self.foreign.get(lkey), self.foreign.get(rkey))
-            if None in foreign:
-                foreign = (None, None)
+            foreign = (self.foreign[lkey], self.foreign[rkey]) if lkey in self.foreign and rkey in self.foreign else None
             starts = range(0, len(e), batch_size)
 
             def work(worker: int) -> torch.Tensor:
@@ -269,6 +269,8 @@ class Trainer:
                 totals.append(work(0))
             else:
                 totals += [f.result() for f in [self.pool.submit(work, k) for k in range(len(self.worker_generators))]]
+        for sample in self.foreign.values():
+            self.deferred.add(sample)
         return float(torch.stack(totals).sum().item()) if totals else 0.0
 
     def _end_epoch(self, epoch: int) -> None:
@@ -338,10 +340,13 @@ class Trainer:
             self.held[key] = PartitionState(
                 state.embeddings.to(self.device, non_blocking=True), state.adagrad.to(self.device, non_blocking=True)
             )
+        for key in needed:  # foreign-row gradients of earlier buckets, now that the rows are here
+            ids, grads = self.deferred.pop(key, self.device)
+            self.row_optimizer.step(self.held[key].embeddings, self.held[key].adagrad, ids, grads)
         self.foreign = self._draw_foreign(bucket, needed)
         return data
 
-    def _draw_foreign(self, bucket: Bucket, keys: set[PartitionKey]) -> dict[PartitionKey, torch.Tensor]:
+    def _draw_foreign(self, bucket: Bucket, keys: set[PartitionKey]) -> dict[PartitionKey, ForeignSample]:
         """Per partition of the bucket, ``training.foreign_negatives`` rows of its entity type
         from the other partitions, read from the version the bucket was loaded from."""
         count = self.config.training.foreign_negatives
@@ -354,7 +359,7 @@ class Trainer:
             if rows:
                 paths = {p: self.version.partition_path(entity_type, p) for p in rows}
                 table = torch.cat([read_partition_rows(paths[p], ids) for p, ids in rows.items()])
-                drawn[(entity_type, part)] = table.to(self.device)
+                drawn[(entity_type, part)] = ForeignSample(entity_type, rows, table.to(self.device))
         return drawn
 
     def _commit(self, changed: set[PartitionKey]) -> None:

@@ -1,0 +1,58 @@
+"""Foreign negatives: rows of partitions that are not in memory, used as negatives of a bucket.
+
+With P > 1 a bucket's in-partition negatives never contrast a query with
+entities of the other partitions, and those entities are never pushed down for
+it, yet evaluation ranks them all. A ``ForeignSample`` is a few rows drawn from
+the other partitions (read from the last checkpoint), scored by every batch of
+the bucket like any negative. Their gradients are summed over the bucket and
+kept in ``DeferredUpdates`` until their partition is next loaded, where the
+row-wise Adagrad applies them: each entity still gets its push-down, one
+bucket or more late, and no partition outside the bucket is ever written.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import Tensor
+
+from bigkg.checkpoint import PartitionKey
+
+
+class ForeignSample:
+    """Rows [F, d] of one entity type drawn from several partitions, and their summed gradient."""
+
+    def __init__(self, entity_type: str, origin: dict[int, Tensor], rows: Tensor):
+        self.entity_type = entity_type
+        self.origin = origin  # partition -> local ids, in the order of ``rows``
+        self.rows = rows
+        self.grad = torch.zeros_like(rows)
+        self._lock = threading.Lock()  # Hogwild workers add concurrently
+
+    def leaf(self) -> Tensor:
+        return self.rows.detach().requires_grad_()
+
+    def add_gradient(self, grad: Tensor | None) -> None:
+        if grad is not None:
+            with self._lock:
+                self.grad += grad
+
+
+class DeferredUpdates:
+    """Gradients of foreign rows waiting for their partition to be in memory."""
+
+    def __init__(self) -> None:
+        self._pending: dict[PartitionKey, list[tuple[Tensor, Tensor]]] = {}
+
+    def add(self, sample: ForeignSample) -> None:
+        start = 0
+        for part, ids in sample.origin.items():
+            end = start + ids.shape[0]
+            self._pending.setdefault((sample.entity_type, part), []).append((ids, sample.grad[start:end].cpu()))
+            start = end
+
+    def pop(self, key: PartitionKey, device: torch.device) -> tuple[list[Tensor], list[Tensor]]:
+        """(ids, gradients) pieces for the partition ``key``, removed from the waiting list."""
+        pieces = self._pending.pop(key, [])
+        return [ids.to(device) for ids, _ in pieces], [grad.to(device) for _, grad in pieces]
