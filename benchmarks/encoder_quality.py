@@ -37,7 +37,7 @@ from bigkg.training import train
 from partitioner.run import PartitionOptions, run_partition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_lastfm import main as prepare_lastfm  # noqa: E402
+from prepare_lastfm import main as prepare_lastfm
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
