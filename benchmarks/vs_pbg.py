@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -134,7 +135,8 @@ def run_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int,
     """PBG's CPU training: (wall s, CPU s, in-loop edges/s, vectors by entity name)."""
     root = work / f"pbg_p{partitions}"
     config = root / "config.py"
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)  # PBG resumes from a checkpoint it finds: start afresh
+    root.mkdir(parents=True)
     write_pbg_config(
         config, entity_path=root / "entities", edge_path=root / "edges", checkpoint_path=root / "model",
         partitions=partitions, global_emb=False, dimension=100, comparator="dot", loss_fn="softmax",
