@@ -47,6 +47,29 @@ def test_row_adagrad_matches_dense_reference(kernel):
     assert torch.equal(table[untouched], before[untouched])
 
 
+def foreign_candidates(enabled: bool, count: int, d: int, g: torch.Generator):
+    """(head and tail samples for the step, the same rows as leaves for the reference)."""
+    if not enabled:
+        return None, (None, None)
+    rows = [torch.randn(count, d, generator=g) for _ in range(2)]
+    samples = tuple(ForeignSample("e", {1: torch.arange(count)}, r) for r in rows)
+    return samples, tuple(r.clone().requires_grad_() for r in rows)
+
+
+def step_and_compare(model, config, batch, table, state, samples, reference_leaves, expected_table, expected_state):
+    """Run BatchStep on a copy of the partition and check it against the reference's update;
+    foreign rows' gradients are handed back to their samples, not applied."""
+    part = PartitionState(table.clone(), state.clone())
+    step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
+                     build_shared_optimizer(model, config.training), torch.Generator())
+    step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
+    torch.testing.assert_close(part.embeddings, expected_table)
+    torch.testing.assert_close(part.adagrad, expected_state)
+    for sample, leaf in zip(samples or (), reference_leaves):
+        torch.testing.assert_close(sample.grad, leaf.grad)
+    return part
+
+
 @pytest.mark.parametrize("anchor_negatives, foreign", [(False, False), (True, False), (False, True), (True, True)])
 def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     """A full step (repeated rows, both sides, regulariser, optionally each positive's own anchor as
@@ -70,10 +93,7 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     state = torch.rand(n, generator=g)
     batch = Batch(torch.tensor([0, 1, 1, 5, 7, 0, 2, 3, 9, 9]), torch.tensor([1, 2, 3, 0, 0, 4, 4, 3, 1, 2]),
                   torch.tensor([0, 1, 0, 1, 0, 0, 1, 1, 0, 1]), torch.rand(10, generator=g))
-    foreign_heads, foreign_tails = (torch.randn(3, d, generator=g), torch.randn(3, d, generator=g)) if foreign else (None, None)
-    samples = (ForeignSample("e", {1: torch.arange(3)}, foreign_heads), ForeignSample("e", {1: torch.arange(3)}, foreign_tails)) if foreign else None
-    if foreign:
-        foreign_heads, foreign_tails = foreign_heads.clone().requires_grad_(), foreign_tails.clone().requires_grad_()
+    samples, (foreign_heads, foreign_tails) = foreign_candidates(foreign, 3, d, g)
 
     # reference: dense gradient of the same loss, then the dense rule
     leaf = table.clone().requires_grad_()
@@ -102,15 +122,8 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     ref_opt = torch.optim.Adagrad(reference.parameters(), lr=0.2)
     ref_opt.step()
 
-    part = PartitionState(table.clone(), state.clone())
-    step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
-                     build_shared_optimizer(model, config.training), torch.Generator())
-    step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
-    torch.testing.assert_close(part.embeddings, expected_table)
-    torch.testing.assert_close(part.adagrad, expected_state)
-    if foreign:  # the foreign rows' gradients are handed back, not applied
-        torch.testing.assert_close(samples[0].grad, foreign_heads.grad)
-        torch.testing.assert_close(samples[1].grad, foreign_tails.grad)
+    part = step_and_compare(model, config, batch, table, state, samples, (foreign_heads, foreign_tails),
+                            expected_table, expected_state)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
     untouched = torch.ones(n, dtype=torch.bool)
@@ -136,10 +149,7 @@ def test_all_negatives_step_equals_dense_autograd_reference(foreign):
             q.copy_(p)
     table, state = torch.randn(n, d, generator=g), torch.rand(n, generator=g)
     batch = Batch(torch.tensor([0, 3, 3, 7, 11]), torch.tensor([1, 1, 5, 2, 0]), torch.zeros(5, dtype=torch.long), None)
-    foreign_heads, foreign_tails = (torch.randn(2, d, generator=g), torch.randn(2, d, generator=g)) if foreign else (None, None)
-    samples = (ForeignSample("e", {1: torch.arange(2)}, foreign_heads), ForeignSample("e", {1: torch.arange(2)}, foreign_tails)) if foreign else None
-    if foreign:
-        foreign_heads, foreign_tails = foreign_heads.clone().requires_grad_(), foreign_tails.clone().requires_grad_()
+    samples, (foreign_heads, foreign_tails) = foreign_candidates(foreign, 2, d, g)
 
     leaf = table.clone().requires_grad_()
     h, t = leaf[batch.lhs], leaf[batch.rhs]
@@ -150,12 +160,5 @@ def test_all_negatives_step_equals_dense_autograd_reference(foreign):
     (LOSSES["softmax"](tails, batch.rhs, 0.1) + LOSSES["softmax"](heads, batch.lhs, 0.1)).sum().backward()
     expected_table, expected_state = dense_row_adagrad(table, state, leaf.grad, 0.5)
 
-    part = PartitionState(table.clone(), state.clone())
-    step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
-                     build_shared_optimizer(model, config.training), torch.Generator())
-    step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
-    torch.testing.assert_close(part.embeddings, expected_table)
-    torch.testing.assert_close(part.adagrad, expected_state)
-    if foreign:
-        torch.testing.assert_close(samples[0].grad, foreign_heads.grad)
-        torch.testing.assert_close(samples[1].grad, foreign_tails.grad)
+    step_and_compare(model, config, batch, table, state, samples, (foreign_heads, foreign_tails),
+                     expected_table, expected_state)
