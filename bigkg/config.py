@@ -264,7 +264,7 @@ def _check(config: Config) -> None:
     _check_encoder(m.encoder)
     if config.training.foreign_negatives and m.encoder.name != "none":
         raise ConfigError(
-            f"training.foreign_negatives: stale rows of other partitions bypass model.encoder "
+            f"training.foreign_negatives: rows read from other partitions bypass model.encoder "
             f"({m.encoder.name!r}); use it with encoder 'none' only")
     if config.eval.hits and min(config.eval.hits) < 1:
         raise ConfigError(f"eval.hits: every k must be at least 1, got {config.eval.hits}")

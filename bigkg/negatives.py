@@ -11,9 +11,10 @@ with one more per positive: its own anchor (the head as a tail candidate, the
 tail as a head candidate), which uniform draws almost never hit but
 evaluation ranks, and which models of symmetric relations otherwise learn to
 rank first. With P > 1 ``foreign_negatives`` adds, per bucket and side, rows
-drawn from the partitions that are not in memory (stale copies read from the
-last checkpoint, without gradient): in-partition negatives never contrast a
-query with entities of other partitions, which evaluation ranks too.
+drawn (``foreign_rows``) from the partitions that are not in memory, read from
+the last checkpoint; their gradients wait for their partition to be loaded
+(``bigkg.training.foreign``): in-partition negatives never contrast a query
+with entities of other partitions, which evaluation ranks too.
 """
 
 from __future__ import annotations
