@@ -111,10 +111,13 @@ class TrainingConfig:
         "as a head), which evaluation ranks but sampled chunks almost never contain; helps graphs of "
         "symmetric relations such as WN18RR")
     foreign_negatives: int = opt(
-        0, "P > 1: rows drawn per bucket and side from the partitions NOT in memory (read from the last "
-        "checkpoint) and scored as negatives by every batch of the bucket, so queries are contrasted with "
-        "entities of other partitions too, as evaluation does; their gradients are summed and applied when "
-        "their partition is next loaded", minimum=0)
+        0, "P > 1: rows of the partitions NOT in memory scored as negatives by every batch, so queries are "
+        "contrasted with entities of other partitions too, as evaluation does; their gradients are summed "
+        "and applied when their partition is next loaded", minimum=0)
+    foreign_pool: int = opt(
+        0, "rows per side read per bucket (from the last checkpoint) from which each batch draws its "
+        "foreign_negatives anew; 0: read foreign_negatives rows and score them in every batch of the bucket",
+        minimum=0)
     loss: str = opt("softmax", "loss over a positive and its negatives", LOSSES)
     margin: float = opt(0.1, "margin of the ranking loss", minimum=0.0)
     lr: float = opt(0.1, "learning rate of the row-wise Adagrad on entity embeddings", minimum=0.0)
@@ -266,6 +269,11 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"training.foreign_negatives: rows read from other partitions bypass model.encoder "
             f"({m.encoder.name!r}); use it with encoder 'none' only")
+    t = config.training
+    if t.foreign_pool and not t.foreign_pool >= t.foreign_negatives > 0:
+        raise ConfigError(
+            f"training.foreign_pool: {t.foreign_pool} must be 0 or at least training.foreign_negatives "
+            f"({t.foreign_negatives}), which must be set")
     if config.eval.hits and min(config.eval.hits) < 1:
         raise ConfigError(f"eval.hits: every k must be at least 1, got {config.eval.hits}")
 

@@ -66,3 +66,10 @@ def test_foreign_negatives_refuse_a_graph_encoder():
     with pytest.raises(ConfigError, match="training.foreign_negatives.*'compgcn'"):
         config_from_dict({"training": {"foreign_negatives": 10}, "model": {"encoder": {"name": "compgcn"}}})
     assert config_from_dict({"training": {"foreign_negatives": 10}}).training.foreign_negatives == 10
+
+
+@pytest.mark.parametrize("training", [{"foreign_pool": 100}, {"foreign_pool": 100, "foreign_negatives": 200}])
+def test_a_foreign_pool_must_hold_the_foreign_negatives(training):
+    with pytest.raises(ConfigError, match="training.foreign_pool: 100 must be 0 or at least"):
+        config_from_dict({"training": training})
+    assert config_from_dict({"training": {"foreign_pool": 300, "foreign_negatives": 200}}).training.foreign_pool == 300

@@ -47,16 +47,24 @@ def test_row_adagrad_matches_dense_reference(kernel):
     assert torch.equal(table[untouched], before[untouched])
 
 
-def foreign_candidates(enabled: bool, count: int, d: int, g: torch.Generator):
-    """(head and tail samples for the step, the same rows as leaves for the reference)."""
-    if not enabled:
-        return None, (None, None)
+def foreign_candidates(mode: str | None, count: int, d: int, g: torch.Generator):
+    """(head and tail samples for the step; for the reference, their pool rows as leaves, and
+    the head and tail candidates a batch scores). ``mode``: None; "pool", every batch scores
+    the whole pool; "drawn", each batch draws 5 rows of a pool of ``count`` (so some twice),
+    with the step's generator, which draws them before anything else."""
+    if mode is None:
+        return None, (), (None, None)
     rows = [torch.randn(count, d, generator=g) for _ in range(2)]
-    samples = tuple(ForeignSample("e", {1: torch.arange(count)}, r) for r in rows)
-    return samples, tuple(r.clone().requires_grad_() for r in rows)
+    per_batch = 5 if mode == "drawn" else 0
+    samples = tuple(ForeignSample("e", {1: torch.arange(count)}, r, per_batch) for r in rows)
+    leaves = tuple(r.clone().requires_grad_() for r in rows)
+    if mode == "pool":
+        return samples, leaves, leaves
+    step_generator = torch.Generator()  # a fresh one, as step_and_compare gives the step
+    return samples, leaves, tuple(leaf[torch.randint(0, count, (per_batch,), generator=step_generator)] for leaf in leaves)
 
 
-def step_and_compare(model, config, batch, table, state, samples, reference_leaves, expected_table, expected_state):
+def step_and_compare(model, config, batch, table, state, samples, pool_leaves, expected_table, expected_state):
     """Run BatchStep on a copy of the partition and check it against the reference's update;
     foreign rows' gradients are handed back to their samples, not applied."""
     part = PartitionState(table.clone(), state.clone())
@@ -65,16 +73,16 @@ def step_and_compare(model, config, batch, table, state, samples, reference_leav
     step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
     torch.testing.assert_close(part.embeddings, expected_table)
     torch.testing.assert_close(part.adagrad, expected_state)
-    for sample, leaf in zip(samples or (), reference_leaves):
+    for sample, leaf in zip(samples or (), pool_leaves):
         torch.testing.assert_close(sample.grad, leaf.grad)
     return part
 
 
-@pytest.mark.parametrize("anchor_negatives, foreign", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("anchor_negatives, foreign", [(False, None), (True, None), (False, "pool"), (True, "pool"), (False, "drawn")])
 def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     """A full step (repeated rows, both sides, regulariser, optionally each positive's own anchor as
-    one more candidate, masked on the self-loop 3->3, and constant foreign candidates scored by
-    every positive) against autograd on the whole table."""
+    one more candidate, masked on the self-loop 3->3, and foreign candidates scored by every
+    positive, whose gradients go back to their pool) against autograd on the whole table."""
     n, d = 30, 6
     config = config_from_dict({
         "model": {"dim": d, "operator": "complex_diagonal", "regularizer": "n3", "regularization_weight": 0.01},
@@ -93,7 +101,7 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     state = torch.rand(n, generator=g)
     batch = Batch(torch.tensor([0, 1, 1, 5, 7, 0, 2, 3, 9, 9]), torch.tensor([1, 2, 3, 0, 0, 4, 4, 3, 1, 2]),
                   torch.tensor([0, 1, 0, 1, 0, 0, 1, 1, 0, 1]), torch.rand(10, generator=g))
-    samples, (foreign_heads, foreign_tails) = foreign_candidates(foreign, 3, d, g)
+    samples, pool_leaves, (foreign_heads, foreign_tails) = foreign_candidates(foreign, 3, d, g)
 
     # reference: dense gradient of the same loss, then the dense rule
     leaf = table.clone().requires_grad_()
@@ -111,7 +119,7 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
             loop = (batch.lhs[sl] == batch.rhs[sl]).unsqueeze(1)
             tail_scores = torch.cat([tail_scores, own.masked_fill(loop, float("-inf"))], 1)
             head_scores = torch.cat([head_scores, own_head.masked_fill(loop, float("-inf"))], 1)
-        if foreign:
+        if foreign is not None:
             tail_scores = torch.cat([tail_scores, reference.score_candidates("rhs", h, r, foreign_tails)], 1)
             head_scores = torch.cat([head_scores, reference.score_candidates("lhs", t, r, foreign_heads)], 1)
         per = LOSSES["softmax"](tail_scores, pos, 0.1) + LOSSES["softmax"](head_scores, pos, 0.1)
@@ -122,7 +130,7 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     ref_opt = torch.optim.Adagrad(reference.parameters(), lr=0.2)
     ref_opt.step()
 
-    part = step_and_compare(model, config, batch, table, state, samples, (foreign_heads, foreign_tails),
+    part = step_and_compare(model, config, batch, table, state, samples, pool_leaves,
                             expected_table, expected_state)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
@@ -131,7 +139,7 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     assert torch.equal(part.embeddings[untouched], table[untouched])
 
 
-@pytest.mark.parametrize("foreign", [False, True])
+@pytest.mark.parametrize("foreign", [None, "pool", "drawn"])
 def test_all_negatives_step_equals_dense_autograd_reference(foreign):
     """negatives: all scores every row of the partition (then any foreign candidates); the
     positive is its own local id. Every row gets a gradient, so every row is updated."""
@@ -149,16 +157,16 @@ def test_all_negatives_step_equals_dense_autograd_reference(foreign):
             q.copy_(p)
     table, state = torch.randn(n, d, generator=g), torch.rand(n, generator=g)
     batch = Batch(torch.tensor([0, 3, 3, 7, 11]), torch.tensor([1, 1, 5, 2, 0]), torch.zeros(5, dtype=torch.long), None)
-    samples, (foreign_heads, foreign_tails) = foreign_candidates(foreign, 2, d, g)
+    samples, pool_leaves, (foreign_heads, foreign_tails) = foreign_candidates(foreign, 2, d, g)
 
     leaf = table.clone().requires_grad_()
     h, t = leaf[batch.lhs], leaf[batch.rhs]
     tails, heads = reference.score_candidates("rhs", h, batch.rel, leaf), reference.score_candidates("lhs", t, batch.rel, leaf)
-    if foreign:
+    if foreign is not None:
         tails = torch.cat([tails, reference.score_candidates("rhs", h, batch.rel, foreign_tails)], 1)
         heads = torch.cat([heads, reference.score_candidates("lhs", t, batch.rel, foreign_heads)], 1)
     (LOSSES["softmax"](tails, batch.rhs, 0.1) + LOSSES["softmax"](heads, batch.lhs, 0.1)).sum().backward()
     expected_table, expected_state = dense_row_adagrad(table, state, leaf.grad, 0.5)
 
-    step_and_compare(model, config, batch, table, state, samples, (foreign_heads, foreign_tails),
+    step_and_compare(model, config, batch, table, state, samples, pool_leaves,
                      expected_table, expected_state)

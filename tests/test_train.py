@@ -204,3 +204,16 @@ def test_foreign_negatives_come_from_other_partitions_and_their_gradients_land_l
     moved = (trainer.held[("entity", 1)].embeddings != other).any(1)
     assert torch.equal(moved.nonzero().flatten(), torch.unique(sample.origin[1]))
     trainer.loader.close()
+
+
+def test_a_foreign_pool_is_read_per_bucket_and_drawn_from_per_batch(codex2, tmp_path):
+    config = config_from_dict(small_config(codex2, tmp_path / "run", training={
+        "epochs": 1, "foreign_negatives": 16, "foreign_pool": 200}))
+    train(config)
+    trainer = Trainer(config)
+    trainer._load(Bucket(1, 1))
+    sample = trainer.foreign[("entity", 1)]
+    assert sample.rows.shape == (200, 16) and sample.per_batch == 16
+    picks, leaf = sample.draw(torch.Generator().manual_seed(0))
+    torch.testing.assert_close(leaf, sample.rows[picks], rtol=0, atol=0)
+    trainer.loader.close()

@@ -21,22 +21,36 @@ from bigkg.checkpoint import PartitionKey
 
 
 class ForeignSample:
-    """Rows [F, d] of one entity type drawn from several partitions, and their summed gradient."""
+    """A pool of rows [F, d] of one entity type drawn from several partitions, and their summed gradient.
 
-    def __init__(self, entity_type: str, origin: dict[int, Tensor], rows: Tensor):
+    ``per_batch``: rows each batch draws from the pool (with replacement); 0
+    scores the whole pool in every batch.
+    """
+
+    def __init__(self, entity_type: str, origin: dict[int, Tensor], rows: Tensor, per_batch: int = 0):
         self.entity_type = entity_type
         self.origin = origin  # partition -> local ids, in the order of ``rows``
         self.rows = rows
+        self.per_batch = per_batch
         self.grad = torch.zeros_like(rows)
         self._lock = threading.Lock()  # Hogwild workers add concurrently
 
-    def leaf(self) -> Tensor:
-        return self.rows.detach().requires_grad_()
+    def draw(self, generator: torch.Generator) -> tuple[Tensor | None, Tensor]:
+        """One batch's candidates: (their positions in the pool, None for all of it; a leaf of their rows)."""
+        if not self.per_batch:
+            return None, self.rows.detach().requires_grad_()
+        picks = torch.randint(0, self.rows.shape[0], (self.per_batch,), generator=generator, device=self.rows.device)
+        return picks, self.rows.index_select(0, picks).requires_grad_()
 
-    def add_gradient(self, grad: Tensor | None) -> None:
-        if grad is not None:
-            with self._lock:
+    def add_gradient(self, picks: Tensor | None, grad: Tensor | None) -> None:
+        """Add a batch's gradient of the candidates ``draw`` gave it."""
+        if grad is None:
+            return
+        with self._lock:
+            if picks is None:
                 self.grad += grad
+            else:
+                self.grad.index_add_(0, picks, grad)
 
 
 class DeferredUpdates:

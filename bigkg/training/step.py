@@ -110,7 +110,8 @@ class BatchStep:
         plan = ChunkPlan(size, min(cfg.chunk_size, size))
         gen = generator or self.generator
         (lkey, lstate), (rkey, rstate) = lhs, rhs
-        foreign_leaves = [sample.leaf() for sample in foreign] if foreign is not None else []
+        foreign_draws = [sample.draw(gen) for sample in foreign] if foreign is not None else []
+        foreign_leaves = [leaf for _, leaf in foreign_draws]
         left = _Rows(lkey, lstate, self.model, edges)
         right = left if lkey == rkey else _Rows(rkey, rstate, self.model, edges)
 
@@ -139,8 +140,8 @@ class BatchStep:
             used = [(i, g) for i, g in zip(side.ids, grads[k : k + n]) if g is not None]  # None: an empty request
             self.row_optimizer.step(side.state.embeddings, side.state.adagrad, [i for i, _ in used], [g for _, g in used])
             k += n
-        for sample, grad in zip(foreign or (), grads[k : k + len(foreign_leaves)]):
-            sample.add_gradient(grad)
+        for sample, (picks, _), grad in zip(foreign or (), foreign_draws, grads[k : k + len(foreign_leaves)]):
+            sample.add_gradient(picks, grad)
         k += len(foreign_leaves)
         if self.shared_optimizer is not None:
             with self.shared_lock:

@@ -347,9 +347,11 @@ class Trainer:
         return data
 
     def _draw_foreign(self, bucket: Bucket, keys: set[PartitionKey]) -> dict[PartitionKey, ForeignSample]:
-        """Per partition of the bucket, ``training.foreign_negatives`` rows of its entity type
-        from the other partitions, read from the version the bucket was loaded from."""
-        count = self.config.training.foreign_negatives
+        """Per partition of the bucket, a pool of rows of its entity type from the other
+        partitions (``training.foreign_pool`` of them, or ``foreign_negatives``), read from
+        the version the bucket was loaded from."""
+        t = self.config.training
+        count = t.foreign_pool or t.foreign_negatives
         if not count or self.manifest.num_partitions == 1:
             return {}
         rng = np.random.default_rng((self.config.seed, self.progress.epoch, *bucket))
@@ -359,7 +361,8 @@ class Trainer:
             if rows:
                 paths = {p: self.version.partition_path(entity_type, p) for p in rows}
                 table = torch.cat([read_partition_rows(paths[p], ids) for p, ids in rows.items()])
-                drawn[(entity_type, part)] = ForeignSample(entity_type, rows, table.to(self.device))
+                per_batch = t.foreign_negatives if t.foreign_pool else 0
+                drawn[(entity_type, part)] = ForeignSample(entity_type, rows, table.to(self.device), per_batch)
         return drawn
 
     def _commit(self, changed: set[PartitionKey]) -> None:
