@@ -8,7 +8,7 @@ import torch
 from bigkg.config import config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
 from bigkg.model import IdentityEncoder, build_model
-from bigkg.model.comparators import COMPARATORS
+from bigkg.model.comparators import COMPARATORS, candidate_product
 from bigkg.model.operators import OPERATORS
 
 DIM = 6
@@ -154,3 +154,17 @@ def test_identity_encoder_and_unknown_encoder():
         build_model(config_from_dict({"model": {"encoder": {"name": "gcn9"}}}), manifest())
     with pytest.raises(ConfigError, match="not a relation"):
         build_model(config_from_dict({"model": {"relation_operators": {"zzz": "rotate"}}}), manifest())
+
+
+def test_candidate_product_gradients_are_exact_and_in_the_inputs_layout():
+    """Its hand-written backward passes gradcheck, and both gradients come out contiguous
+    (autograd's matmul backward hands the candidates a transposed view to copy)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    c = torch.randn(3, 7, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(candidate_product, (a, c))
+    grad_a, grad_c = torch.autograd.grad(candidate_product(a, c).pow(2).sum(), (a, c))
+    assert grad_a.is_contiguous() and grad_c.is_contiguous()
+    shared = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)  # broadcast over a's batch
+    torch.testing.assert_close(candidate_product(a, shared), a @ shared.T)
+    assert torch.autograd.gradcheck(candidate_product, (a, shared))

@@ -7,7 +7,38 @@ scores row k of ``a`` against row k of ``b`` -> [...].
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
+
+
+class _CandidateProduct(torch.autograd.Function):
+    """``a @ c^T`` for ``a`` [..., N, d] and ``c`` [..., M, d] with the same leading dims,
+    whose backward gives both gradients contiguous, in their inputs' layout.
+
+    Autograd's own backward computes c's gradient as (a^T G)^T: a transposed
+    view that the caller's reshape or the row optimizer must then copy, a
+    cache-unfriendly pass as large as the candidates. G^T a is the same product
+    in the right layout.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, c: Tensor) -> Tensor:
+        ctx.save_for_backward(a, c)
+        return a @ c.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        a, c = ctx.saved_tensors
+        grad_a = grad @ c if ctx.needs_input_grad[0] else None
+        grad_c = grad.transpose(-1, -2) @ a if ctx.needs_input_grad[1] else None
+        return grad_a, grad_c
+
+
+def candidate_product(a: Tensor, c: Tensor) -> Tensor:
+    """[..., N, M] dot products of every row of ``a`` with every row of ``c``."""
+    if a.shape[:-2] == c.shape[:-2]:
+        return _CandidateProduct.apply(a, c)
+    return a @ c.transpose(-1, -2)  # broadcast leading dims: autograd sums c's gradient over them
 
 
 class Comparator:
@@ -24,7 +55,7 @@ class DotComparator(Comparator):
     name = "dot"
 
     def candidates(self, a: Tensor, c: Tensor) -> Tensor:
-        return a @ c.transpose(-1, -2)
+        return candidate_product(a, c)
 
     def pairs(self, a: Tensor, b: Tensor) -> Tensor:
         return (a * b).sum(-1)
@@ -34,7 +65,7 @@ class CosComparator(Comparator):
     name = "cos"
 
     def candidates(self, a: Tensor, c: Tensor) -> Tensor:
-        return _unit(a) @ _unit(c).transpose(-1, -2)
+        return candidate_product(_unit(a), _unit(c))
 
     def pairs(self, a: Tensor, b: Tensor) -> Tensor:
         return (_unit(a) * _unit(b)).sum(-1)
@@ -46,7 +77,7 @@ class SquaredL2Comparator(Comparator):
     name = "squared_l2"
 
     def candidates(self, a: Tensor, c: Tensor) -> Tensor:
-        sq = (a * a).sum(-1, keepdim=True) + (c * c).sum(-1).unsqueeze(-2) - 2 * (a @ c.transpose(-1, -2))
+        sq = (a * a).sum(-1, keepdim=True) + (c * c).sum(-1).unsqueeze(-2) - 2 * candidate_product(a, c)
         return -sq.clamp_min(0)
 
     def pairs(self, a: Tensor, b: Tensor) -> Tensor:
