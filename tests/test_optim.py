@@ -1,5 +1,6 @@
 """Row-wise Adagrad: equal to a dense reference on the touched rows, other rows untouched."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,7 +25,8 @@ def dense_row_adagrad(table, state, grad, lr, eps=1e-10):
 @pytest.mark.parametrize("kernel", [_step_torch, _step_numba, None])
 def test_row_adagrad_matches_dense_reference(kernel):
     """Repeated rows across and within pieces get one update with their summed gradient;
-    the compiled CPU kernel, the torch one (GPU path) and the dispatching step agree."""
+    the compiled CPU kernel (which leaves its row -> slot map clean), the torch one (GPU
+    path) and the dispatching step (twice, reusing its map) agree."""
     g = torch.Generator().manual_seed(0)
     table, state = torch.randn(50, 8, generator=g), torch.rand(50, generator=g)
     ids = [torch.tensor([3, 17, 4, 3]), torch.tensor([49, 17])]
@@ -37,14 +39,25 @@ def test_row_adagrad_matches_dense_reference(kernel):
     untouched[torch.cat(ids)] = False
     before = table.clone()
     optimizer = RowAdagrad(0.3)
-    if kernel is None:
-        optimizer.step(table, state, ids, grads)
-    else:
+    if kernel is _step_torch:
         rows, inverse = torch.unique(torch.cat(ids), return_inverse=True)
         kernel(table, state, rows, list(zip(inverse.split([4, 2]), grads)), optimizer.lr, optimizer.eps)
+    elif kernel is _step_numba:
+        slot_of = np.full(50, -1)
+        kernel(table, state, ids, grads, optimizer.lr, optimizer.eps, slot_of)
+        assert (slot_of == -1).all()
+    else:
+        optimizer.step(table, state, ids, grads)
     torch.testing.assert_close(table, expected_table)
     torch.testing.assert_close(state, expected_state)
     assert torch.equal(table[untouched], before[untouched])
+    if kernel is None:  # a second step with other rows, through the same slot map
+        more_ids, more_grad = [torch.tensor([17, 20, 20])], [torch.randn(3, 8, generator=g)]
+        dense_grad = torch.zeros(50, 8).index_add_(0, more_ids[0], more_grad[0])
+        expected_table, expected_state = dense_row_adagrad(expected_table, expected_state, dense_grad, 0.3)
+        optimizer.step(table, state, more_ids, more_grad)
+        torch.testing.assert_close(table, expected_table)
+        torch.testing.assert_close(state, expected_state)
 
 
 def foreign_candidates(mode: str | None, count: int, d: int, g: torch.Generator):
@@ -78,15 +91,18 @@ def step_and_compare(model, config, batch, table, state, samples, pool_leaves, e
     return part
 
 
-@pytest.mark.parametrize("anchor_negatives, foreign", [(False, None), (True, None), (False, "pool"), (True, "pool"), (False, "drawn")])
-def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
-    """A full step (repeated rows, both sides, regulariser, optionally each positive's own anchor as
-    one more candidate, masked on the self-loop 3->3, and foreign candidates scored by every
-    positive, whose gradients go back to their pool) against autograd on the whole table."""
+@pytest.mark.parametrize("uniform, anchor_negatives, foreign", [
+    (0, False, None), (3, False, None), (3, True, None), (0, False, "pool"), (3, True, "pool"), (3, False, "drawn"),
+])
+def test_batch_step_equals_dense_autograd_reference(uniform, anchor_negatives, foreign):
+    """A full step (repeated rows, both sides, regulariser, chunks of 4, 4 and 2, each with the
+    chunk's positives and ``uniform`` drawn rows as candidates, optionally each positive's own
+    anchor as one more candidate, masked on the self-loop 3->3, and foreign candidates scored
+    by every positive, whose gradients go back to their pool) against autograd on the whole table."""
     n, d = 30, 6
     config = config_from_dict({
         "model": {"dim": d, "operator": "complex_diagonal", "regularizer": "n3", "regularization_weight": 0.01},
-        "training": {"chunk_size": 4, "num_uniform_negatives": 0, "lr": 0.5, "shared_lr": 0.2,
+        "training": {"chunk_size": 4, "num_uniform_negatives": uniform, "lr": 0.5, "shared_lr": 0.2,
                      "anchor_negatives": anchor_negatives},
     })
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
@@ -102,15 +118,21 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     batch = Batch(torch.tensor([0, 1, 1, 5, 7, 0, 2, 3, 9, 9]), torch.tensor([1, 2, 3, 0, 0, 4, 4, 3, 1, 2]),
                   torch.tensor([0, 1, 0, 1, 0, 0, 1, 1, 0, 1]), torch.rand(10, generator=g))
     samples, pool_leaves, (foreign_heads, foreign_tails) = foreign_candidates(foreign, 3, d, g)
+    # the uniform rows the step draws: after any foreign draws, heads then tails, [chunks, uniform]
+    step_generator = torch.Generator()
+    if foreign == "drawn":
+        torch.randint(0, 3, (2, 5), generator=step_generator)
+    head_negatives, tail_negatives = (torch.randint(0, n, (3, uniform), generator=step_generator) for _ in range(2))
 
     # reference: dense gradient of the same loss, then the dense rule
     leaf = table.clone().requires_grad_()
     loss = 0.0
-    for start, size in [(0, 4), (4, 4), (8, 2)]:
+    for chunk, (start, size) in enumerate([(0, 4), (4, 4), (8, 2)]):
         sl = slice(start, start + size)
         h, t, r = leaf[batch.lhs[sl]], leaf[batch.rhs[sl]], batch.rel[sl]
         pos = torch.arange(size)
-        tail_scores, head_scores = reference.score_candidates("rhs", h, r, t), reference.score_candidates("lhs", t, r, h)
+        tails, heads = torch.cat([t, leaf[tail_negatives[chunk]]]), torch.cat([h, leaf[head_negatives[chunk]]])
+        tail_scores, head_scores = reference.score_candidates("rhs", h, r, tails), reference.score_candidates("lhs", t, r, heads)
         if anchor_negatives:
             own = torch.stack([reference.score_candidates("rhs", h[k : k + 1], r[k : k + 1], h[k : k + 1])[0]
                                for k in range(size)])
@@ -135,7 +157,7 @@ def test_batch_step_equals_dense_autograd_reference(anchor_negatives, foreign):
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
     untouched = torch.ones(n, dtype=torch.bool)
-    untouched[torch.cat([batch.lhs, batch.rhs])] = False
+    untouched[torch.cat([batch.lhs, batch.rhs, head_negatives.flatten(), tail_negatives.flatten()])] = False
     assert torch.equal(part.embeddings[untouched], table[untouched])
 
 

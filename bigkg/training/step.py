@@ -56,6 +56,23 @@ class _Rows:
             return self._encode(ids)
         return self.whole if ids is None else self.whole.index_select(0, ids)
 
+    def take_candidates(self, positives: Tensor, positive_ids: Tensor, negative_ids: Tensor) -> Tensor:
+        """[nc, c + u, d]: each chunk's positives (rows ``positives`` [nc, c, d], ids
+        ``positive_ids`` [nc, c]) followed by its negatives ``negative_ids`` [nc, u].
+
+        Where a row costs only a lookup, the chunk's candidates are gathered anew
+        as one leaf: concatenating them from the positives' rows would cost a
+        copy forward, and copies and an addition of the positives' gradient
+        backward. Rows encoded per request reuse the positives' encoding.
+        """
+        if negative_ids.shape[1] == 0:
+            return positives
+        if self.whole is None and self.model.encoder.name != "none":
+            negatives = self.take(negative_ids.flatten()).view(*negative_ids.shape, -1)
+            return torch.cat([positives, negatives], 1)
+        ids = torch.cat([positive_ids, negative_ids], 1)
+        return self.take(ids.flatten()).view(*ids.shape, -1)
+
     def _encode(self, ids: Tensor | None) -> Tensor:
         table = self.state.embeddings
         if ids is None:
@@ -156,18 +173,16 @@ class BatchStep:
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Per-edge loss [B] over both sides, and the positives' head and tail rows.
 
-        Positives and negatives are separate leaves and a chunk's candidates are
-        their concatenation, whose backward only takes views of the gradient;
-        slicing one big leaf instead would make autograd allocate and add
-        zero-filled copies of it for every slice.
+        The queries (positives' rows) and each side's candidates are separate
+        leaves (``_Rows.take_candidates``); slicing one big leaf instead would
+        make autograd allocate and add zero-filled copies of it for every slice.
         """
         u = self.config.num_uniform_negatives
         chunks = plan.total_chunks
         device = batch.lhs.device
         h, t = left.take(batch.lhs), right.take(batch.rhs)
-        hn = left.take(uniform_negatives(chunks, u, left.state.embeddings.shape[0], gen, device).flatten())
-        tn = right.take(uniform_negatives(chunks, u, right.state.embeddings.shape[0], gen, device).flatten())
-        hn, tn = hn.view(chunks, u, h.shape[-1]), tn.view(chunks, u, t.shape[-1])
+        head_negatives = uniform_negatives(chunks, u, left.state.embeddings.shape[0], gen, device)
+        tail_negatives = uniform_negatives(chunks, u, right.state.embeddings.shape[0], gen, device)
         blocks = plan.blocks()
         per_edge, chunk, margin = [], 0, self.config.margin
         anchors = self.config.anchor_negatives and left.key[0] == right.key[0]  # anchors of the candidates' type
@@ -178,11 +193,11 @@ class BatchStep:
             h3 = (h if whole else h[start:end]).view(nc, c, -1)
             t3 = (t if whole else t[start:end]).view(nc, c, -1)
             r3 = (batch.rel if whole else batch.rel[start:end]).view(nc, c)
-            hn3 = hn if whole else hn[chunk : chunk + nc]
-            tn3 = tn if whole else tn[chunk : chunk + nc]
+            tails = right.take_candidates(t3, batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc])
+            heads = left.take_candidates(h3, batch.lhs[start:end].view(nc, c), head_negatives[chunk : chunk + nc])
             scores = torch.stack([
-                self.model.score_candidates("rhs", h3, r3, torch.cat([t3, tn3], 1) if u else t3),
-                self.model.score_candidates("lhs", t3, r3, torch.cat([h3, hn3], 1) if u else h3),
+                self.model.score_candidates("rhs", h3, r3, tails),
+                self.model.score_candidates("lhs", t3, r3, heads),
             ])
             if anchors:
                 loops = None
