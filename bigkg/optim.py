@@ -7,6 +7,7 @@ rows of the batch, so its cost does not grow with the table.
 
 from __future__ import annotations
 
+import threading
 from typing import Sequence
 
 import numba
@@ -21,6 +22,7 @@ class RowAdagrad:
     def __init__(self, lr: float, eps: float = 1e-10):
         self.lr = lr
         self.eps = eps
+        self._scratch = threading.local()  # per Hogwild thread: the compiled path's row -> slot map
 
     @torch.no_grad()
     def step(self, table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
@@ -30,13 +32,19 @@ class RowAdagrad:
         """
         if not ids:
             return
+        if _numba_ok(table, state, grads):
+            _step_numba(table, state, ids, grads, self.lr, self.eps, self._slot_map(table.shape[0]))
+            return
         all_ids = ids[0] if len(ids) == 1 else torch.cat(list(ids))
         rows, inverse = torch.unique(all_ids, return_inverse=True)
-        pieces = list(zip(inverse.split([len(i) for i in ids]), grads))
-        if _numba_ok(table, state, grads):
-            _step_numba(table, state, rows, pieces, self.lr, self.eps)
-        else:
-            _step_torch(table, state, rows, pieces, self.lr, self.eps)
+        _step_torch(table, state, rows, list(zip(inverse.split([len(i) for i in ids]), grads)), self.lr, self.eps)
+
+    def _slot_map(self, num_rows: int) -> np.ndarray:
+        """This thread's map from row to slot, -1 everywhere, at least ``num_rows`` long."""
+        slots = getattr(self._scratch, "slots", None)
+        if slots is None or slots.shape[0] < num_rows:
+            slots = self._scratch.slots = np.full(num_rows, -1, dtype=np.int64)
+        return slots
 
 
 Pieces = list[tuple[Tensor, Tensor]]  # (row slot of each gradient row, gradient rows)
@@ -57,13 +65,43 @@ def _step_torch(table: Tensor, state: Tensor, rows: Tensor, pieces: Pieces, lr: 
     table.index_add_(0, rows, step, alpha=-lr)
 
 
-def _step_numba(table: Tensor, state: Tensor, rows: Tensor, pieces: Pieces, lr: float, eps: float) -> None:
-    """The same update in two compiled passes (sum the pieces, update each row once): on CPU
-    this does the work of the index_add/pow/index_copy chain without its temporaries."""
-    summed = np.zeros((rows.shape[0], table.shape[1]), dtype=np.float32)
-    for slots, grad in pieces:
-        _accumulate(summed, slots.numpy(), grad.numpy())
-    _update_rows(table.numpy(), state.numpy(), rows.numpy(), summed, lr, eps)
+def _step_numba(
+    table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor], lr: float, eps: float,
+    slot_of: np.ndarray,
+) -> None:
+    """The same update in compiled passes: give each distinct row a slot (``slot_of``, a
+    row -> slot map that is all -1 on entry and on return, so finding the distinct rows
+    costs no sort), sum the pieces per slot, update each row once. On CPU this does the
+    work of the unique/index_add/pow/index_copy chain without its sort and temporaries."""
+    all_ids = ids[0] if len(ids) == 1 else torch.cat(list(ids))
+    rows, slots = _assign_slots(slot_of, all_ids.numpy())
+    try:
+        summed = np.zeros((rows.shape[0], table.shape[1]), dtype=np.float32)
+        start = 0
+        for grad in grads:
+            _accumulate(summed, slots[start : start + grad.shape[0]], grad.numpy())
+            start += grad.shape[0]
+        _update_rows(table.numpy(), state.numpy(), rows, summed, lr, eps)
+    finally:
+        slot_of[rows] = -1
+
+
+@numba.njit(nogil=True, cache=True)
+def _assign_slots(slot_of, ids):  # pragma: no cover - compiled
+    """(distinct rows in order of first appearance, the slot of each id)."""
+    rows = np.empty(ids.shape[0], np.int64)
+    slots = np.empty(ids.shape[0], np.int64)
+    k = 0
+    for i in range(ids.shape[0]):
+        r = ids[i]
+        s = slot_of[r]
+        if s < 0:
+            s = k
+            slot_of[r] = k
+            rows[k] = r
+            k += 1
+        slots[i] = s
+    return rows[:k], slots
 
 
 @numba.njit(nogil=True, cache=True)
