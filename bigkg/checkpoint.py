@@ -5,7 +5,8 @@ Layout under ``run_dir/checkpoints``::
     LATEST                          name of the last complete version
     v000007/                        never modified once complete
         meta.json                   format version, epoch, finished buckets, dims, trainer state
-        shared.pt                   {"model": KGModel state_dict, "optimizer": dense optimizer state}
+        shared.pt                   {"model": KGModel state_dict, "optimizer": dense optimizer state,
+                                     "deferred": foreign-row gradients waiting for their partition}
         partitions/<type>/part_<i>.pt   {"embeddings": [n, d] float32, "adagrad": [n] float32}
 
 A version is built under a temporary name: the partitions that changed are
@@ -114,8 +115,9 @@ class CheckpointVersion:
     def shared_state(self) -> dict[str, Any]:
         return read_tensor_file(self.path / "shared.pt")
 
-    def load_shared(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Load the model's shared parameters (and the dense optimizer state when given)."""
+    def load_shared(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+        """Load the model's shared parameters (and the dense optimizer state when given);
+        returns the whole shared state."""
         state = self.shared_state()
         try:
             model.load_state_dict(state["model"])
@@ -123,6 +125,7 @@ class CheckpointVersion:
             raise CheckpointError(f"{self.path / 'shared.pt'} does not fit the model of this config: {exc}") from exc
         if optimizer is not None and state.get("optimizer"):
             optimizer.load_state_dict(state["optimizer"])
+        return state
 
 
 class CheckpointStore:

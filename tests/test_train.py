@@ -22,6 +22,7 @@ from bigkg.format import (
     write_entity_names, write_manifest, BucketEdges,
 )
 from bigkg.model import build_model
+from bigkg.optim import RowAdagrad
 from bigkg.schedule import Bucket
 from bigkg.training import TrainingError, train
 from bigkg.training.trainer import Trainer
@@ -203,6 +204,29 @@ def test_foreign_negatives_come_from_other_partitions_and_their_gradients_land_l
     trainer._load(Bucket(1, 1))
     moved = (trainer.held[("entity", 1)].embeddings != other).any(1)
     assert torch.equal(moved.nonzero().flatten(), torch.unique(sample.origin[1]))
+    trainer.loader.close()
+
+
+def test_waiting_foreign_gradients_are_checkpointed_and_applied_after_a_resume(codex2, tmp_path):
+    """The last buckets' foreign-row gradients still wait when a run stops; the checkpoint
+    keeps them, and a resumed trainer applies them when their partition is loaded."""
+    config = config_from_dict(small_config(codex2, tmp_path / "run", training={"epochs": 1, "foreign_negatives": 64}))
+    train(config)
+    version = CheckpointStore(config.run_dir).latest()
+    waiting = version.shared_state()["deferred"]
+    assert waiting, "the last bucket drew foreign rows, whose gradients must still wait"
+    entity_type, part, ids, grads = waiting[0]
+    assert ids.shape[0] == grads.shape[0] > 0 and torch.equal(ids, torch.unique(ids))  # merged per row
+
+    table, adagrad = version.load_partition(entity_type, part)
+    expected_table, expected_adagrad = table.clone(), adagrad.clone()
+    RowAdagrad(config.training.lr).step(expected_table, expected_adagrad, [ids], [grads])
+    trainer = Trainer(config)  # resumes the finished run
+    trainer._load(Bucket(part, part))
+    held = trainer.held[(entity_type, part)]
+    torch.testing.assert_close(held.embeddings, expected_table, rtol=0, atol=0)
+    torch.testing.assert_close(held.adagrad, expected_adagrad, rtol=0, atol=0)
+    assert not torch.equal(held.embeddings, table)
     trainer.loader.close()
 
 

@@ -54,6 +54,9 @@ class DistributedTrainer(Trainer):
     scheduler: DistributedScheduler
     exchange: PartitionExchange
     params: SharedParameterServer
+    # Each worker applies the foreign-row gradients it computed when it next loads their
+    # partition; they live in that worker's memory, not in the job's checkpoints.
+    deferred_in_checkpoints = False
 
     def __init__(self, config: Config, env: WorkerEnv, store: dist.Store, *, fresh: bool = False):
         manifest = load_manifest(config.dataset)

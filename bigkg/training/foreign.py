@@ -54,7 +54,11 @@ class ForeignSample:
 
 
 class DeferredUpdates:
-    """Gradients of foreign rows waiting for their partition to be in memory."""
+    """Gradients of foreign rows waiting for their partition to be in memory.
+
+    Checkpoints carry them (``snapshot``, ``restore``), so a resumed run still
+    applies the gradients of buckets finished before the interruption.
+    """
 
     def __init__(self) -> None:
         self._pending: dict[PartitionKey, list[tuple[Tensor, Tensor]]] = {}
@@ -70,3 +74,25 @@ class DeferredUpdates:
         """(ids, gradients) pieces for the partition ``key``, removed from the waiting list."""
         pieces = self._pending.pop(key, [])
         return [ids.to(device) for ids, _ in pieces], [grad.to(device) for _, grad in pieces]
+
+    def snapshot(self) -> list[tuple[str, int, Tensor, Tensor]]:
+        """(entity type, partition, distinct row ids, their summed gradients) per waiting partition.
+
+        Each partition's pieces are merged in place first: the same update once
+        applied, and the memory held stays within the partition's rows.
+        """
+        for key, pieces in self._pending.items():
+            if len(pieces) > 1:
+                self._pending[key] = [_merged(pieces)]
+        return [(entity_type, part, *pieces[0]) for (entity_type, part), pieces in self._pending.items()]
+
+    def restore(self, entries: list[tuple[str, int, Tensor, Tensor]]) -> None:
+        """Replace the waiting gradients by a ``snapshot``."""
+        self._pending = {(entity_type, int(part)): [(ids, grads)] for entity_type, part, ids, grads in entries}
+
+
+def _merged(pieces: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    ids = torch.cat([ids for ids, _ in pieces])
+    grads = torch.cat([grad for _, grad in pieces])
+    rows, inverse = torch.unique(ids, return_inverse=True)
+    return rows, torch.zeros(rows.shape[0], grads.shape[1], dtype=grads.dtype).index_add_(0, inverse, grads)

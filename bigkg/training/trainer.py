@@ -132,6 +132,7 @@ class Trainer:
     store: CheckpointStore
     metrics: MetricsLog
     progress: Progress
+    deferred_in_checkpoints = True  # foreign rows' waiting gradients are part of each checkpoint
 
     def __init__(self, config: Config, *, fresh: bool = False, scheduler: BucketScheduler | None = None):
         if not config.dataset:
@@ -170,10 +171,10 @@ class Trainer:
             self.metrics.path.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
+        self.deferred = DeferredUpdates()  # foreign rows' gradients, until their partition is loaded
         self.version = self._resume_or_initialise()
         self.held: dict[PartitionKey, PartitionState] = {}
         self.foreign: dict[PartitionKey, ForeignSample] = {}  # rows of other partitions, per bucket
-        self.deferred = DeferredUpdates()  # their gradients, until their partition is loaded (not checkpointed)
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -378,10 +379,13 @@ class Trainer:
         return {best} if best is not None and self.config.eval.restore_best else set()
 
     def _shared_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.shared_optimizer.state_dict() if self.shared_optimizer is not None else None,
         }
+        if self.deferred_in_checkpoints:
+            state["deferred"] = self.deferred.snapshot()
+        return state
 
     def _structure(self) -> dict[str, Any]:
         """The model options a checkpoint's parameters depend on."""
@@ -414,7 +418,9 @@ class Trainer:
             return self.store.write(self._meta(), self._shared_state(), partitions, keys, base=None,
                                     keep_versions=self.config.checkpoint.keep_versions)
         self._check_fits(version)
-        version.load_shared(self.model, self.shared_optimizer)
+        shared = version.load_shared(self.model, self.shared_optimizer)
+        if self.deferred_in_checkpoints:
+            self.deferred.restore(shared.get("deferred", []))
         self.metrics.truncate(version.meta["metrics_lines"])
         self.progress = Progress.from_meta(version.meta["progress"])
         log.info("resuming from %s (epoch %d, %d buckets done)", version.path, self.progress.epoch + 1, len(self.progress.finished))
