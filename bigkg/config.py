@@ -270,6 +270,11 @@ def _check(config: Config) -> None:
             f"training.foreign_negatives: rows read from other partitions bypass model.encoder "
             f"({m.encoder.name!r}); use it with encoder 'none' only")
     t = config.training
+    if t.workers > 1 and m.encoder.name != "none":
+        raise ConfigError(
+            f"training.workers: {t.workers} Hogwild threads cannot share model.encoder {m.encoder.name!r}: "
+            f"each would update its weights in place while another's backward pass still needs them; "
+            f"use workers: 1 (training.threads sets the cores it uses)")
     if t.foreign_pool and not t.foreign_pool >= t.foreign_negatives > 0:
         raise ConfigError(
             f"training.foreign_pool: {t.foreign_pool} must be 0 or at least training.foreign_negatives "

@@ -73,3 +73,10 @@ def test_a_foreign_pool_must_hold_the_foreign_negatives(training):
     with pytest.raises(ConfigError, match="training.foreign_pool: 100 must be 0 or at least"):
         config_from_dict({"training": training})
     assert config_from_dict({"training": {"foreign_pool": 300, "foreign_negatives": 200}}).training.foreign_pool == 300
+
+
+def test_hogwild_workers_refuse_a_graph_encoder():
+    """Its weights are saved for backward and updated in place: threads would corrupt each other."""
+    with pytest.raises(ConfigError, match="training.workers: 2 Hogwild threads cannot share model.encoder 'compgcn'"):
+        config_from_dict({"training": {"workers": 2}, "model": {"encoder": {"name": "compgcn"}}})
+    assert config_from_dict({"training": {"workers": 2}}).training.workers == 2
