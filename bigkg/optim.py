@@ -43,7 +43,7 @@ class RowAdagrad:
         """This thread's map from row to slot, -1 everywhere, at least ``num_rows`` long."""
         slots = getattr(self._scratch, "slots", None)
         if slots is None or slots.shape[0] < num_rows:
-            slots = self._scratch.slots = np.full(num_rows, -1, dtype=np.int64)
+            slots = self._scratch.slots = np.full(num_rows, -1, dtype=np.int32)  # 4 bytes a row
         return slots
 
 
