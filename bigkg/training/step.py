@@ -15,7 +15,7 @@ from torch import Tensor
 
 from bigkg.checkpoint import PartitionKey, PartitionState
 from bigkg.config import TrainingConfig
-from bigkg.model import EncoderContext, KGModel
+from bigkg.model import EncoderContext, IdentityEncoder, KGModel
 from bigkg.negatives import ChunkPlan, chunk_positive_index, uniform_negatives
 from bigkg.optim import RowAdagrad
 from bigkg.training.foreign import ForeignSample
@@ -67,7 +67,7 @@ class _Rows:
         """
         if negative_ids.shape[1] == 0:
             return positives
-        if self.whole is None and self.model.encoder.name != "none":
+        if self.whole is None and not isinstance(self.model.encoder, IdentityEncoder):
             negatives = self.take(negative_ids.flatten()).view(*negative_ids.shape, -1)
             return torch.cat([positives, negatives], 1)
         ids = torch.cat([positive_ids, negative_ids], 1)
