@@ -22,7 +22,7 @@ class RowAdagrad:
     def __init__(self, lr: float, eps: float = 1e-10):
         self.lr = lr
         self.eps = eps
-        self._scratch = threading.local()  # per Hogwild thread: the compiled path's row -> slot map
+        self._scratch = threading.local()  # per Hogwild thread: the compiled path's RowScratch
 
     @torch.no_grad()
     def step(self, table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
@@ -33,18 +33,34 @@ class RowAdagrad:
         if not ids:
             return
         if _numba_ok(table, state, grads):
-            _step_numba(table, state, ids, grads, self.lr, self.eps, self._slot_map(table.shape[0]))
+            _step_numba(table, state, ids, grads, self.lr, self.eps, self._scratch_for(table))
             return
         all_ids = ids[0] if len(ids) == 1 else torch.cat(list(ids))
         rows, inverse = torch.unique(all_ids, return_inverse=True)
         _step_torch(table, state, rows, list(zip(inverse.split([len(i) for i in ids]), grads)), self.lr, self.eps)
 
-    def _slot_map(self, num_rows: int) -> np.ndarray:
-        """This thread's map from row to slot, -1 everywhere, at least ``num_rows`` long."""
-        slots = getattr(self._scratch, "slots", None)
-        if slots is None or slots.shape[0] < num_rows:
-            slots = self._scratch.slots = np.full(num_rows, -1, dtype=np.int32)  # 4 bytes a row
-        return slots
+    def _scratch_for(self, table: Tensor) -> RowScratch:
+        """This thread's scratch, large enough for ``table``."""
+        scratch = getattr(self._scratch, "value", None)
+        if scratch is None or scratch.slot_of.shape[0] < table.shape[0] or scratch.sums.shape[1] != table.shape[1]:
+            scratch = self._scratch.value = RowScratch(table.shape[0], table.shape[1])
+        return scratch
+
+
+class RowScratch:
+    """Working memory of the compiled step, reused from step to step: a map from row to
+    slot (4 bytes a row), -1 everywhere, and per-slot gradient sums, grown on demand,
+    zero everywhere. Both are restored by the step, so neither is cleared or
+    allocated (and page-faulted) per step."""
+
+    def __init__(self, num_rows: int, dim: int):
+        self.slot_of = np.full(num_rows, -1, dtype=np.int32)
+        self.sums = np.zeros((0, dim), dtype=np.float32)
+
+    def sums_for(self, num_slots: int) -> np.ndarray:
+        if self.sums.shape[0] < num_slots:
+            self.sums = np.zeros((max(num_slots, 2 * self.sums.shape[0]), self.sums.shape[1]), dtype=np.float32)
+        return self.sums
 
 
 Pieces = list[tuple[Tensor, Tensor]]  # (row slot of each gradient row, gradient rows)
@@ -67,23 +83,30 @@ def _step_torch(table: Tensor, state: Tensor, rows: Tensor, pieces: Pieces, lr: 
 
 def _step_numba(
     table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor], lr: float, eps: float,
-    slot_of: np.ndarray,
+    scratch: RowScratch,
 ) -> None:
-    """The same update in compiled passes: give each distinct row a slot (``slot_of``, a
-    row -> slot map that is all -1 on entry and on return, so finding the distinct rows
-    costs no sort), sum the pieces per slot, update each row once. On CPU this does the
-    work of the unique/index_add/pow/index_copy chain without its sort and temporaries."""
+    """The same update in compiled passes: give each distinct row a slot (through
+    ``scratch.slot_of``, so finding the distinct rows costs no sort), sum the pieces per
+    slot, update each row once. On CPU this does the work of the
+    unique/index_add/pow/index_copy chain without its sort and temporaries."""
     all_ids = ids[0] if len(ids) == 1 else torch.cat(list(ids))
-    rows, slots = _assign_slots(slot_of, all_ids.numpy())
+    rows, slots = _assign_slots(scratch.slot_of, all_ids.numpy())
     try:
-        summed = np.zeros((rows.shape[0], table.shape[1]), dtype=np.float32)
+        summed = scratch.sums_for(rows.shape[0])
         start = 0
         for grad in grads:
             _accumulate(summed, slots[start : start + grad.shape[0]], grad.numpy())
             start += grad.shape[0]
         _update_rows(table.numpy(), state.numpy(), rows, summed, lr, eps)
+    except BaseException:  # interrupted between passes: the sums must be zero for the next step
+        scratch.sums[: rows.shape[0]] = 0
+        raise
     finally:
-        slot_of[rows] = -1
+        scratch.slot_of[rows] = -1
+
+
+# Sums may be reordered (so they vectorise); NaN and infinity keep their meaning.
+_REORDER = {"reassoc", "contract"}
 
 
 @numba.njit(nogil=True, cache=True)
@@ -104,7 +127,7 @@ def _assign_slots(slot_of, ids):  # pragma: no cover - compiled
     return rows[:k], slots
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath=_REORDER)
 def _accumulate(summed, slots, grad):  # pragma: no cover - compiled
     for i in range(slots.shape[0]):
         out = summed[slots[i]]
@@ -113,8 +136,9 @@ def _accumulate(summed, slots, grad):  # pragma: no cover - compiled
             out[j] += src[j]
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath=_REORDER)
 def _update_rows(table, state, rows, summed, lr, eps):  # pragma: no cover - compiled
+    """Update each row from its slot's sum, and zero the sums it used."""
     d = summed.shape[1]
     for k in range(rows.shape[0]):
         g = summed[k]
@@ -128,6 +152,7 @@ def _update_rows(table, state, rows, summed, lr, eps):  # pragma: no cover - com
         row = table[r]
         for j in range(d):
             row[j] -= scale * g[j]
+            g[j] = 0
 
 
 def build_shared_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer | None:

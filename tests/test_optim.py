@@ -1,6 +1,5 @@
 """Row-wise Adagrad: equal to a dense reference on the touched rows, other rows untouched."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -9,7 +8,7 @@ from bigkg.config import config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
 from bigkg.losses import LOSSES
 from bigkg.model import build_model
-from bigkg.optim import RowAdagrad, _step_numba, _step_torch, build_shared_optimizer
+from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_shared_optimizer
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
 
@@ -25,8 +24,8 @@ def dense_row_adagrad(table, state, grad, lr, eps=1e-10):
 @pytest.mark.parametrize("kernel", [_step_torch, _step_numba, None])
 def test_row_adagrad_matches_dense_reference(kernel):
     """Repeated rows across and within pieces get one update with their summed gradient;
-    the compiled CPU kernel (which leaves its row -> slot map clean), the torch one (GPU
-    path) and the dispatching step (twice, reusing its map) agree."""
+    the compiled CPU kernel (which leaves its scratch clean: slot map all -1, sums zero),
+    the torch one (GPU path) and the dispatching step (twice, reusing its scratch) agree."""
     g = torch.Generator().manual_seed(0)
     table, state = torch.randn(50, 8, generator=g), torch.rand(50, generator=g)
     ids = [torch.tensor([3, 17, 4, 3]), torch.tensor([49, 17])]
@@ -43,15 +42,15 @@ def test_row_adagrad_matches_dense_reference(kernel):
         rows, inverse = torch.unique(torch.cat(ids), return_inverse=True)
         kernel(table, state, rows, list(zip(inverse.split([4, 2]), grads)), optimizer.lr, optimizer.eps)
     elif kernel is _step_numba:
-        slot_of = np.full(50, -1)
-        kernel(table, state, ids, grads, optimizer.lr, optimizer.eps, slot_of)
-        assert (slot_of == -1).all()
+        scratch = RowScratch(50, 8)
+        kernel(table, state, ids, grads, optimizer.lr, optimizer.eps, scratch)
+        assert (scratch.slot_of == -1).all() and not scratch.sums.any()
     else:
         optimizer.step(table, state, ids, grads)
     torch.testing.assert_close(table, expected_table)
     torch.testing.assert_close(state, expected_state)
     assert torch.equal(table[untouched], before[untouched])
-    if kernel is None:  # a second step with other rows, through the same slot map
+    if kernel is None:  # a second step with other rows, through the same scratch
         more_ids, more_grad = [torch.tensor([17, 20, 20])], [torch.randn(3, 8, generator=g)]
         dense_grad = torch.zeros(50, 8).index_add_(0, more_ids[0], more_grad[0])
         expected_table, expected_state = dense_row_adagrad(expected_table, expected_state, dense_grad, 0.3)
