@@ -9,6 +9,7 @@ from bigkg.format import EntityType, Manifest, Relation
 from bigkg.losses import LOSSES
 from bigkg.model import build_model
 from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_shared_optimizer
+from bigkg.training import step as step_module
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
 
@@ -76,12 +77,14 @@ def foreign_candidates(mode: str | None, count: int, d: int, g: torch.Generator)
     return samples, leaves, tuple(leaf[torch.randint(0, count, (per_batch,), generator=step_generator)] for leaf in leaves)
 
 
-def step_and_compare(model, config, batch, table, state, samples, pool_leaves, expected_table, expected_state):
+def step_and_compare(model, config, batch, table, state, samples, pool_leaves, expected_table, expected_state,
+                     closed_form=False):
     """Run BatchStep on a copy of the partition and check it against the reference's update;
     foreign rows' gradients are handed back to their samples, not applied."""
     part = PartitionState(table.clone(), state.clone())
     step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
                      build_shared_optimizer(model, config.training), torch.Generator())
+    assert step.closed_form == closed_form
     step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
     torch.testing.assert_close(part.embeddings, expected_table)
     torch.testing.assert_close(part.adagrad, expected_state)
@@ -90,19 +93,45 @@ def step_and_compare(model, config, batch, table, state, samples, pool_leaves, e
     return part
 
 
+@pytest.mark.parametrize("closed_form", [True, False])
+@pytest.mark.parametrize("operator", ["complex_diagonal", "none"])
 @pytest.mark.parametrize("uniform, anchor_negatives, foreign", [
     (0, False, None), (3, False, None), (3, True, None), (0, False, "pool"), (3, True, "pool"), (3, False, "drawn"),
 ])
-def test_batch_step_equals_dense_autograd_reference(uniform, anchor_negatives, foreign):
+def test_batch_step_equals_dense_autograd_reference(uniform, anchor_negatives, foreign, operator, closed_form,
+                                                    monkeypatch):
     """A full step (repeated rows, both sides, regulariser, chunks of 4, 4 and 2, each with the
     chunk's positives and ``uniform`` drawn rows as candidates, optionally each positive's own
     anchor as one more candidate, masked on the self-loop 3->3, and foreign candidates scored
-    by every positive, whose gradients go back to their pool) against autograd on the whole table."""
+    by every positive, whose gradients go back to their pool) against autograd on the whole table,
+    by autograd and, where it applies (no anchors), by the closed-form softmax gradient: per side
+    under an operator, paired (each chunk's positive block shared by both sides) without one."""
+    paired_calls = []
+    paired = step_module.paired_softmax_dot_gradients
+    monkeypatch.setattr(step_module, "paired_softmax_dot_gradients",
+                        lambda *args: paired_calls.append(1) or paired(*args))
+    check_batch_step(uniform, anchor_negatives, foreign, operator, False, "n3", closed_form)
+    assert bool(paired_calls) == (closed_form and not anchor_negatives and operator == "none")
+
+
+@pytest.mark.parametrize("operator, reciprocal, regularizer", [
+    ("none", False, "none"), ("none", True, "l2"), ("translation", False, "none"), ("affine", False, "n3"),
+    ("rotate", False, "none"), ("diagonal", True, "n3"),
+])
+def test_closed_form_step_with_every_head_ranking(operator, reciprocal, regularizer):
+    """The closed-form step maps the queries' gradients back through each operator's forward,
+    its adjoint (whose per-query bias the softmax ignores) or the reciprocal relation, with and
+    without a regulariser; without either, the rows are the queries and autograd is skipped."""
+    check_batch_step(3, False, "drawn", operator, reciprocal, regularizer, True)
+
+
+def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, regularizer, closed_form):
     n, d = 30, 6
     config = config_from_dict({
-        "model": {"dim": d, "operator": "complex_diagonal", "regularizer": "n3", "regularization_weight": 0.01},
+        "model": {"dim": d, "operator": operator, "reciprocal": reciprocal, "regularizer": regularizer,
+                  "regularization_weight": 0.01},
         "training": {"chunk_size": 4, "num_uniform_negatives": uniform, "lr": 0.5, "shared_lr": 0.2,
-                     "anchor_negatives": anchor_negatives},
+                     "anchor_negatives": anchor_negatives, "closed_form_softmax": closed_form},
     })
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
     model = build_model(config, manifest)
@@ -145,14 +174,14 @@ def test_batch_step_equals_dense_autograd_reference(uniform, anchor_negatives, f
             head_scores = torch.cat([head_scores, reference.score_candidates("lhs", t, r, foreign_heads)], 1)
         per = LOSSES["softmax"](tail_scores, pos, 0.1) + LOSSES["softmax"](head_scores, pos, 0.1)
         loss = loss + (per * batch.weight[sl]).sum()
-    loss = loss + reference.regularization([leaf[batch.lhs], leaf[batch.rhs]], batch.rel)
-    loss.backward()
+    reg = reference.regularization([leaf[batch.lhs], leaf[batch.rhs]], batch.rel)
+    (loss if reg is None else loss + reg).backward()
     expected_table, expected_state = dense_row_adagrad(table, state, leaf.grad, 0.5)
-    ref_opt = torch.optim.Adagrad(reference.parameters(), lr=0.2)
-    ref_opt.step()
+    if list(reference.parameters()):
+        torch.optim.Adagrad(reference.parameters(), lr=0.2).step()
 
     part = step_and_compare(model, config, batch, table, state, samples, pool_leaves,
-                            expected_table, expected_state)
+                            expected_table, expected_state, closed_form and not anchor_negatives)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
     untouched = torch.ones(n, dtype=torch.bool)

@@ -95,20 +95,29 @@ class KGModel(nn.Module):
         tails, candidates = heads. Leading batch dimensions are allowed
         (anchor [..., N, d], rel [..., N], candidates [..., M, d]).
         """
+        query = self.candidate_query(side, anchor, rel)
+        if query is None:
+            return self._score_heads_per_relation(anchor, rel, candidates)
+        q, bias = query
+        scores = self.comparator.candidates(q, candidates)
+        return scores if bias is None else scores + bias.unsqueeze(-1)
+
+    def candidate_query(self, side: str, anchor: Tensor, rel: Tensor) -> tuple[Tensor, Tensor | None] | None:
+        """(q, bias): the candidates' scores are ``comparator.candidates(q, c) + bias[..., None]``
+        (bias [..., N] or None). None where head ranking must apply the operator to
+        every candidate (``_score_heads_per_relation``)."""
         if side == "rhs":
-            return self.comparator.candidates(self.operate(anchor, rel), candidates)
+            return self.operate(anchor, rel), None
         if side != "lhs":
             raise ValueError(f"side must be 'lhs' or 'rhs', got {side!r}")
         mode = self._head_ranking
         if mode == "reciprocal":
-            return self.comparator.candidates(self.operate(anchor, rel + self.num_relations), candidates)
+            return self.operate(anchor, rel + self.num_relations), None
         if mode == "adjoint":
-            scores = self.comparator.candidates(self._per_operator("adjoint", anchor, rel), candidates)
-            bias = self._dot_bias(anchor, rel)
-            return scores if bias is None else scores + bias.unsqueeze(-1)
+            return self._per_operator("adjoint", anchor, rel), self._dot_bias(anchor, rel)
         if mode == "inverse":
-            return self.comparator.candidates(self._per_operator("inverse", anchor, rel), candidates)
-        return self._score_heads_per_relation(anchor, rel, candidates)
+            return self._per_operator("inverse", anchor, rel), None
+        return None
 
     def _score_heads_per_relation(self, anchor: Tensor, rel: Tensor, candidates: Tensor) -> Tensor:
         """Exact fallback: op_r applied to every candidate, once per distinct r."""
