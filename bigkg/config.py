@@ -120,9 +120,9 @@ class TrainingConfig:
         minimum=0)
     loss: str = opt("softmax", "loss over a positive and its negatives", LOSSES)
     closed_form_softmax: bool = opt(
-        True, "shallow model, dot comparator, softmax loss, batched negatives without anchors: compute "
-        "the loss's gradient in closed form rather than by autograd (the same update, several times "
-        "fewer tensor operations); false: always autograd")
+        True, "shallow model without relation operator, dot comparator, softmax loss, batched negatives "
+        "without anchors: compute the loss's gradient in closed form rather than by autograd (the same "
+        "update, fewer products and tensor operations); false: always autograd")
     margin: float = opt(0.1, "margin of the ranking loss", minimum=0.0)
     lr: float = opt(0.1, "learning rate of the row-wise Adagrad on entity embeddings", minimum=0.0)
     shared_optimizer: str = opt("adagrad", "optimizer of the shared (relation, encoder) parameters", ("adagrad", "adam"))

@@ -47,6 +47,8 @@ class KGModel(nn.Module):
         self.comparator: Comparator = build_comparator(config.comparator)
         self.encoder = encoder
         self.is_complex = all(op.is_complex for op in self.operators)
+        # Every relation (and its reciprocal) leaves its anchor as it is: a score is a comparison of two rows.
+        self.rows_compared_directly = all(op.name == "none" for op in self.operators)
         self._head_ranking = self._choose_head_ranking()
 
     # -- operators over mixed relations ------------------------------------------
@@ -95,29 +97,20 @@ class KGModel(nn.Module):
         tails, candidates = heads. Leading batch dimensions are allowed
         (anchor [..., N, d], rel [..., N], candidates [..., M, d]).
         """
-        query = self.candidate_query(side, anchor, rel)
-        if query is None:
-            return self._score_heads_per_relation(anchor, rel, candidates)
-        q, bias = query
-        scores = self.comparator.candidates(q, candidates)
-        return scores if bias is None else scores + bias.unsqueeze(-1)
-
-    def candidate_query(self, side: str, anchor: Tensor, rel: Tensor) -> tuple[Tensor, Tensor | None] | None:
-        """(q, bias): the candidates' scores are ``comparator.candidates(q, c) + bias[..., None]``
-        (bias [..., N] or None). None where head ranking must apply the operator to
-        every candidate (``_score_heads_per_relation``)."""
         if side == "rhs":
-            return self.operate(anchor, rel), None
+            return self.comparator.candidates(self.operate(anchor, rel), candidates)
         if side != "lhs":
             raise ValueError(f"side must be 'lhs' or 'rhs', got {side!r}")
         mode = self._head_ranking
         if mode == "reciprocal":
-            return self.operate(anchor, rel + self.num_relations), None
+            return self.comparator.candidates(self.operate(anchor, rel + self.num_relations), candidates)
         if mode == "adjoint":
-            return self._per_operator("adjoint", anchor, rel), self._dot_bias(anchor, rel)
+            scores = self.comparator.candidates(self._per_operator("adjoint", anchor, rel), candidates)
+            bias = self._dot_bias(anchor, rel)
+            return scores if bias is None else scores + bias.unsqueeze(-1)
         if mode == "inverse":
-            return self._per_operator("inverse", anchor, rel), None
-        return None
+            return self.comparator.candidates(self._per_operator("inverse", anchor, rel), candidates)
+        return self._score_heads_per_relation(anchor, rel, candidates)
 
     def _score_heads_per_relation(self, anchor: Tensor, rel: Tensor, candidates: Tensor) -> Tensor:
         """Exact fallback: op_r applied to every candidate, once per distinct r."""

@@ -1,19 +1,19 @@
-"""The batched softmax loss under the dot comparator, with its gradient in closed form.
+"""The batched softmax loss of plain dot products, with its gradient in closed form.
 
 For scores s = q·c over a query's candidates, the cross-entropy of candidate k
 has the gradient p − e_k with respect to s (p: the softmax of s), so the
-gradients of the queries and candidates are two more batched products. Done
-by hand this is about fifteen tensor operations per side and batch; autograd
-records, orders and replays several times as many. At PBG's settings
-(d=100, chunks of 50, 50 uniform negatives) that bookkeeping costs about as
-much as the products themselves on a CPU core.
+gradients of the queries and candidates are more batched products, computed
+here in about twenty tensor operations per batch instead of the several times
+as many that autograd records, orders and replays.
 
-Without a relation operator the queries are the rows themselves, and a
-chunk's positive block is the same on both sides: the tail side scores
-h_i·t_j, the head side t_j·h_i. ``paired_softmax_dot_gradients`` computes that
-block once and sums its two gradients before mapping them to rows, which
+Where it pays: without a relation operator (PBG's setting for plain graphs) a
+score is the product of two rows, so a chunk's positive block is the same on
+both sides: the tail side scores h_i·t_j, the head side t_j·h_i. It is computed
+once and its two gradients are summed before they are mapped to rows, which
 saves a quarter of the products (9 instead of 12 of size c×c×d when u = c) and
-gathers each positive row once.
+gathers each positive row once. Under a relation operator the two blocks
+differ, and the same algebra done per side measured no faster than autograd
+(docs/benchmarks.md), so those models keep autograd.
 
 ``BatchStep`` takes this path when the model allows it (``supports_closed_form``);
 tests hold it to the autograd path, step for step.
@@ -31,13 +31,14 @@ from bigkg.model import IdentityEncoder, KGModel
 
 
 def supports_closed_form(model: KGModel, t: TrainingConfig) -> bool:
-    """Whether a batch's loss and gradient are ``softmax_dot_gradients`` of query vectors
-    that autograd maps back to the rows and relation parameters: shallow embeddings,
-    the dot comparator (whose head ranking always has a query vector), the softmax
-    loss, batched negatives without anchors."""
+    """Whether a batch's loss and gradient are ``softmax_dot_gradients`` of its rows:
+    shallow embeddings without a relation operator (so no parameters besides the
+    rows), the dot comparator, the softmax loss, batched negatives without anchors."""
     return (
         t.closed_form_softmax
         and isinstance(model.encoder, IdentityEncoder)
+        and model.rows_compared_directly
+        and not any(p.requires_grad for p in model.parameters())
         and model.comparator.name == "dot"
         and t.loss == "softmax"
         and t.negatives == "batched"
@@ -46,13 +47,6 @@ def supports_closed_form(model: KGModel, t: TrainingConfig) -> bool:
 
 
 class SoftmaxDotGradients(NamedTuple):
-    loss: Tensor  # [nc, c] cross-entropy of each positive among its candidates
-    queries: Tensor  # [nc, c, d]
-    candidates: Tensor  # [nc, k, d]
-    shared: Tensor | None  # [f, d]
-
-
-class PairedGradients(NamedTuple):
     loss: Tensor  # [nc, c] both sides' cross-entropy of each positive
     heads: Tensor  # [nc, c, d] the positives' head rows, as queries and as candidates
     tails: Tensor  # [nc, c, d]
@@ -64,36 +58,16 @@ class PairedGradients(NamedTuple):
 
 @torch.no_grad()
 def softmax_dot_gradients(
-    queries: Tensor, candidates: Tensor, weight: Tensor | None, shared: Tensor | None = None
-) -> SoftmaxDotGradients:
-    """Loss and gradients of each chunk's softmax cross-entropy on one side.
-
-    ``queries`` [nc, c, d]; ``candidates`` [nc, k, d], k ≥ c, where candidate i of a
-    chunk is the positive of its query i; ``shared`` [f, d]: more candidates, the
-    same for every query, scored after the chunk's own. ``weight`` [nc, c] scales
-    each query's loss (and so its gradients).
-    """
-    k = candidates.shape[1]
-    scores = _with_shared(torch.bmm(queries, candidates.transpose(1, 2)), queries, shared)
-    loss, grad = _softmax_gradient(scores, queries.shape[1], weight)
-    own = grad[:, :, :k]
-    grad_queries = torch.bmm(own, candidates)
-    grad_shared = _add_shared_gradient(grad_queries, grad[:, :, k:], queries, shared)
-    return SoftmaxDotGradients(loss, grad_queries, torch.bmm(own.transpose(1, 2), queries), grad_shared)
-
-
-@torch.no_grad()
-def paired_softmax_dot_gradients(
     heads: Tensor, tails: Tensor, head_negatives: Tensor, tail_negatives: Tensor, weight: Tensor | None,
     foreign_heads: Tensor | None = None, foreign_tails: Tensor | None = None,
-) -> PairedGradients:
-    """Both sides' softmax cross-entropy when every score is a plain dot product of rows.
+) -> SoftmaxDotGradients:
+    """Loss and gradients of both sides' softmax cross-entropy, chunk by chunk.
 
     ``heads``, ``tails`` [nc, c, d]: each chunk's positives; the tail side ranks
     a positive's tail among the chunk's tails, ``tail_negatives`` [nc, u, d] and
-    ``foreign_tails`` [f, d]; the head side its head among the chunk's heads,
-    ``head_negatives`` and ``foreign_heads``. ``weight`` [nc, c] as in
-    ``softmax_dot_gradients``.
+    ``foreign_tails`` [f, d] (the same for every query); the head side its head
+    among the chunk's heads, ``head_negatives`` and ``foreign_heads``.
+    ``weight`` [nc, c] scales each positive's loss (and so its gradients).
     """
     c = heads.shape[1]
     k = c + tail_negatives.shape[1]
@@ -108,7 +82,7 @@ def paired_softmax_dot_gradients(
     head_grad[:, :, :c].copy_(tail_grad[:, :, :c].transpose(1, 2))
     grad_heads = torch.bmm(tail_grad[:, :, :k], tail_candidates)
     grad_tails = torch.bmm(head_grad[:, :, :k], head_candidates)
-    return PairedGradients(
+    return SoftmaxDotGradients(
         tail_loss.add_(head_loss), grad_heads, grad_tails,
         torch.bmm(head_grad[:, :, c:k].transpose(1, 2), tails),
         torch.bmm(tail_grad[:, :, c:k].transpose(1, 2), heads),

@@ -18,7 +18,7 @@ from bigkg.config import TrainingConfig
 from bigkg.model import EncoderContext, IdentityEncoder, KGModel
 from bigkg.negatives import ChunkPlan, chunk_positive_index, uniform_negatives
 from bigkg.optim import RowAdagrad
-from bigkg.training.closed_form import paired_softmax_dot_gradients, softmax_dot_gradients, supports_closed_form
+from bigkg.training.closed_form import softmax_dot_gradients, supports_closed_form
 from bigkg.training.foreign import ForeignSample
 
 LossFn = Callable[[Tensor, Tensor, float], Tensor]
@@ -164,15 +164,12 @@ class BatchStep:
         for sample, (picks, _), grad in zip(foreign or (), foreign_draws, grads[k : k + len(foreign_leaves)]):
             sample.add_gradient(picks, grad)
         k += len(foreign_leaves)
-        self._shared_step(grads[k:])
-        return loss.detach()
-
-    def _shared_step(self, grads: tuple[Tensor | None, ...]) -> None:
         if self.shared_optimizer is not None:
             with self.shared_lock:
-                for p, g in zip(self.shared_params, grads):
+                for p, g in zip(self.shared_params, grads[k:]):
                     p.grad = g
                 self.shared_optimizer.step()
+        return loss.detach()
 
     def _closed_form_step(
         self, plan: ChunkPlan, batch: Batch, lhs: tuple[PartitionKey, PartitionState],
@@ -180,73 +177,37 @@ class BatchStep:
         foreign: tuple[ForeignSample, ...], foreign_draws: list[tuple[Tensor | None, Tensor]],
     ) -> Tensor:
         """The batched softmax step of ``_chunked_loss`` (same draws, same update) with the
-        scores' gradient in closed form (``bigkg.training.closed_form``). Autograd only
-        maps the queries' gradient back through the relation operator and adds the
-        regulariser's, and only when there are parameters or a regulariser."""
+        scores' gradient in closed form (``bigkg.training.closed_form``); autograd only
+        adds the regulariser's gradient, when there is one."""
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         left, right = lstate.embeddings, rstate.embeddings
         u, d, device = self.config.num_uniform_negatives, left.shape[1], batch.lhs.device
         h, t = left.index_select(0, batch.lhs), right.index_select(0, batch.rhs)
         head_negatives = uniform_negatives(plan.total_chunks, u, left.shape[0], gen, device)
         tail_negatives = uniform_negatives(plan.total_chunks, u, right.shape[0], gen, device)
-        h.requires_grad_()
-        t.requires_grad_()
-        tail_query, _ = self.model.candidate_query("rhs", h, batch.rel)  # a bias per query:
-        head_query, _ = self.model.candidate_query("lhs", t, batch.rel)  # the softmax ignores it
-        paired = tail_query is h and head_query is t  # scores are the rows' own products
-        reg = self.model.regularization([h, t], batch.rel)
         foreign_heads, foreign_tails = [rows.detach() for _, rows in foreign_draws] or [None, None]
-        grad_tail_query, grad_head_query = torch.empty_like(tail_query), torch.empty_like(head_query)
+        grad_h, grad_t = torch.empty_like(h), torch.empty_like(t)
         grad_foreign: list[Tensor | None] = [None, None]
-        left_ids, left_grads, right_ids, right_grads = [], [], [], []
+        left_ids, left_grads, right_ids, right_grads = [batch.lhs], [grad_h], [batch.rhs], [grad_t]
         loss, chunk = torch.zeros((), device=device), 0
         for start, nc, c in plan.blocks():
             end = start + nc * c
             weight = None if batch.weight is None else batch.weight[start:end].view(nc, c)
-            if paired:
-                head_ids, tail_ids = head_negatives[chunk : chunk + nc].flatten(), tail_negatives[chunk : chunk + nc].flatten()
-                out = paired_softmax_dot_gradients(
-                    h[start:end].detach().view(nc, c, -1), t[start:end].detach().view(nc, c, -1),
-                    left.index_select(0, head_ids).view(nc, u, d), right.index_select(0, tail_ids).view(nc, u, d),
-                    weight, foreign_heads, foreign_tails,
-                )
-                losses, shared = [out.loss], (out.foreign_heads, out.foreign_tails)
-                grad_tail_query[start:end], grad_head_query[start:end] = out.heads.view(nc * c, -1), out.tails.view(nc * c, -1)
-                left_ids.append(head_ids)
-                left_grads.append(out.head_negatives.view(nc * u, d))
-                right_ids.append(tail_ids)
-                right_grads.append(out.tail_negatives.view(nc * u, d))
-            else:
-                losses, shared = [], []
-                sides = (
-                    (head_query, grad_head_query, left, batch.lhs, head_negatives, foreign_heads, left_ids, left_grads),
-                    (tail_query, grad_tail_query, right, batch.rhs, tail_negatives, foreign_tails, right_ids, right_grads),
-                )
-                for query, grad_query, table, positives, negatives, foreign_rows, ids, grads in sides:
-                    candidate_ids = torch.cat([positives[start:end].view(nc, c), negatives[chunk : chunk + nc]], 1).flatten()
-                    candidates = table.index_select(0, candidate_ids).view(nc, -1, table.shape[1])
-                    side = softmax_dot_gradients(query[start:end].detach().view(nc, c, -1), candidates, weight, foreign_rows)
-                    losses.append(side.loss)
-                    shared.append(side.shared)
-                    grad_query[start:end] = side.queries.view(nc * c, -1)
-                    ids.append(candidate_ids)
-                    grads.append(side.candidates.view(candidate_ids.shape[0], -1))
-            for per_edge in losses:
-                loss += per_edge.sum() if weight is None else (per_edge * weight).sum()
-            grad_foreign = [g if total is None else total + g for total, g in zip(grad_foreign, shared)]
-            chunk += nc
-        if paired and reg is None:  # no operator parameters, no regulariser
-            grad_h, grad_t, shared_grads = grad_tail_query, grad_head_query, []
-        else:
-            outputs = [tail_query, head_query] + ([reg] if reg is not None else [])
-            grad_outputs = [grad_tail_query, grad_head_query] + ([torch.ones_like(reg)] if reg is not None else [])
-            grad_h, grad_t, *shared_grads = torch.autograd.grad(
-                outputs, [h, t, *self.shared_params], grad_outputs, allow_unused=True
+            head_ids, tail_ids = head_negatives[chunk : chunk + nc].flatten(), tail_negatives[chunk : chunk + nc].flatten()
+            out = softmax_dot_gradients(
+                h[start:end].view(nc, c, d), t[start:end].view(nc, c, d),
+                left.index_select(0, head_ids).view(nc, u, d), right.index_select(0, tail_ids).view(nc, u, d),
+                weight, foreign_heads, foreign_tails,
             )
-        left_ids.append(batch.lhs)
-        left_grads.append(grad_h)
-        right_ids.append(batch.rhs)
-        right_grads.append(grad_t)
+            loss += out.loss.sum() if weight is None else (out.loss * weight).sum()
+            grad_h[start:end], grad_t[start:end] = out.heads.view(nc * c, d), out.tails.view(nc * c, d)
+            left_ids.append(head_ids)
+            left_grads.append(out.head_negatives.view(nc * u, d))
+            right_ids.append(tail_ids)
+            right_grads.append(out.tail_negatives.view(nc * u, d))
+            grad_foreign = [g if total is None else total + g for total, g in zip(grad_foreign, (out.foreign_heads, out.foreign_tails))]
+            chunk += nc
+        self._add_regularizer_gradient(batch, h, t, grad_h, grad_t)
         if lkey == rkey:
             self.row_optimizer.step(left, lstate.adagrad, left_ids + right_ids, left_grads + right_grads)
         else:
@@ -254,8 +215,16 @@ class BatchStep:
             self.row_optimizer.step(right, rstate.adagrad, right_ids, right_grads)
         for sample, (picks, _), grad in zip(foreign, foreign_draws, grad_foreign):
             sample.add_gradient(picks, grad)
-        self._shared_step(tuple(shared_grads))
         return loss
+
+    def _add_regularizer_gradient(self, batch: Batch, h: Tensor, t: Tensor, grad_h: Tensor, grad_t: Tensor) -> None:
+        """Add the gradient of the regulariser on the batch's rows (none without one)."""
+        h, t = h.detach().requires_grad_(), t.detach().requires_grad_()
+        reg = self.model.regularization([h, t], batch.rel)
+        if reg is not None:
+            reg_h, reg_t = torch.autograd.grad(reg, [h, t])
+            grad_h += reg_h
+            grad_t += reg_t
 
     def _chunked_loss(
         self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator,
