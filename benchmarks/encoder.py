@@ -252,7 +252,7 @@ def edge_stage_times(spec: EncoderSpec, graph: Graph, args: argparse.Namespace) 
 
         def run(edge_set):
             with Clock(device) as clock:
-                layer.aggregate(x, edge_set).sum().backward(retain_graph=True)
+                layer.aggregate(x, edge_set)[0].sum().backward(retain_graph=True)
             return clock.seconds
 
         kept = layer.prune(x.detach(), edges)

@@ -142,15 +142,55 @@ def test_saved_bytes_count_a_storage_once():
 @pytest.mark.parametrize("bits", [1, 2, 4, 8])
 @pytest.mark.parametrize("shape", [(17, 200), (5, 13), (1, 3)])
 def test_kernels_agree_with_torch_reference(bits, shape):
+    from bigkg.quant import kernels
     from bigkg.quant.codec import _quantize_kernel, dequantize_reference, quantize_reference
 
     gen = torch.Generator().manual_seed(bits)
     rows = torch.randn(shape, generator=gen) * 3
     rows[0] = 1.5  # a constant row
     noise = torch.rand(shape, generator=gen)
-    ours = _quantize_kernel(rows, noise, bits)
+    ours = _quantize_kernel(rows, bits, noise=noise)
     ref = quantize_reference(rows, noise, bits)
     for a, b in zip(ours, ref):
         assert torch.equal(a, b)
+    # Noise drawn inside the kernel is the noise uniform_noise gives for the seed.
+    drawn = torch.empty(shape)
+    kernels.uniform_noise(12345, drawn.numpy())
+    for a, b in zip(_quantize_kernel(rows, bits, seed=12345), quantize_reference(rows, drawn, bits)):
+        assert torch.equal(a, b)
     q = quant.Quantized(*ours, torch.Size(shape), bits, torch.float32)
     assert torch.equal(quant.dequantize(q), dequantize_reference(q))
+    # Some rows only, in any order and repeated (backward reads the rows a gradient reaches).
+    at = torch.tensor([shape[0] - 1, 0, shape[0] - 1])
+    assert torch.equal(quant.dequantize(q, at), quant.dequantize(q)[at])
+    assert torch.equal(dequantize_reference(q, at), quant.dequantize(q, at))
+
+
+def test_kernel_noise_is_uniform_and_uncorrelated():
+    from bigkg.quant import kernels
+
+    u = torch.empty(1000, 200)
+    kernels.uniform_noise(7, u.numpy())
+    flat = u.flatten()
+    assert 0 <= float(flat.min()) and float(flat.max()) < 1
+    assert abs(float(flat.mean()) - 0.5) < 0.002 and abs(float(flat.var()) - 1 / 12) < 0.001
+    counts = torch.histc(flat, bins=16, min=0, max=1)
+    assert float((counts - flat.numel() / 16).abs().max()) < 0.02 * flat.numel() / 16
+    # Neighbouring entries (consecutive counters) are uncorrelated; another seed gives other noise.
+    assert abs(float(torch.corrcoef(torch.stack([flat[:-1], flat[1:]]))[0, 1])) < 0.01
+    other = torch.empty(1000, 200)
+    kernels.uniform_noise(8, other.numpy())
+    assert abs(float(torch.corrcoef(torch.stack([flat, other.flatten()]))[0, 1])) < 0.01
+
+
+def test_live_rows_are_the_rows_with_a_nonzero_entry():
+    from bigkg.quant.functions import live_rows
+
+    g = torch.zeros(40, 6)
+    g[3, 5] = 1.0
+    g[17, 0] = -2.0
+    g[30, 2] = float("nan")
+    assert live_rows(g).tolist() == [3, 17, 30]
+    assert live_rows(g.double()).tolist() == [3, 17, 30]  # the torch scan (other dtypes and devices)
+    assert live_rows(torch.ones(40, 6)) is None  # nearly all live: the dense product
+    assert live_rows(g.t().contiguous().t()) is None  # not contiguous: not scanned

@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+from torch import nn
 
-from bigkg.nn import CompGCNLayer, EdgeSet, EncoderSpec, Linear, build_encoder
+from bigkg.nn import CompGCNLayer, EdgeSet, EncoderSpec, Linear, MessagePassing, build_encoder
 from bigkg.nn.data import graph_of
-from bigkg.sparsify import MacCounter, MessagePruner, SparsifyError, WeightPruner
+from bigkg.sparsify import MacCounter, MessagePruner, SparsifyError, WeightPruner, feature_scale
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,103 @@ def test_encoder_counts_fewer_macs_when_sparsified(umls):
     # Scoring per layer: node norms, two per-edge products, the relation-gain probe.
     scoring = 2 * (umls.num_nodes * d + 2 * edges + umls.num_relations * 32 * d)
     assert aggregation <= macs <= aggregation + scoring
+
+
+def _reference_compgcn(layer: CompGCNLayer, x: torch.Tensor, edges: EdgeSet) -> torch.Tensor:
+    """The layer's output over ``edges`` in plain torch: a full [N, 2d]
+    aggregate (zero rows included) and dense products on every row."""
+    src, dst, rel, weight = edges.tensors()
+    messages = layer.compose(x[src], rel) * weight[:, None]
+    channel = (rel >= layer.base_relations).long()
+    agg = torch.zeros(2 * x.shape[0], x.shape[1]).index_add(0, 2 * dst + channel, messages).view(x.shape[0], -1)
+    return torch.tanh(agg @ layer.transform.weight.t() + layer.transform.bias + x @ layer.self_loop.weight.t())
+
+
+def _pruned_run(graph, bits: int, loss_rows: int | None, noise_seed: int = 0):
+    """A 2-layer pruned CompGCN (the same parameters every call): its output,
+    kept edge sets and gradients for a loss over the first ``loss_rows`` rows
+    (all when None), with the rounding noise drawn from ``noise_seed``."""
+    torch.manual_seed(0)
+    spec = EncoderSpec(name="compgcn", layers=2, quantize_bits=bits, message_thresholds=[1.5])
+    encoder = build_encoder(spec, 16, graph.base_relations)
+    emb = nn.Parameter(torch.randn(graph.num_nodes, 16))
+    torch.manual_seed(noise_seed)
+    weights = torch.randn(graph.num_nodes, 16, generator=torch.Generator().manual_seed(1))
+    if loss_rows is not None:
+        weights[loss_rows:] = 0
+    h, edges, kept = emb, graph.edges(), []
+    for layer in encoder.layers:
+        h, edges = layer(h, edges)
+        kept.append(edges)
+    (h * weights).sum().backward()
+    return encoder, emb, weights, h.detach(), kept, [emb.grad] + [p.grad for p in encoder.parameters()]
+
+
+@pytest.mark.parametrize("bits", [0, 32, 2])
+@pytest.mark.parametrize("loss_rows", [None, 10])
+def test_restricted_node_work_matches_the_full_computation(umls, bits, loss_rows):
+    # The neighbour transform runs on the rows (per direction) that receive
+    # kept messages, and backward products on the rows with a nonzero
+    # gradient (the loss's reach: all rows, or 10 rows' neighbourhoods). The
+    # result must be the full computation's: a receiving row dropped, or a
+    # gradient row wrongly skipped, changes the outputs or the gradients.
+    encoder, emb, weights, out, kept, grads = _pruned_run(umls, bits, loss_rows)
+    for layer_edges in kept:
+        channel = (layer_edges.rel >= umls.base_relations).long()
+        received = torch.zeros(umls.num_nodes, 2, dtype=torch.bool)
+        received[layer_edges.dst, channel] = True
+        assert (~received.any(1)).any() and (received.sum(1) == 1).any()  # no messages; one direction only
+    params = [emb, *encoder.parameters()]
+    for p in params:
+        p.grad = None
+    h = emb
+    for layer, layer_edges in zip(encoder.layers, kept):
+        h = _reference_compgcn(layer, h, layer_edges)
+    (h * weights).sum().backward()
+    torch.testing.assert_close(out, h.detach(), rtol=1e-5, atol=1e-6)  # the forward pass is exact in every mode
+    reference = [p.grad for p in params]
+    if bits == 2:
+        assert nn.functional.cosine_similarity(_flat(grads), _flat(reference), dim=0) >= 0.9
+        return
+    for got, want in zip(grads, reference):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _flat(grads: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([g.flatten() for g in grads])
+
+
+def test_restricted_int2_gradients_are_unbiased(umls):
+    # Averaging INT2 gradients over fresh rounding noise approaches the exact
+    # gradient: the restriction to receiving and live rows adds no bias.
+    exact = _flat(_pruned_run(umls, 32, 10)[-1])
+    draws = torch.stack([_flat(_pruned_run(umls, 2, 10, noise_seed=i)[-1]) for i in range(16)])
+    cos = nn.functional.cosine_similarity
+    single, mean = cos(draws[0], exact, dim=0), cos(draws.mean(0), exact, dim=0)
+    assert mean >= 0.99 and mean > single
+
+
+def test_weight_mask_of_the_restricted_transform_is_the_full_inputs(umls):
+    # Weight importance scales by each input feature's RMS over all rows:
+    # the rows that receive nothing count as zeros, not as absent.
+    torch.manual_seed(0)
+    layer = CompGCNLayer(16, 16, umls.base_relations, pruner=MessagePruner(deltas=[1.5]), weight_pruner=WeightPruner(target=0.5))
+    x = torch.randn(umls.num_nodes, 16)
+    _, kept = layer(x, umls.edges())
+    src, dst, rel, weight = kept.tensors()
+    channel = (rel >= umls.base_relations).long()
+    messages = layer.compose(x[src], rel) * weight[:, None]
+    agg = torch.zeros(2 * umls.num_nodes, 16).index_add(0, 2 * dst + channel, messages).view(umls.num_nodes, -1)
+    assert torch.equal(layer.transform.mask, WeightPruner(target=0.5).mask(layer.transform.weight, feature_scale(agg)))
+
+
+def test_closed_form_relation_gain_equals_probing_every_relation(umls):
+    torch.manual_seed(0)
+    x = torch.randn(umls.num_nodes, 16)
+    for op in ("mult", "sub"):
+        layer = CompGCNLayer(16, 16, umls.base_relations, op=op)
+        with torch.no_grad():
+            torch.testing.assert_close(layer.relation_gain(x), MessagePassing.relation_gain(layer, x), rtol=1e-4, atol=1e-6)
 
 
 def test_weight_importance_is_relative_to_input_scale():

@@ -12,6 +12,7 @@ elementwise (``fused_message``), else as a recomputed torch function.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from bigkg import quant
 from bigkg.config import ACTIVATIONS, QUANTIZE_BITS
 from bigkg.nn import kernels
-from bigkg.nn.graph import EdgeSet, GraphError
+from bigkg.nn.graph import EdgeSet, GraphError, Receivers
 from bigkg.sparsify import MacCounter, MessagePruner, WeightPruner, feature_scale
 
 _PROBE_ROWS = 32
@@ -37,16 +38,8 @@ class Linear(nn.Module):
     """A linear map whose saved input follows the layer's ``bits`` and whose
     weight entries may be pruned by a :class:`WeightPruner`."""
 
-    def __init__(
-        self,
-        dim_in: int,
-        dim_out: int,
-        bias: bool = True,
-        pruner: WeightPruner | None = None,
-        group: int | None = None,
-    ) -> None:
+    def __init__(self, dim_in: int, dim_out: int, bias: bool = True, pruner: WeightPruner | None = None) -> None:
         super().__init__()
-        self.group = group  # quantization group of the saved input (parts of different scale)
         self.weight = nn.Parameter(torch.empty(dim_out, dim_in))
         self.bias = nn.Parameter(torch.zeros(dim_out)) if bias else None
         nn.init.xavier_uniform_(self.weight)
@@ -54,13 +47,35 @@ class Linear(nn.Module):
         self.register_buffer("mask", torch.ones(dim_out, dim_in, dtype=torch.bool), persistent=False)
 
     def forward(self, x: Tensor, bits: int, counter: MacCounter | None) -> Tensor:
-        weight = self.weight
-        if self.pruner is not None:
-            if self.training:
-                self.pruner.step()
-                self.mask = self.pruner.mask(self.weight, feature_scale(x))
-            weight = self.weight * self.mask
-        return quant.linear(x, weight, self.bias, bits or quant.EXACT, counter, self.group)
+        return quant.linear(x, self._weight([x]), self.bias, bits or quant.EXACT, counter)
+
+    def add_rows(self, base: Tensor, x: Tensor, receivers: Receivers, bits: int, counter: MacCounter | None) -> Tensor:
+        """``base`` plus this map of the full aggregate [agg_0, agg_1, ...]
+        (one column block per channel), given as its compact rows ``x``: each
+        channel's rows meet only its block of the weight, and a node that
+        receives nothing gets the bias alone."""
+        width = x.shape[1]
+        parts = receivers.parts()
+        weight = self._weight([x[p] for p in parts], receivers.num_nodes)
+        blocks = [
+            quant.linear(x[p], weight[:, c * width : (c + 1) * width], None, bits or quant.EXACT, counter)
+            for c, p in enumerate(parts)
+            if p.stop > p.start  # a channel that no edge reaches adds nothing
+        ]
+        values = torch.cat(blocks) if blocks else x.new_zeros(0, weight.shape[0])
+        return receivers.add(base, values, self.bias)
+
+    def _weight(self, inputs: list[Tensor], rows: int | None = None) -> Tensor:
+        """The weight with its pruned entries zeroed. In training the mask
+        follows the scale of the input features, given as column blocks
+        ``inputs`` of ``rows`` rows (their missing rows are zero)."""
+        if self.pruner is None:
+            return self.weight
+        if self.training:
+            self.pruner.step()
+            scale = torch.cat([feature_scale(x, rows) for x in inputs])
+            self.mask = self.pruner.mask(self.weight, scale)
+        return self.weight * self.mask
 
     @property
     def density(self) -> float:
@@ -70,7 +85,8 @@ class Linear(nn.Module):
 class MessagePassing(nn.Module):
     """Base of relation-aware message-passing layers.
 
-    Subclasses define ``message(x_src, rel) -> [E, k]`` and ``update(agg, x)``;
+    Subclasses define ``message(x_src, rel) -> [E, k]`` and
+    ``update(agg, receivers, x)``, where ``agg`` holds the receiving rows only;
     optionally ``prepare(x)`` (a node-level transform before propagation),
     ``attention(x_src, x_dst, rel) -> [E]`` logits (set ``attentive``),
     ``channel(rel)`` with ``channels > 1`` (aggregate edge groups, e.g.
@@ -110,7 +126,7 @@ class MessagePassing(nn.Module):
     def message(self, x_src: Tensor, rel: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def update(self, aggregated: Tensor, x: Tensor) -> Tensor:
+    def update(self, aggregated: Tensor, receivers: Receivers, x: Tensor) -> Tensor:
         raise NotImplementedError
 
     def prepare(self, x: Tensor) -> Tensor:
@@ -136,7 +152,7 @@ class MessagePassing(nn.Module):
         Measured on a fixed probe of rows of ``x`` so that pruning scores cost
         O(1) per edge; exact for norm-preserving messages.
         """
-        probe = x[: min(_PROBE_ROWS, x.shape[0])]
+        probe = probe_rows(x)
         num_rel = self._num_relations
         rel = torch.arange(num_rel, device=x.device).repeat_interleave(probe.shape[0])
         out = self.message(probe.repeat(num_rel, 1), rel).view(num_rel, probe.shape[0], -1)
@@ -152,7 +168,8 @@ class MessagePassing(nn.Module):
             raise GraphError(f"layer input has {x.shape[0]} rows but the edge set has {edges.num_nodes} nodes")
         h = self.prepare(x)
         kept = self.prune(h, edges)
-        return self.update(self.aggregate(h, kept), x), kept
+        aggregated, receivers = self.aggregate(h, kept)
+        return self.update(aggregated, receivers, x), kept
 
     def prune(self, h: Tensor, edges: EdgeSet) -> EdgeSet:
         if self.pruner is None or len(edges) == 0:
@@ -174,33 +191,34 @@ class MessagePassing(nn.Module):
         gain = self.relation_gain(h)
         return score if gain is None else score * gain[edges.rel]
 
-    def aggregate(self, h: Tensor, edges: EdgeSet) -> Tensor:
-        """Sum of a_uv * message over the (compacted) edges into each destination."""
+    def aggregate(self, h: Tensor, edges: EdgeSet) -> tuple[Tensor, Receivers]:
+        """Sum of a_uv * message over the (compacted) edges into each
+        destination and channel, for the receiving rows only (``Receivers``)."""
         k = self._message_dim(h)
         per_entry = self.message_macs + 2 + (2 if self.attentive else 0)
         self._count(len(edges) * k * per_entry)
+        channel = self.channel(edges.rel) if self.channels > 1 else None
+        receivers = edges.receivers(channel, self.channels)
+        tensors = (*edges.tensors(), receivers.slot)
+        stage = functools.partial(self._edge_stage, rows=len(receivers))
         if self.bits == 0:
-            return self._edge_stage(h, *edges.tensors())
+            return stage(h, *tensors), receivers
         fused = self.fused_message() if self.fused and not self.attentive and kernels.fusable(h) else None
         if fused is not None:
             op, z = fused
-            chan = self.channel(edges.rel) if self.channels > 1 else None
-            src, dst, rel, weight = edges.tensors()
-            return kernels.fused_edge_stage(h, z, src, dst, rel, chan, weight, self.channels, op, self.bits)
-        return quant.recompute(self._edge_stage, h, edges.tensors(), self.message_params(), self.bits)
+            return kernels.fused_edge_stage(h, z, edges, channel, receivers, op, self.bits), receivers
+        return quant.recompute(stage, h, tensors, self.message_params(), self.bits), receivers
 
-    def _edge_stage(self, h: Tensor, src: Tensor, dst: Tensor, rel: Tensor, weight: Tensor) -> Tensor:
-        n = h.shape[0]
+    def _edge_stage(self, h: Tensor, src: Tensor, dst: Tensor, rel: Tensor, weight: Tensor, slot: Tensor, *, rows: int) -> Tensor:
+        """Messages of ``src`` rows summed into aggregate row ``slot`` of each
+        edge (``dst`` is the destination in ``h``, read by attention)."""
         x_src = h[src]
         m = self.message(x_src, rel)
         coef = weight
         if self.attentive:
-            coef = segment_softmax(self.attention(x_src, h[dst], rel), dst, n)
+            coef = segment_softmax(self.attention(x_src, h[dst], rel), slot, rows)
         m = m * coef.unsqueeze(1)
-        index = dst if self.channels == 1 else dst * self.channels + self.channel(rel)
-        out = m.new_zeros(n * self.channels, m.shape[1])
-        out = out.scatter_add(0, index.unsqueeze(1).expand_as(m), m)
-        return out.view(n, self.channels * m.shape[1])
+        return m.new_zeros(rows, m.shape[1]).scatter_add(0, slot.unsqueeze(1).expand_as(m), m)
 
     def activate(self, x: Tensor) -> Tensor:
         if self.activation == "relu":
@@ -221,6 +239,11 @@ class MessagePassing(nn.Module):
     @property
     def _num_relations(self) -> int:
         raise NotImplementedError
+
+
+def probe_rows(x: Tensor) -> Tensor:
+    """The fixed rows on which relation gains are measured."""
+    return x[: min(_PROBE_ROWS, x.shape[0])]
 
 
 def segment_softmax(logits: Tensor, segment: Tensor, num_segments: int) -> Tensor:

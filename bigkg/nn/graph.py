@@ -44,6 +44,90 @@ class EdgeSet:
     def tensors(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return self.src, self.dst, self.rel, self.weight
 
+    def receivers(self, channel: Tensor | None = None, channels: int = 1) -> "Receivers":
+        """The aggregate rows these edges write to: one per destination and
+        channel (``channel``: each edge's, in [0, channels)) with an edge."""
+        n = self.num_nodes
+        keys = receiver_keys(self.dst, channel, n)
+        present, position = compact_ids(keys, channels * n)
+        slot = positions(keys, position)
+        if present is None:
+            if channels == 1:
+                return Receivers(None, slot, position, n, (0, n))
+            present = torch.arange(channels * n, device=keys.device)
+        bounds = torch.searchsorted(present, torch.arange(channels + 1, device=keys.device) * n)
+        return Receivers(present % n, slot, position, n, tuple(bounds.tolist()))
+
+
+def receiver_keys(dst: Tensor, channel: Tensor | None, num_nodes: int) -> Tensor:
+    """Each edge's (channel, destination) as one id, channel-major."""
+    return dst if channel is None else channel.long() * num_nodes + dst
+
+
+def positions(ids: Tensor, position: Tensor | None) -> Tensor:
+    """``ids`` mapped through a ``compact_ids`` position map (None: the identity)."""
+    return ids if position is None else position[ids]
+
+
+def compact_ids(ids: Tensor, n: int) -> tuple[Tensor | None, Tensor | None]:
+    """The distinct values of ``ids`` (in [0, n)) in order, and the position
+    of each value in [0, n) among them; (None, None) when all n occur."""
+    present = torch.bincount(ids, minlength=n) > 0
+    if bool(present.all()):
+        return None, None
+    return torch.nonzero(present).squeeze(1), torch.cumsum(present, 0) - 1
+
+
+@dataclass(frozen=True)
+class Receivers:
+    """The rows of a compact aggregate: one per (channel, destination) that
+    receives at least one edge, channel by channel, destinations in order.
+    Aggregation writes only these rows, so node-level work on the aggregate
+    (a neighbour transform) runs on them alone: after message pruning, a node
+    none of whose messages in a channel were kept has a zero aggregate there."""
+
+    rows: Tensor | None  # the node of each aggregate row; None: row i is node i (one channel, every node receives)
+    slot: Tensor  # per edge, its aggregate row
+    position: Tensor | None  # the aggregate row of each receiver key (``slot`` without the edges); None: the key itself
+    num_nodes: int
+    bounds: tuple[int, ...]  # channel c's aggregate rows are bounds[c]:bounds[c + 1]
+
+    def __len__(self) -> int:
+        return self.bounds[-1]
+
+    def parts(self) -> list[slice]:
+        """The aggregate rows of each channel."""
+        return [slice(a, b) for a, b in zip(self.bounds, self.bounds[1:])]
+
+    def add(self, base: Tensor, values: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``base`` [num_nodes, k] plus each compact row of ``values`` at its
+        node's row (a node's channels add up), plus ``bias`` on every row."""
+        if self.rows is None:
+            out = base + values
+            return out if bias is None else out + bias
+        return _AddRows.apply(base, self.rows, values, bias)
+
+    def expand(self, values: Tensor) -> Tensor:
+        """The compact ``values`` as all ``num_nodes`` rows, zero where nothing is received."""
+        return self.add(values.new_zeros(self.num_nodes, values.shape[1]), values)
+
+
+class _AddRows(torch.autograd.Function):
+    """(base + bias).index_add(0, rows, values) in one new tensor, saving only
+    ``rows`` (torch's index_add also keeps ``values``, and is slower out of place)."""
+
+    @staticmethod
+    def forward(ctx, base, rows, values, bias):  # type: ignore[override]
+        ctx.save_for_backward(rows)
+        out = base.clone() if bias is None else base + bias
+        return out.index_add_(0, rows, values)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (rows,) = ctx.saved_tensors
+        grad_bias = grad.sum(0) if ctx.needs_input_grad[3] else None
+        return grad, None, grad.index_select(0, rows), grad_bias
+
 
 @dataclass(frozen=True)
 class Subgraph:

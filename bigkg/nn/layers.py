@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from bigkg.config import COMPOSITIONS
-from bigkg.nn.base import Linear, MessagePassing
-from bigkg.nn.graph import GraphError
+from bigkg.nn.base import Linear, MessagePassing, probe_rows
+from bigkg.nn.graph import GraphError, Receivers
 from bigkg.sparsify import WeightPruner
 
 Compose = Callable[[Tensor, Tensor], Tensor]
@@ -36,16 +36,30 @@ class Composition(nn.Module):
         z = self.rel[rel_ids]
         return x * z if self.op == "mult" else x - z
 
+    def gain(self, probe: Tensor) -> Tensor:
+        """sqrt(sum_p ||phi(x_p, z_r)||^2 / sum_p ||x_p||^2) per relation over the
+        ``probe`` rows, in closed form: O(R d) instead of composing every pair."""
+        z = self.rel.detach()
+        total = probe.pow(2).sum()
+        if self.op == "mult":
+            energy = z.pow(2) @ probe.pow(2).sum(0)
+        else:
+            energy = total - 2 * (z @ probe.sum(0)) + probe.shape[0] * z.pow(2).sum(1)
+        return (energy.clamp_min(0) / total.clamp_min(1e-30)).sqrt()
+
 
 class CompGCNLayer(MessagePassing):
     """h_v = act(W_in sum_{in} a phi(x_u, r) + W_out sum_{out} a phi(x_u, r) + W_self x_v).
 
     ``compose`` is any callable ``compose(x_src, rel_ids)`` over [0, 2R) relation
     ids (a relation operator module of the decoder can be passed); by default a
-    :class:`Composition` of its own. W_in and W_out are one linear map over
-    [agg_in, agg_out], applied after aggregation, which is the same sum since
-    each weight is shared by all edges of its direction. W_self is separate so
-    that a leaf input (the embedding table) is saved by reference, not quantized.
+    :class:`Composition` of its own. W_in and W_out (one parameter, the blocks
+    of a linear map over [agg_in, agg_out]) are applied after aggregation,
+    which is the same sum since each weight is shared by all edges of its
+    direction. Each runs on the rows that receive messages of its direction
+    only: with message pruning the others' aggregate is zero, so they get the
+    bias alone. W_self is separate so that a leaf input (the embedding table)
+    is saved by reference, not quantized.
     """
 
     channels = 2
@@ -65,7 +79,7 @@ class CompGCNLayer(MessagePassing):
         super().__init__(activation=activation, **options)
         self.base_relations = num_relations
         self.compose = compose if compose is not None else Composition(2 * num_relations, dim_in, op)
-        self.transform = Linear(2 * dim_in, dim_out, pruner=weight_pruner, group=dim_in)
+        self.transform = Linear(2 * dim_in, dim_out, pruner=weight_pruner)
         self.self_loop = Linear(dim_in, dim_out, bias=False, pruner=weight_pruner)
 
     @property
@@ -81,14 +95,20 @@ class CompGCNLayer(MessagePassing):
     def fused_message(self) -> tuple[str, Tensor | None] | None:
         return (self.compose.op, self.compose.rel) if isinstance(self.compose, Composition) else None
 
+    def relation_gain(self, x: Tensor) -> Tensor | None:
+        if not isinstance(self.compose, Composition):
+            return super().relation_gain(x)
+        self._count(2 * self.compose.rel.numel())
+        return self.compose.gain(probe_rows(x))
+
     def message_params(self) -> list[Tensor]:
         if isinstance(self.compose, nn.Module):
             return [p for p in self.compose.parameters() if p.requires_grad]
         return []
 
-    def update(self, aggregated: Tensor, x: Tensor) -> Tensor:
-        neighbours = self.transform(aggregated, self.bits, self.counter)
-        return self.activate(neighbours + self.self_loop(x, self.bits, self.counter))
+    def update(self, aggregated: Tensor, receivers: Receivers, x: Tensor) -> Tensor:
+        own = self.self_loop(x, self.bits, self.counter)
+        return self.activate(self.transform.add_rows(own, aggregated, receivers, self.bits, self.counter))
 
 
 class RGCNLayer(MessagePassing):
@@ -137,8 +157,8 @@ class RGCNLayer(MessagePassing):
     def _message_dim(self, h: Tensor) -> int:
         return self.dim_out
 
-    def update(self, aggregated: Tensor, x: Tensor) -> Tensor:
-        return self.activate(aggregated + self.self_loop(x, self.bits, self.counter))
+    def update(self, aggregated: Tensor, receivers: Receivers, x: Tensor) -> Tensor:
+        return self.activate(receivers.add(self.self_loop(x, self.bits, self.counter), aggregated))
 
 
 class LightGCNLayer(MessagePassing):
@@ -168,5 +188,5 @@ class LightGCNLayer(MessagePassing):
     def relation_gain(self, x: Tensor) -> Tensor | None:
         return None
 
-    def update(self, aggregated: Tensor, x: Tensor) -> Tensor:
-        return self.activate(aggregated)
+    def update(self, aggregated: Tensor, receivers: Receivers, x: Tensor) -> Tensor:
+        return self.activate(receivers.expand(aggregated))

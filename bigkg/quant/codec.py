@@ -7,9 +7,12 @@ E[dequantize(quantize(x))] = x. Each entry's variance is at most s^2 / 4 with
 s = R / (2^b - 1), so a row of d entries and range R has total variance at most
 d * R^2 / (4 (2^b - 1)^2).
 
-On the CPU the per-row work runs as numba kernels (``kernels``); the torch
-versions (``quantize_reference``, ``dequantize_reference``) compute the same
-codes from the same noise and serve other devices.
+On the CPU the per-row work runs as numba kernels (``kernels``), which draw
+the noise themselves: a counter-based hash (splitmix64) of the entry's index
+and a seed taken from torch's generator, so runs are as reproducible as with
+torch.rand. The torch versions (``quantize_reference``, ``dequantize_reference``)
+compute the same codes from the same noise and serve other devices (with
+torch.rand noise).
 """
 
 from __future__ import annotations
@@ -98,10 +101,13 @@ def quantize(x: Tensor, bits: int, generator: torch.Generator | None = None) -> 
         raise QuantizationError("cannot quantize a scalar")
     rows = x.detach().reshape(-1, x.shape[-1]) if x.dim() > 1 else x.detach().reshape(1, -1)
     rows = rows.float().contiguous()
-    noise = torch.rand(rows.shape, generator=generator, device=x.device, dtype=rows.dtype)
     if _on_cpu(rows):
-        packed, lo, step = _quantize_kernel(rows, noise, bits)
+        # The kernel draws the noise itself from a seed of torch's generator:
+        # filling a noise tensor with torch.rand costs several times the quantization.
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        packed, lo, step = _quantize_kernel(rows, bits, seed=seed)
     else:
+        noise = torch.rand(rows.shape, generator=generator, device=x.device, dtype=rows.dtype)
         packed, lo, step = quantize_reference(rows, noise, bits)
     return Quantized(packed, lo, step, x.shape, bits, x.dtype)
 
@@ -118,12 +124,14 @@ def quantize_reference(rows: Tensor, noise: Tensor, bits: int) -> tuple[Tensor, 
     return pack_bits(codes, bits), lo, step
 
 
-def _quantize_kernel(rows: Tensor, noise: Tensor, bits: int) -> tuple[Tensor, Tensor, Tensor]:
+def _quantize_kernel(rows: Tensor, bits: int, noise: Tensor | None = None, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`quantize_reference` on the CPU, with ``noise`` or, without it, the noise drawn from ``seed``."""
     n, d = rows.shape
     codes = torch.empty(n * d, dtype=torch.uint8)
     lo = torch.empty(n, 1)
     step = torch.empty(n, 1)
-    kernels.quantize_rows(rows.numpy(), noise.numpy(), bits, codes.numpy(), lo.numpy(), step.numpy())
+    given = torch.empty(0, d) if noise is None else noise
+    kernels.quantize_rows(rows.numpy(), given.numpy(), seed, bits, codes.numpy(), lo.numpy(), step.numpy())
     if bits == 8:
         return codes, lo, step
     packed = torch.empty((n * d * bits + 7) // 8, dtype=torch.uint8)
@@ -131,21 +139,26 @@ def _quantize_kernel(rows: Tensor, noise: Tensor, bits: int) -> tuple[Tensor, Te
     return packed, lo, step
 
 
-def dequantize(q: Quantized) -> Tensor:
-    rows = q.lo.shape[0]
-    width = (q.shape[-1] if len(q.shape) > 1 else q.shape[0]) if rows else 0
-    if _on_cpu(q.lo) and rows:
-        out = torch.empty(rows, width)
-        kernels.dequantize_rows(q.packed.numpy(), q.bits, q.lo.numpy(), q.step.numpy(), out.numpy())
-        return out.to(q.dtype).view(q.shape)
-    return dequantize_reference(q)
+def dequantize(q: Quantized, rows: Tensor | None = None) -> Tensor:
+    """The values of ``q``; given ``rows`` (indices into its rows), only those, as [len(rows), width]."""
+    count = q.lo.shape[0]
+    width = (q.shape[-1] if len(q.shape) > 1 else q.shape[0]) if count else 0
+    if _on_cpu(q.lo) and count:
+        index = torch.arange(count) if rows is None else rows.contiguous()
+        out = torch.empty(index.numel(), width)
+        kernels.dequantize_rows(q.packed.numpy(), q.bits, q.lo.numpy(), q.step.numpy(), index.numpy(), out.numpy())
+        out = out.to(q.dtype)
+        return out if rows is not None else out.view(q.shape)
+    return dequantize_reference(q, rows)
 
 
-def dequantize_reference(q: Quantized) -> Tensor:
+def dequantize_reference(q: Quantized, rows: Tensor | None = None) -> Tensor:
     """:func:`dequantize` in torch."""
-    rows = q.lo.shape[0]
-    numel = rows * (q.shape[-1] if len(q.shape) > 1 else q.shape[0])
-    codes = unpack_bits(q.packed, q.bits, numel).view(rows, -1)
+    count = q.lo.shape[0]
+    width = q.shape[-1] if len(q.shape) > 1 else q.shape[0]
+    codes = unpack_bits(q.packed, q.bits, count * width).view(count, width)
+    if rows is not None:
+        return (q.lo[rows] + codes[rows].float() * q.step[rows]).to(q.dtype)
     return (q.lo + codes.float() * q.step).to(q.dtype).view(q.shape)
 
 

@@ -19,10 +19,13 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from bigkg.quant.codec import Quantized, QuantizationError, check_bits, dequantize, pack_mask, quantize, unpack_mask
+from bigkg.quant import kernels
+from bigkg.quant.codec import Quantized, check_bits, dequantize, pack_mask, quantize, unpack_mask
 from bigkg.sparsify.counter import MacCounter
 
 EXACT = 32
+# Above this fraction of live gradient rows, a linear's backward runs dense.
+_DENSE_LIVE_FRACTION = 0.9
 
 Packed = tuple[list[Tensor], tuple[Any, ...]]
 
@@ -33,28 +36,54 @@ def saving_bits(x: Tensor, bits: int) -> int:
     return EXACT if x.is_leaf and x.requires_grad else bits
 
 
-def compress(x: Tensor, bits: int, group: int | None = None) -> Packed:
-    """The tensors to save for ``x`` and how to rebuild it.
-
-    ``group`` splits each row into groups of that many entries with their own
-    min/max, for rows that concatenate parts of different scales.
-    """
+def compress(x: Tensor, bits: int) -> Packed:
+    """The tensors to save for ``x`` and how to rebuild it."""
     if bits == EXACT:
         return [x], ("raw",)
     check_bits(bits)
-    if group is not None and x.shape[-1] % group:
-        raise QuantizationError(f"quantization group {group} does not divide the row length {x.shape[-1]}")
-    q = quantize(x if group is None else x.reshape(-1, group), bits)
+    q = quantize(x, bits)
     return list(q.tensors()), ("q", x.shape, q.bits, q.dtype)
 
 
-def decompress(tensors: Sequence[Tensor], meta: tuple[Any, ...]) -> Tensor:
+def decompress(tensors: Sequence[Tensor], meta: tuple[Any, ...], rows: Tensor | None = None) -> Tensor:
+    """The saved tensor; given ``rows``, only those rows of its [rows, last dim] view."""
     if meta[0] == "raw":
-        return tensors[0]
+        x = tensors[0]
+        return x if rows is None else x.reshape(-1, x.shape[-1]).index_select(0, rows)
     _, shape, bits, dtype = meta
     packed, lo, step = tensors
-    rows = torch.Size((lo.shape[0], shape.numel() // lo.shape[0]))
-    return dequantize(Quantized(packed, lo, step, rows, bits, dtype)).view(shape)
+    q = Quantized(packed, lo, step, shape, bits, dtype)
+    return dequantize(q, rows)
+
+
+def live_rows(g: Tensor) -> Tensor | None:
+    """Indices of the rows of a 2-D gradient that are not all zero, or None
+    when nearly all are (then the dense product is as fast).
+
+    Rows outside the loss's reach (beyond the batch's L-hop neighbourhood,
+    which pruning shrinks) get exactly zero gradient, so a backward product
+    may run on the live rows alone.
+    """
+    if not g.is_contiguous() or g.shape[0] == 0:
+        return None
+    if g.device.type == "cpu" and g.dtype == torch.float32:
+        live = torch.empty(g.shape[0], dtype=torch.bool)
+        kernels.nonzero_rows(g.numpy(), live.numpy())
+    else:
+        live = (g != 0).any(dim=1)
+    rows = torch.nonzero(live).squeeze(1)
+    return None if rows.numel() > _DENSE_LIVE_FRACTION * g.shape[0] else rows
+
+
+def _live_part(g: Tensor) -> tuple[Tensor | None, Tensor]:
+    """(live rows of ``g`` or None, those rows of ``g``)."""
+    live = live_rows(g)
+    return live, g if live is None else g.index_select(0, live)
+
+
+def _all_rows(part: Tensor, live: Tensor | None, rows: int) -> Tensor:
+    """``part``, computed on the ``live`` rows, as all ``rows`` rows (zero elsewhere)."""
+    return part if live is None else part.new_zeros(rows, part.shape[1]).index_copy_(0, live, part)
 
 
 def _count(meta: tuple[Any, ...]) -> int:
@@ -103,10 +132,10 @@ def recompute(
 
 class _Linear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, bits, group, counter):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, bits, counter):  # type: ignore[override]
         rows = x.reshape(-1, x.shape[-1])
         out = torch.addmm(bias, rows, weight.t()) if bias is not None else rows @ weight.t()
-        saved, meta = compress(rows, bits, group)
+        saved, meta = compress(rows, bits)
         ctx.save_for_backward(*saved, weight)
         ctx.meta, ctx.shape = meta, x.shape
         ctx.has_bias = bias is not None
@@ -121,31 +150,24 @@ class _Linear(torch.autograd.Function):
         weight = saved[n]
         g = grad_out.reshape(-1, grad_out.shape[-1])
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (g @ weight).view(ctx.shape)
-        if ctx.needs_input_grad[1]:
-            grad_w = g.t() @ decompress(saved[:n], ctx.meta)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b, None, None, None
+        live, g = _live_part(g)
+        if ctx.needs_input_grad[0]:
+            grad_x = _all_rows(g @ weight, live, ctx.shape.numel() // ctx.shape[-1]).view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            grad_w = g.t() @ decompress(saved[:n], ctx.meta, live)
+        return grad_x, grad_w, grad_b, None, None
 
 
-def linear(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    bits: int,
-    counter: MacCounter | None = None,
-    group: int | None = None,
-) -> Tensor:
-    """``x @ weight.T + bias`` saving a b-bit copy of ``x`` (the weight is a parameter),
-    quantized in row groups of ``group`` entries when given.
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, bits: int, counter: MacCounter | None = None) -> Tensor:
+    """``x @ weight.T + bias`` saving a b-bit copy of ``x`` (the weight is a parameter).
 
     Pruned weights arrive here already masked; they are executed as a dense
     product because torch's CPU sparse kernels are slower than dense BLAS at
     the densities and sizes of encoder weights (docs/kgnn.md).
     """
-    return _Linear.apply(x, weight, bias, saving_bits(x, bits), group, counter)
+    return _Linear.apply(x, weight, bias, saving_bits(x, bits), counter)
 
 
 class _ReLU(torch.autograd.Function):
@@ -171,16 +193,23 @@ class _Tanh(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, bits):  # type: ignore[override]
         out = torch.tanh(x)
-        # Save the derivative 1 - y^2 itself: its stochastic rounding is
-        # unbiased, whereas 1 - q(y)^2 would not be.
-        saved, meta = compress(1 - out * out, bits)
+        # Exact: keep y itself (the next layer keeps it anyway) and derive 1 - y^2
+        # in backward. Quantized: save the derivative 1 - y^2 itself, whose
+        # stochastic rounding is unbiased, whereas 1 - q(y)^2 would not be
+        # (computed in place: one fresh [N, d] tensor instead of two).
+        ctx.from_output = bits == EXACT
+        saved, meta = compress(out if ctx.from_output else (out * out).neg_().add_(1), bits)
         ctx.save_for_backward(*saved)
         ctx.meta = meta
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        return grad_out * decompress(ctx.saved_tensors, ctx.meta), None
+        g = grad_out.reshape(-1, grad_out.shape[-1])
+        live, part = _live_part(g)
+        saved = decompress(ctx.saved_tensors, ctx.meta, live)
+        derivative = 1 - saved * saved if ctx.from_output else saved
+        return _all_rows(part * derivative.view_as(part), live, g.shape[0]).view_as(grad_out), None
 
 
 def tanh(x: Tensor, bits: int) -> Tensor:

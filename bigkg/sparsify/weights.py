@@ -52,6 +52,8 @@ class WeightPruner:
         return importance > cutoff
 
 
-def feature_scale(x: Tensor) -> Tensor:
-    """Root mean square of each input feature (column) of ``x``."""
-    return x.detach().reshape(-1, x.shape[-1]).pow(2).mean(0).sqrt()
+def feature_scale(x: Tensor, rows: int | None = None) -> Tensor:
+    """Root mean square of each input feature (column) of ``x``, over ``rows``
+    rows when given (``x`` holds the nonzero ones of a larger input)."""
+    flat = x.detach().reshape(-1, x.shape[-1])
+    return (flat.pow(2).sum(0) / (flat.shape[0] if rows is None else rows)).sqrt()
