@@ -169,8 +169,9 @@ def test_sigkilled_worker_bucket_is_reassigned(store, tmp_path):
     P, E = 4, 3
     procs = _run_workers(tmp_path, store.port, P, E, 3, {"w0": 1})
     holding = tmp_path / "w0.holding"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # as generous as the joins below: spawning waits for torch imports
     while not holding.exists():
+        assert procs["w0"].exitcode is None, f"worker w0 exited ({procs['w0'].exitcode}) before holding a bucket"
         assert time.monotonic() < deadline, "worker w0 never reached epoch 1"
         time.sleep(0.05)
     os.kill(procs["w0"].pid, signal.SIGKILL)
