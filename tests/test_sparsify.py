@@ -95,13 +95,18 @@ def test_encoder_counts_fewer_macs_when_sparsified(umls):
     assert aggregation <= macs <= aggregation + scoring
 
 
-def _reference_compgcn(layer: CompGCNLayer, x: torch.Tensor, edges: EdgeSet) -> torch.Tensor:
-    """The layer's output over ``edges`` in plain torch: a full [N, 2d]
-    aggregate (zero rows included) and dense products on every row."""
+def _full_aggregate(layer: CompGCNLayer, x: torch.Tensor, edges: EdgeSet) -> torch.Tensor:
+    """[N, 2d]: each node's in- and out-direction sums of a_uv * phi(x_u, r), zero rows included."""
     src, dst, rel, weight = edges.tensors()
     messages = layer.compose(x[src], rel) * weight[:, None]
     channel = (rel >= layer.base_relations).long()
-    agg = torch.zeros(2 * x.shape[0], x.shape[1]).index_add(0, 2 * dst + channel, messages).view(x.shape[0], -1)
+    return torch.zeros(2 * x.shape[0], x.shape[1]).index_add(0, 2 * dst + channel, messages).view(x.shape[0], -1)
+
+
+def _reference_compgcn(layer: CompGCNLayer, x: torch.Tensor, edges: EdgeSet) -> torch.Tensor:
+    """The layer's output over ``edges`` in plain torch: a full [N, 2d]
+    aggregate (zero rows included) and dense products on every row."""
+    agg = _full_aggregate(layer, x, edges)
     return torch.tanh(agg @ layer.transform.weight.t() + layer.transform.bias + x @ layer.self_loop.weight.t())
 
 
@@ -176,10 +181,7 @@ def test_weight_mask_of_the_restricted_transform_is_the_full_inputs(umls):
     layer = CompGCNLayer(16, 16, umls.base_relations, pruner=MessagePruner(deltas=[1.5]), weight_pruner=WeightPruner(target=0.5))
     x = torch.randn(umls.num_nodes, 16)
     _, kept = layer(x, umls.edges())
-    src, dst, rel, weight = kept.tensors()
-    channel = (rel >= umls.base_relations).long()
-    messages = layer.compose(x[src], rel) * weight[:, None]
-    agg = torch.zeros(2 * umls.num_nodes, 16).index_add(0, 2 * dst + channel, messages).view(umls.num_nodes, -1)
+    agg = _full_aggregate(layer, x, kept)
     assert torch.equal(layer.transform.mask, WeightPruner(target=0.5).mask(layer.transform.weight, feature_scale(agg)))
 
 
