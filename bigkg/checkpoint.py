@@ -19,13 +19,15 @@ ones (the best-validated version, which the end of training may restore).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -64,8 +66,30 @@ def read_tensor_file(path: Path) -> Any:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
 
 
+_CRC32_SETTING = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_crc32() -> Iterator[None]:
+    """torch.save without its per-record CRC-32 (process-wide, so changed under a lock).
+
+    The checksum is a pass over every byte, three quarters of a partition write's
+    cost (13.7 → 3.4 ms for 10 MB). It buys nothing here: whole files are
+    guaranteed by the temporary name, fsync and rename, and torch.load does not
+    verify it.
+    """
+    with _CRC32_SETTING:
+        before = torch.serialization.get_crc32_options()
+        torch.serialization.set_crc32_options(False)
+        try:
+            yield
+        finally:
+            torch.serialization.set_crc32_options(before)
+
+
 def write_partition_file(path: Path, state: PartitionState) -> None:
-    torch.save({"embeddings": state.embeddings, "adagrad": state.adagrad}, path)
+    with _without_crc32():
+        torch.save({"embeddings": state.embeddings, "adagrad": state.adagrad}, path)
 
 
 def read_partition_file(path: Path) -> tuple[Tensor, Tensor]:

@@ -2,11 +2,12 @@
 
 import json
 import os
+import zipfile
 
 import pytest
 import torch
 
-from bigkg.checkpoint import CheckpointError, CheckpointStore, PartitionState
+from bigkg.checkpoint import CheckpointError, CheckpointStore, PartitionState, read_partition_file, read_partition_rows, write_partition_file
 from bigkg.config import config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
 from bigkg.model import build_model
@@ -33,6 +34,24 @@ def test_versions_link_unchanged_partitions_and_prune(tmp_path):
     assert [p.name for p in store.versions()] == ["v000001", "v000002"]
     # the pruned version's inode survives through the link in v2
     assert torch.equal(v2.load_partition("e", 0)[0], torch.zeros(3, 4))
+
+
+def test_partition_files_skip_zip_checksums_and_leave_the_setting_alone(tmp_path):
+    path = tmp_path / "part.pt"
+    emb = torch.randn(50, 8)
+    write_partition_file(path, PartitionState(emb, torch.arange(50.0)))
+    loaded_emb, loaded_ada = read_partition_file(path)
+    assert torch.equal(loaded_emb, emb) and torch.equal(loaded_ada, torch.arange(50.0))
+    assert torch.equal(read_partition_rows(path, torch.tensor([3, 41])), emb[[3, 41]])
+    # the tensor records carry no CRC-32 (it would be a pass over every byte of each commit)
+    with zipfile.ZipFile(path) as archive:
+        data = [info for info in archive.infolist() if "/data/" in info.filename]
+    assert len(data) == 2 and all(info.CRC == 0 for info in data)
+    # torch.save elsewhere in the process keeps its checksums
+    assert torch.serialization.get_crc32_options() is True
+    torch.save(emb, tmp_path / "other.pt")
+    with zipfile.ZipFile(tmp_path / "other.pt") as archive:
+        assert archive.testzip() is None
 
 
 def test_stale_temporary_is_ignored_and_removed(tmp_path):
