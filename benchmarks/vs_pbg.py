@@ -8,7 +8,7 @@ hogwild_delay=0) and both are scored by the same code: every test edge's tail
 (and head) is ranked against the same uniformly sampled candidate entities,
 from each system's embeddings looked up by entity name.
 
-    .venv/bin/python benchmarks/vs_pbg.py --edges 1000000 --entities 100000 --epochs 5
+    .venv/bin/python benchmarks/vs_pbg.py --edges 1000000 --entities 100000 --epochs 5 --repeats 3
     python3 benchmarks/vs_pbg.py --device cuda --pbg-site /tmp/pbg-site      # bigkg on the GPU
 
 With ``--device cuda`` bigkg trains on the GPU (one worker); PBG 1.0.0, whose only
@@ -23,6 +23,11 @@ checkpoints included); edges/CPU-s divides by the CPU time (user + system) of th
 command and its children, which is steadier than wall time on a machine shared with
 other work; in-loop edges/s is each system's own count of its bucket training time
 (bigkg's summary, PBG's "Processed N edges in T s" log lines).
+
+The sampled MRR of one training run moves by ±0.002 with the seed (bigkg's
+seeds 0-3 gave 0.0397-0.0422 at P=1; PBG, which has no seed option, 0.0407-0.0427
+over four runs that differed in its Hogwild workers' timing only), so
+``--repeats`` trains both systems several times and the summary compares medians.
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import h5py
@@ -105,7 +112,7 @@ def sampled_mrr(vectors: dict[str, np.ndarray], heads: np.ndarray, tails: np.nda
 
 # -- bigkg --------------------------------------------------------------------------------
 def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int, workers: int,
-              device: str) -> tuple[float, float, dict[str, np.ndarray], dict]:
+              device: str, seed: int) -> tuple[float, float, dict[str, np.ndarray], dict]:
     data = work / f"bigkg_p{partitions}"
     run_dir = work / f"bigkg_run_p{partitions}"
     bigkg = [sys.executable, "-m", "launcher.cli"]
@@ -116,6 +123,7 @@ def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int,
     wall, cpu = timed(bigkg + ["train", str(REPO / "benchmarks" / "configs" / "vs_pbg.yaml"), "--fresh",
                                "--set", f"dataset={data}", "--set", f"run_dir={run_dir}", "--set", f"training.epochs={epochs}",
                                "--set", f"device={device}", "--set", f"training.workers={1 if device != 'cpu' else workers}",
+                               "--set", f"seed={seed}",
                                "--json", str(summary_path)], work / f"bigkg_train_p{partitions}.log", cwd=REPO)
     manifest = load_manifest(data)
     version = CheckpointStore(run_dir).latest()
@@ -156,6 +164,36 @@ def run_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int,
     return wall, cpu, in_loop_rate(log.read_text(errors="replace")), vectors
 
 
+@dataclass
+class Trial:
+    """One system pair trained once at one P."""
+
+    bigkg_rate: float  # train edges x epochs / wall s of the training command
+    pbg_rate: float
+    bigkg_cpu_rate: float  # ... / CPU s of it and its children
+    pbg_cpu_rate: float
+    bigkg_mrr: float
+    pbg_mrr: float
+    bigkg_loop: float  # each system's own in-loop edges/s
+    pbg_loop: float | None
+    bigkg_wall: float
+    pbg_wall: float
+
+
+def median_trial(trials: list[Trial]) -> Trial:
+    """Field by field medians (in-loop: of the repeats PBG logged it in)."""
+    loops = [t.pbg_loop for t in trials if t.pbg_loop]
+    return Trial(**{f.name: statistics.median(getattr(t, f.name) for t in trials) for f in fields(Trial) if f.name != "pbg_loop"},
+                 pbg_loop=statistics.median(loops) if loops else None)
+
+
+def table_row(label: str, t: Trial) -> str:
+    loop_ratio = f"{t.bigkg_loop / t.pbg_loop:.2f}×" if t.pbg_loop else "-"
+    return (f"| {label} | {t.bigkg_rate:,.0f} | {t.pbg_rate:,.0f} | {t.bigkg_rate / t.pbg_rate:.2f}× | {t.bigkg_cpu_rate:,.0f} "
+            f"| {t.pbg_cpu_rate:,.0f} | {t.bigkg_cpu_rate / t.pbg_cpu_rate:.2f}× | {t.bigkg_mrr:.4f} | {t.pbg_mrr:.4f} "
+            f"| {t.bigkg_loop:,.0f} | {t.pbg_loop or 0:,.0f} | {loop_ratio} | {t.bigkg_wall:.1f} | {t.pbg_wall:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--edges", type=int, default=1_000_000)
@@ -165,6 +203,10 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=1000, help="sampled candidates per test query")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--partitions", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="train both systems this many times per P (bigkg with seeds seed, seed+1, ...; PBG has no "
+                             "seed option: its runs differ through its Hogwild workers' timing only); the summary "
+                             "table gives the medians")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="CPU workers of PBG, and of bigkg on the CPU (default: the cores)")
     parser.add_argument("--device", default="cpu", help="bigkg's device: cpu or cuda[:N] (PBG 1.0.0 trains on the CPU)")
@@ -172,7 +214,8 @@ def main() -> None:
     parser.add_argument("--pbg-site", type=Path, help="PBG's wheels installed with pip --target here, run on this python "
                                                       "(default: $BIGKG_PBG_SITE; else the venv)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bigkg_vs_pbg"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the graph, the test split and the candidates; "
+                                                            "bigkg's training seed of the first repeat")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -180,38 +223,49 @@ def main() -> None:
     train, test = make_graph(args.work, args.edges, args.entities, args.relations, args.test_edges, args.seed)
     train_edges = args.edges - args.test_edges
     heads, tails = read_tsv(test)
-    rows = []
-    for partitions in args.partitions:
-        b_wall, b_cpu, b_vectors, b_summary = run_bigkg(args.work, train, test, partitions, args.epochs, args.workers,
-                                                        args.device)
-        p_wall, p_cpu, p_loop, p_vectors = run_pbg(args.work, pbg, train, partitions, args.epochs, args.workers)
-        # Same test edges and same sampled candidates for both (entities known to both).
-        names = np.array(sorted(set(b_vectors) & set(p_vectors)), dtype=object)
-        known = np.array([h in b_vectors and t in b_vectors and h in p_vectors and t in p_vectors for h, t in zip(heads, tails)])
-        rng = np.random.default_rng(args.seed + 1)
-        candidates = rng.integers(0, len(names), size=(int(known.sum()), args.candidates))
-        b_mrr = sampled_mrr(b_vectors, heads[known], tails[known], names, candidates)
-        p_mrr = sampled_mrr(p_vectors, heads[known], tails[known], names, candidates)
-        b_rate, p_rate = train_edges * args.epochs / b_wall, train_edges * args.epochs / p_wall
-        b_cpu_rate, p_cpu_rate = train_edges * args.epochs / b_cpu, train_edges * args.epochs / p_cpu
-        rows.append((partitions, b_rate, p_rate, b_rate / p_rate, b_cpu_rate, p_cpu_rate, b_cpu_rate / p_cpu_rate,
-                     b_mrr, p_mrr, b_summary["edges_per_s"], p_loop, b_wall, p_wall))
-        print(f"P={partitions}: bigkg {b_rate:,.0f} edges/s (in-loop {b_summary['edges_per_s']:,.0f}; {b_cpu_rate:,.0f} per CPU-s), "
-              f"PBG {p_rate:,.0f} edges/s (in-loop {p_loop or 0:,.0f}; {p_cpu_rate:,.0f} per CPU-s), "
-              f"MRR {b_mrr:.4f} vs {p_mrr:.4f}", flush=True)
+    trials: dict[int, list[Trial]] = {p: [] for p in args.partitions}
+    for repeat in range(args.repeats):
+        for partitions in args.partitions:
+            b_wall, b_cpu, b_vectors, b_summary = run_bigkg(args.work, train, test, partitions, args.epochs, args.workers,
+                                                            args.device, args.seed + repeat)
+            p_wall, p_cpu, p_loop, p_vectors = run_pbg(args.work, pbg, train, partitions, args.epochs, args.workers)
+            # Same test edges and same sampled candidates for both (entities known to both).
+            names = np.array(sorted(set(b_vectors) & set(p_vectors)), dtype=object)
+            known = np.array([h in b_vectors and t in b_vectors and h in p_vectors and t in p_vectors
+                              for h, t in zip(heads, tails)])
+            rng = np.random.default_rng(args.seed + 1)
+            candidates = rng.integers(0, len(names), size=(int(known.sum()), args.candidates))
+            done = train_edges * args.epochs
+            trial = Trial(
+                bigkg_rate=done / b_wall, pbg_rate=done / p_wall, bigkg_cpu_rate=done / b_cpu, pbg_cpu_rate=done / p_cpu,
+                bigkg_mrr=sampled_mrr(b_vectors, heads[known], tails[known], names, candidates),
+                pbg_mrr=sampled_mrr(p_vectors, heads[known], tails[known], names, candidates),
+                bigkg_loop=b_summary["edges_per_s"], pbg_loop=p_loop, bigkg_wall=b_wall, pbg_wall=p_wall,
+            )
+            trials[partitions].append(trial)
+            print(f"repeat {repeat + 1}, P={partitions}: bigkg {trial.bigkg_rate:,.0f} edges/s (in-loop "
+                  f"{trial.bigkg_loop:,.0f}; {trial.bigkg_cpu_rate:,.0f} per CPU-s), PBG {trial.pbg_rate:,.0f} edges/s "
+                  f"(in-loop {p_loop or 0:,.0f}; {trial.pbg_cpu_rate:,.0f} per CPU-s), "
+                  f"MRR {trial.bigkg_mrr:.4f} vs {trial.pbg_mrr:.4f}", flush=True)
 
     print(f"\ngraph: {args.edges:,} edges ({train_edges:,} train, {int(known.sum()):,} test ranked), "
           f"{args.entities:,} entities, {args.relations} relation(s); {args.epochs} epochs; "
           f"bigkg on {args.device}{'' if args.device != 'cpu' else f' with {args.workers} workers'}, "
           f"PBG 1.0.0 on the CPU with {args.workers} workers ({pbg.describe()}); "
-          f"sampled MRR: {args.candidates} uniform candidates per query, both directions, raw\n")
-    print("| P | bigkg edges/s | PBG edges/s | ratio | bigkg edges/CPU-s | PBG edges/CPU-s | ratio | bigkg MRR | PBG MRR "
-          "| bigkg in-loop edges/s | PBG in-loop edges/s | in-loop ratio | bigkg wall s | PBG wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for p, br, pr, ratio, bc, pc, cratio, bm, pm, loop, ploop, bw, pw in rows:
-        loop_ratio = f"{loop / ploop:.2f}×" if ploop else "-"
-        print(f"| {p} | {br:,.0f} | {pr:,.0f} | {ratio:.2f}× | {bc:,.0f} | {pc:,.0f} | {cratio:.2f}× | {bm:.4f} | {pm:.4f} "
-              f"| {loop:,.0f} | {ploop or 0:,.0f} | {loop_ratio} | {bw:.1f} | {pw:.1f} |")
+          f"sampled MRR: {args.candidates} uniform candidates per query, both directions, raw; "
+          f"{args.repeats} repeat(s), bigkg seeds {args.seed}..{args.seed + args.repeats - 1}\n")
+    header = ("| bigkg edges/s | PBG edges/s | ratio | bigkg edges/CPU-s | PBG edges/CPU-s | ratio | bigkg MRR | PBG MRR "
+              "| bigkg in-loop edges/s | PBG in-loop edges/s | in-loop ratio | bigkg wall s | PBG wall s |")
+    rule = "|---" * 15 + "|"
+    if args.repeats > 1:
+        print("| P, repeat " + header + "\n" + rule)
+        for partitions, runs in trials.items():
+            for repeat, trial in enumerate(runs):
+                print(table_row(f"{partitions}, {repeat + 1}", trial))
+        print("\nMedians over the repeats (the ratios are those of the medians):\n")
+    print("| P " + header + "\n" + rule)
+    for partitions, runs in trials.items():
+        print(table_row(str(partitions), median_trial(runs)))
 
 
 if __name__ == "__main__":
