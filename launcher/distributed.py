@@ -25,7 +25,7 @@ from bigkg.distributed.process_group import (
     worker_device,
 )
 from bigkg.errors import BigKGError
-from launcher.allocator import keep_freed_memory
+from launcher.process_settings import prepare_training_process
 from launcher.commands import train as train_command
 from launcher.commands._config_args import config_from_args
 
@@ -61,7 +61,7 @@ def run_distributed(args: argparse.Namespace) -> int:
         local_workers = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         training = dataclasses.replace(training, threads=max(1, (os.cpu_count() or 1) // local_workers))
     config = dataclasses.replace(config, device=str(device), training=training)
-    keep_freed_memory()
+    prepare_training_process()
     store = init_process_group(env, device, config.distributed.timeout)
     try:
         # --fresh applies to the job's first start only: a restart must resume, not start over.

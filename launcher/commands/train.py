@@ -8,7 +8,7 @@ import sys
 
 from bigkg.atomic import write_text_atomic
 from bigkg.training import train
-from launcher.allocator import keep_freed_memory
+from launcher.process_settings import prepare_training_process
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "train"
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    keep_freed_memory()
+    prepare_training_process()
     summary = train(config, fresh=args.fresh)
     text = json.dumps(summary, indent=2)
     if args.json:
