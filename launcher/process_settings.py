@@ -3,10 +3,11 @@
 Set there only, not by the library (whose users own their process) nor by the
 partitioner (whose memory budget counts resident bytes).
 
-Freed tensor memory stays in the heap: torch's CPU tensors come from malloc. Under glibc's defaults a large block is
-mmapped and unmapped when freed, and the heap's top is trimmed, so a training
-step that allocates the same few megabytes of scores, gradients and gathered
-rows every batch page-faults them in again each time. Raising the mmap and
+Freed tensor memory stays in the heap. torch's CPU tensors come from malloc;
+under glibc's defaults a large block is mmapped and unmapped when freed, and the
+heap's top is trimmed, so a training step that allocates the same few megabytes
+of scores, gradients and gathered rows every batch page-faults them in again
+each time. Raising the mmap and
 trim thresholds keeps those pages for reuse: training on CPU runs 6-18% more
 edges/s (docs/benchmarks.md), at the price of up to ``trim_threshold`` bytes
 of freed memory kept by the process.
@@ -54,5 +55,6 @@ def freeze_imported_objects() -> None:
 
 
 def prepare_training_process() -> None:
+    """Both settings; called by ``bigkg train`` and the torchrun worker after their imports."""
     keep_freed_memory()
     freeze_imported_objects()
