@@ -116,21 +116,26 @@ def sampled_mrr(vectors: dict[str, np.ndarray], heads: np.ndarray, tails: np.nda
 
 
 # -- bigkg --------------------------------------------------------------------------------
-def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int, workers: int,
-              device: str, seed: int) -> tuple[float, float, dict[str, np.ndarray], dict]:
+def partition_bigkg(work: Path, train: Path, test: Path, partitions: int) -> Path:
+    """bigkg's dataset of the graph, made once per P and trained on by every repeat."""
     data = work / f"bigkg_p{partitions}"
-    run_dir = work / f"bigkg_run_p{partitions}"
-    bigkg = [sys.executable, "-m", "launcher.cli"]
-    subprocess.run(bigkg + ["partition", str(train), "--test", str(test), "--out", str(data), "-P", str(partitions),
-                            "--force", "--no-progress"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
-    summary_path = work / f"bigkg_summary_p{partitions}.json"
-    # On a GPU one worker: Hogwild threads only contend for the same device.
-    wall, cpu = timed(bigkg + ["train", str(REPO / "benchmarks" / "configs" / "vs_pbg.yaml"), "--fresh",
-                               "--set", f"dataset={data}", "--set", f"run_dir={run_dir}", "--set", f"training.epochs={epochs}",
-                               "--set", f"device={device}", "--set", f"training.workers={1 if device != 'cpu' else workers}",
-                               "--set", f"seed={seed}",
-                               "--json", str(summary_path)], work / f"bigkg_train_p{partitions}.log", cwd=REPO)
+    subprocess.run([sys.executable, "-m", "launcher.cli", "partition", str(train), "--test", str(test), "--out", str(data),
+                    "-P", str(partitions), "--force", "--no-progress"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    return data
+
+
+def run_bigkg(work: Path, data: Path, epochs: int, workers: int, device: str,
+              seed: int) -> tuple[float, float, dict[str, np.ndarray], dict]:
+    """bigkg's training from scratch: (wall s, CPU s, vectors by entity name, its summary)."""
     manifest = load_manifest(data)
+    run_dir = work / f"bigkg_run_p{manifest.num_partitions}"
+    summary_path = work / f"bigkg_summary_p{manifest.num_partitions}.json"
+    # On a GPU one worker: Hogwild threads only contend for the same device.
+    wall, cpu = timed([sys.executable, "-m", "launcher.cli", "train", str(REPO / "benchmarks" / "configs" / "vs_pbg.yaml"),
+                       "--fresh", "--set", f"dataset={data}", "--set", f"run_dir={run_dir}",
+                       "--set", f"training.epochs={epochs}", "--set", f"device={device}",
+                       "--set", f"training.workers={1 if device != 'cpu' else workers}", "--set", f"seed={seed}",
+                       "--json", str(summary_path)], work / f"bigkg_train_p{manifest.num_partitions}.log", cwd=REPO)
     version = CheckpointStore(run_dir).latest()
     vectors: dict[str, np.ndarray] = {}
     for p in range(manifest.num_partitions):
@@ -143,13 +148,12 @@ def run_bigkg(work: Path, train: Path, test: Path, partitions: int, epochs: int,
 # -- PBG ----------------------------------------------------------------------------------
 
 
-def run_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int,
-            workers: int) -> tuple[float, float, float | None, dict[str, np.ndarray]]:
-    """PBG's CPU training: (wall s, CPU s, in-loop edges/s, vectors by entity name)."""
+def import_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int, workers: int) -> Path:
+    """PBG's config and its import of the graph, made once per P; returns the config."""
     root = work / f"pbg_p{partitions}"
-    config = root / "config.py"
-    shutil.rmtree(root, ignore_errors=True)  # PBG resumes from a checkpoint it finds: start afresh
+    shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
+    config = root / "config.py"
     write_pbg_config(
         config, entity_path=root / "entities", edge_path=root / "edges", checkpoint_path=root / "model",
         partitions=partitions, global_emb=False, dimension=100, comparator="dot", loss_fn="softmax",
@@ -157,6 +161,13 @@ def run_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int,
         hogwild_delay=0, eval_fraction=0)
     timed(pbg.command("torchbiggraph_import_from_tsv") + ["-l", "0", "-r", "2", "--rel-col", "1", str(config), str(train)],
           root / "import.log", env=pbg.env())
+    return config
+
+
+def run_pbg(config: Path, pbg: PBG, partitions: int) -> tuple[float, float, float | None, dict[str, np.ndarray]]:
+    """PBG's CPU training from scratch: (wall s, CPU s, in-loop edges/s, vectors by entity name)."""
+    root = config.parent
+    shutil.rmtree(root / "model", ignore_errors=True)  # PBG resumes from a checkpoint it finds: start afresh
     log = root / "train.log"
     wall, cpu = timed(pbg.command("torchbiggraph_train") + [str(config)], log, env=pbg.env())
     version = int((root / "model" / "checkpoint_version.txt").read_text().strip())
@@ -171,31 +182,31 @@ def run_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int,
 
 @dataclass
 class Trial:
-    """One system pair trained once at one P."""
+    """One system pair trained once at one P on ``edges`` edges (train edges x epochs)."""
 
-    bigkg_rate: float  # train edges x epochs / wall s of the training command
-    pbg_rate: float
-    bigkg_cpu_rate: float  # ... / CPU s of it and its children
-    pbg_cpu_rate: float
+    edges: int
+    bigkg_wall: float  # s of the training command, process start to exit
+    pbg_wall: float
+    bigkg_cpu: float  # CPU s of it and its children
+    pbg_cpu: float
     bigkg_mrr: float
     pbg_mrr: float
     bigkg_loop: float  # each system's own in-loop edges/s
     pbg_loop: float | None
-    bigkg_wall: float
-    pbg_wall: float
 
 
 def median_trial(trials: list[Trial]) -> Trial:
-    """Field by field medians (in-loop: of the repeats PBG logged it in)."""
+    """Field by field medians (PBG's in-loop rate: of the repeats that logged it)."""
     loops = [t.pbg_loop for t in trials if t.pbg_loop]
     return Trial(**{f.name: statistics.median(getattr(t, f.name) for t in trials) for f in fields(Trial) if f.name != "pbg_loop"},
                  pbg_loop=statistics.median(loops) if loops else None)
 
 
 def table_row(label: str, t: Trial) -> str:
+    rates = [t.edges / s for s in (t.bigkg_wall, t.pbg_wall, t.bigkg_cpu, t.pbg_cpu)]
     loop_ratio = f"{t.bigkg_loop / t.pbg_loop:.2f}×" if t.pbg_loop else "-"
-    return (f"| {label} | {t.bigkg_rate:,.0f} | {t.pbg_rate:,.0f} | {t.bigkg_rate / t.pbg_rate:.2f}× | {t.bigkg_cpu_rate:,.0f} "
-            f"| {t.pbg_cpu_rate:,.0f} | {t.bigkg_cpu_rate / t.pbg_cpu_rate:.2f}× | {t.bigkg_mrr:.4f} | {t.pbg_mrr:.4f} "
+    return (f"| {label} | {rates[0]:,.0f} | {rates[1]:,.0f} | {rates[0] / rates[1]:.2f}× | {rates[2]:,.0f} "
+            f"| {rates[3]:,.0f} | {rates[2] / rates[3]:.2f}× | {t.bigkg_mrr:.4f} | {t.pbg_mrr:.4f} "
             f"| {t.bigkg_loop:,.0f} | {t.pbg_loop or 0:,.0f} | {loop_ratio} | {t.bigkg_wall:.1f} | {t.pbg_wall:.1f} |")
 
 
@@ -228,29 +239,30 @@ def main() -> None:
     train, test = make_graph(args.work, args.edges, args.entities, args.relations, args.test_edges, args.seed)
     train_edges = args.edges - args.test_edges
     heads, tails = read_tsv(test)
+    datasets = {p: partition_bigkg(args.work, train, test, p) for p in args.partitions}
+    pbg_configs = {p: import_pbg(args.work, pbg, train, p, args.epochs, args.workers) for p in args.partitions}
     trials: dict[int, list[Trial]] = {p: [] for p in args.partitions}
     for repeat in range(args.repeats):
         for partitions in args.partitions:
-            b_wall, b_cpu, b_vectors, b_summary = run_bigkg(args.work, train, test, partitions, args.epochs, args.workers,
+            b_wall, b_cpu, b_vectors, b_summary = run_bigkg(args.work, datasets[partitions], args.epochs, args.workers,
                                                             args.device, args.seed + repeat)
-            p_wall, p_cpu, p_loop, p_vectors = run_pbg(args.work, pbg, train, partitions, args.epochs, args.workers)
+            p_wall, p_cpu, p_loop, p_vectors = run_pbg(pbg_configs[partitions], pbg, partitions)
             # Same test edges and same sampled candidates for both (entities known to both).
             names = np.array(sorted(set(b_vectors) & set(p_vectors)), dtype=object)
             known = np.array([h in b_vectors and t in b_vectors and h in p_vectors and t in p_vectors
                               for h, t in zip(heads, tails)])
             rng = np.random.default_rng(args.seed + 1)
             candidates = rng.integers(0, len(names), size=(int(known.sum()), args.candidates))
-            done = train_edges * args.epochs
             trial = Trial(
-                bigkg_rate=done / b_wall, pbg_rate=done / p_wall, bigkg_cpu_rate=done / b_cpu, pbg_cpu_rate=done / p_cpu,
+                edges=train_edges * args.epochs, bigkg_wall=b_wall, pbg_wall=p_wall, bigkg_cpu=b_cpu, pbg_cpu=p_cpu,
                 bigkg_mrr=sampled_mrr(b_vectors, heads[known], tails[known], names, candidates),
                 pbg_mrr=sampled_mrr(p_vectors, heads[known], tails[known], names, candidates),
-                bigkg_loop=b_summary["edges_per_s"], pbg_loop=p_loop, bigkg_wall=b_wall, pbg_wall=p_wall,
+                bigkg_loop=b_summary["edges_per_s"], pbg_loop=p_loop,
             )
             trials[partitions].append(trial)
-            print(f"repeat {repeat + 1}, P={partitions}: bigkg {trial.bigkg_rate:,.0f} edges/s (in-loop "
-                  f"{trial.bigkg_loop:,.0f}; {trial.bigkg_cpu_rate:,.0f} per CPU-s), PBG {trial.pbg_rate:,.0f} edges/s "
-                  f"(in-loop {p_loop or 0:,.0f}; {trial.pbg_cpu_rate:,.0f} per CPU-s), "
+            print(f"repeat {repeat + 1}, P={partitions}: bigkg {trial.edges / b_wall:,.0f} edges/s (in-loop "
+                  f"{trial.bigkg_loop:,.0f}; {trial.edges / b_cpu:,.0f} per CPU-s), PBG {trial.edges / p_wall:,.0f} "
+                  f"edges/s (in-loop {p_loop or 0:,.0f}; {trial.edges / p_cpu:,.0f} per CPU-s), "
                   f"MRR {trial.bigkg_mrr:.4f} vs {trial.pbg_mrr:.4f}", flush=True)
 
     print(f"\ngraph: {args.edges:,} edges ({train_edges:,} train, {int(known.sum()):,} test ranked), "
@@ -267,7 +279,7 @@ def main() -> None:
         for partitions, runs in trials.items():
             for repeat, trial in enumerate(runs):
                 print(table_row(f"{partitions}, {repeat + 1}", trial))
-        print("\nMedians over the repeats (the ratios are those of the medians):\n")
+        print("\nMedians over the repeats (rates and ratios from the median seconds):\n")
     print("| P " + header + "\n" + rule)
     for partitions, runs in trials.items():
         print(table_row(str(partitions), median_trial(runs)))
