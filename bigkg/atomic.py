@@ -22,6 +22,31 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def current_boot_id() -> str | None:
+    """This boot of the machine (Linux's random boot id), or None where it cannot be read.
+
+    Data written before a process was killed is whole in the page cache as long as
+    the boot id is unchanged; a crash or a restart may lose what was not fsynced.
+    """
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def other_process_alive(pid: object) -> bool:
+    """Whether ``pid`` is another process, still running on this machine."""
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def fsync_dir(path: Path) -> None:
     """Persist a directory entry (a rename or a new file) to disk."""
     fd = os.open(path, os.O_RDONLY)

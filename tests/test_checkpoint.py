@@ -1,18 +1,27 @@
-"""Checkpoint versions: hard-linked unchanged partitions, the LATEST pointer, pruning, loading."""
+"""Checkpoint versions: hard-linked unchanged partitions, the LATEST pointer, pruning, loading,
+background publication and the recovery of a version a killed writer did not name."""
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
+from bigkg import checkpoint
+from bigkg.atomic import current_boot_id
 from bigkg.checkpoint import CheckpointError, CheckpointStore, PartitionState, read_partition_file, read_partition_rows, write_partition_file
 from bigkg.config import config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
 from bigkg.model import build_model
 
 KEYS = [("e", 0), ("e", 1)]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def state(value: float) -> PartitionState:
@@ -104,3 +113,87 @@ def test_pinned_versions_survive_pruning(tmp_path):
     # no longer pinned: pruned by the next write
     store.write({}, {"model": {}}, {}, KEYS, base=v2, keep_versions=1)
     assert [p.name for p in store.versions()] == ["v000003"]
+
+
+def test_background_publication_is_waited_for_by_readers(tmp_path, monkeypatch):
+    store = CheckpointStore(tmp_path)
+    v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=3)
+    release = threading.Event()
+    real_fsync_tree = checkpoint.fsync_tree
+    monkeypatch.setattr(checkpoint, "fsync_tree", lambda path: (release.wait(), real_fsync_tree(path)))
+    v1 = store.write({}, {"model": {}}, {KEYS[0]: state(1)}, KEYS, base=v0, keep_versions=3, background=True)
+    # renamed into place and readable at once, but not named until it is durable
+    assert torch.equal(v1.load_partition("e", 0)[0], torch.ones(3, 4))
+    assert (store.root / "LATEST").read_text().strip() == v0.name
+    threading.Timer(0.2, release.set).start()
+    assert store.latest().name == v1.name  # waits for the publication
+    assert (store.root / "LATEST").read_text().strip() == v1.name
+
+
+def test_background_publication_error_reaches_the_writer(tmp_path, monkeypatch):
+    store = CheckpointStore(tmp_path)
+    v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=3)
+
+    def disk_full(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "fsync_tree", disk_full)
+    store.write({}, {"model": {}}, {}, KEYS, base=v0, keep_versions=3, background=True)
+    with pytest.raises(OSError, match="No space left"):
+        store.flush()
+    monkeypatch.undo()
+    assert store.latest().name == v0.name
+
+
+WRITE_THEN_DIE = """
+import os, signal, sys, torch
+from bigkg import checkpoint
+from bigkg.checkpoint import CheckpointStore, PartitionState
+keys = [("e", 0), ("e", 1)]
+store = CheckpointStore(sys.argv[1])
+v0 = store.write({}, {"model": {}}, {k: PartitionState(torch.zeros(3, 4), torch.zeros(3)) for k in keys}, keys,
+                 base=None, keep_versions=3)
+checkpoint.fsync_tree = lambda path: os.kill(os.getpid(), signal.SIGKILL)  # killed while publishing
+store.write({}, {"model": {}}, {keys[1]: PartitionState(torch.full((3, 4), 5.0), torch.ones(3))}, keys,
+            base=v0, keep_versions=3, background=True)
+store.flush()
+"""
+
+
+def killed_while_publishing(run_dir) -> CheckpointStore:
+    """A real process that committed v0, built v1 and was SIGKILLed before naming it."""
+    done = subprocess.run([sys.executable, "-c", WRITE_THEN_DIE, str(run_dir)], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    store = CheckpointStore(run_dir)
+    assert store.latest().name == "v000000" and (store.root / "v000001").is_dir()
+    return store
+
+
+@pytest.mark.skipif(current_boot_id() is None, reason="needs Linux's boot id")
+def test_recover_publishes_a_killed_writers_version_of_this_boot(tmp_path):
+    store = killed_while_publishing(tmp_path)
+    store.recover()
+    latest = store.latest()
+    assert latest.name == "v000001"
+    assert torch.equal(latest.load_partition("e", 1)[0], torch.full((3, 4), 5.0))
+    assert torch.equal(latest.load_partition("e", 0)[0], torch.zeros(3, 4))
+
+
+@pytest.mark.skipif(current_boot_id() is None, reason="needs Linux's boot id")
+@pytest.mark.parametrize("writer", ["another boot", "live writer"])
+def test_recover_leaves_unsafe_versions_unnamed(tmp_path, writer):
+    store = killed_while_publishing(tmp_path)
+    meta_path = store.root / "v000001" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            if writer == "another boot":  # possibly cut short on disk by a crash: removed
+                meta["writer"]["boot_id"] = "0" * 32
+            else:  # still publishing it: left alone
+                meta["writer"]["pid"] = other.pid
+            meta_path.write_text(json.dumps(meta))
+            store.recover()
+        finally:
+            other.kill()
+    assert store.latest().name == "v000000"
+    assert (store.root / "v000001").is_dir() == (writer == "live writer")

@@ -196,6 +196,7 @@ class Trainer:
             self.loader.close()
             if self.pool is not None:
                 self.pool.shutdown()
+            self.store.flush()  # the last version durable and named by LATEST before anyone reads it
         return self._summary(time.perf_counter() - started, self._committed_edges() - edges_before)
 
     def _train_bucket(self, epoch: int, bucket: Bucket, bar: tqdm) -> None:
@@ -367,10 +368,13 @@ class Trainer:
         return drawn
 
     def _commit(self, changed: set[PartitionKey]) -> None:
+        """Write the partitions and progress as a new version; it is fsynced and named by
+        LATEST in the background while the next bucket trains (see ``bigkg.checkpoint``)."""
         partitions = {k: PartitionState(self.held[k].embeddings.cpu(), self.held[k].adagrad.cpu()) for k in changed}
         self.version = self.store.write(
             self._meta(), self._shared_state(), partitions, all_partition_keys(self.manifest),
             base=self.version, keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
+            background=True,
         )
 
     def _pinned(self) -> set[str]:
@@ -405,6 +409,7 @@ class Trainer:
         }
 
     def _resume_or_initialise(self) -> CheckpointVersion:
+        self.store.recover()  # a version a killed run wrote but did not get to name
         version = self.store.latest()
         if version is None:
             self.metrics.truncate(0)
@@ -416,7 +421,7 @@ class Trainer:
                 for key in keys
             }
             return self.store.write(self._meta(), self._shared_state(), partitions, keys, base=None,
-                                    keep_versions=self.config.checkpoint.keep_versions)
+                                    keep_versions=self.config.checkpoint.keep_versions, background=True)
         self._check_fits(version)
         shared = version.load_shared(self.model, self.shared_optimizer)
         if self.deferred_in_checkpoints:
