@@ -32,6 +32,7 @@ it: the run resumes from the previous version.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -209,7 +210,7 @@ class CheckpointStore:
         """
         self.flush()
         final = self._build(meta, shared, changed, all_partitions, base)
-        publish = lambda: self._publish(final, keep_versions, frozenset(pinned))  # noqa: E731
+        publish = functools.partial(self._publish, final, keep_versions, frozenset(pinned))
         if background and current_boot_id() is not None:
             self._publishing = _Publication(publish)
         else:
