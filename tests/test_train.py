@@ -120,6 +120,43 @@ def test_resume_after_sigkill_trains_every_bucket_once_per_epoch(codex2, tmp_pat
     assert json.loads(done.stdout)["epochs_completed"] == 4
 
 
+KILLED_WHILE_PUBLISHING = """
+import os, signal, sys
+from bigkg import checkpoint
+from launcher.cli import main
+publications, fsync_tree = [], checkpoint.fsync_tree
+def fsync_or_die(path):
+    publications.append(path)
+    if len(publications) == int(sys.argv[2]):  # a bucket's version renamed into place, not yet named
+        os.kill(os.getpid(), signal.SIGKILL)
+    fsync_tree(path)
+checkpoint.fsync_tree = fsync_or_die
+main(["train", sys.argv[1]])
+"""
+
+
+def test_sigkill_while_a_version_is_published_loses_no_finished_bucket(codex2, tmp_path):
+    run_dir = tmp_path / "run"
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(small_config(codex2, run_dir, training={"epochs": 2, "batch_size": 200})))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # publication 1 is the initial version, 2-4 the first three buckets'
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_PUBLISHING, str(config_path), "4"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    logged = (run_dir / "metrics.jsonl").read_text()
+    assert logged.count('"type": "bucket"') == 3  # the third bucket's record, then its commit
+    assert CheckpointStore(run_dir).latest().name == "v000002"  # its version (v000003) was not yet named
+    done = subprocess.run([sys.executable, "-m", "launcher.cli", "train", str(config_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stderr and "v000003 (epoch 1, 3 buckets done)" in done.stderr
+    records = (run_dir / "metrics.jsonl").read_text()
+    assert records.startswith(logged)  # nothing trained before the kill was trained again
+    per_epoch = Counter((r["epoch"], tuple(r["bucket"])) for r in map(json.loads, records.splitlines()) if r["type"] == "bucket")
+    assert set(per_epoch.values()) == {1} and len(per_epoch) == 8
+
+
 # -- bad input ---------------------------------------------------------------------------
 @pytest.fixture()
 def tiny(tmp_path) -> Path:
