@@ -8,6 +8,7 @@ complete output or nothing, never a half-written file that looks whole.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import uuid
@@ -22,6 +23,7 @@ def temporary_sibling(path: Path) -> Path:
     return path.with_name(f"{path.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+@functools.cache  # fixed for the process's lifetime; read once, not per checkpoint
 def current_boot_id() -> str | None:
     """This boot of the machine (Linux's random boot id), or None where it cannot be read.
 

@@ -7,10 +7,9 @@ Freed tensor memory stays in the heap. torch's CPU tensors come from malloc;
 under glibc's defaults a large block is mmapped and unmapped when freed, and the
 heap's top is trimmed, so a training step that allocates the same few megabytes
 of scores, gradients and gathered rows every batch page-faults them in again
-each time. Raising the mmap and
-trim thresholds keeps those pages for reuse: training on CPU runs 6-18% more
-edges/s (docs/benchmarks.md), at the price of up to ``trim_threshold`` bytes
-of freed memory kept by the process.
+each time. Raising the mmap and trim thresholds keeps those pages for reuse:
+training on CPU runs 6-18% more edges/s (docs/benchmarks.md), at the price of up
+to ``trim_threshold`` bytes of freed memory kept by the process.
 
 Objects made while importing are frozen: torch's import alone leaves some
 hundreds of thousands of container objects that live as long as the process,

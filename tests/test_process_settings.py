@@ -24,9 +24,13 @@ print(applied, (rss() - before) >> 20)
 """
 
 
+def probe(code: str, mode: str) -> list[str]:
+    """The words a fresh interpreter running ``code`` with argument ``mode`` prints."""
+    return subprocess.run([sys.executable, "-c", code, mode], check=True, cwd=REPO, capture_output=True, text=True).stdout.split()
+
+
 def retained_mib(mode: str) -> tuple[bool, int]:
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], check=True, cwd=REPO, capture_output=True, text=True)
-    applied, mib = out.stdout.split()
+    applied, mib = probe(PROBE, mode)
     return applied == "True", int(mib)
 
 
@@ -50,12 +54,7 @@ print(gc.get_freeze_count(), gc.isenabled())
 
 
 def test_imported_objects_are_frozen_and_collection_stays_on():
-    def probe(mode: str) -> tuple[int, bool]:
-        out = subprocess.run([sys.executable, "-c", FREEZE_PROBE, mode], check=True, cwd=REPO, capture_output=True, text=True)
-        frozen, enabled = out.stdout.split()
-        return int(frozen), enabled == "True"
-
-    frozen, enabled = probe("freeze")
-    assert frozen > 100_000  # torch's import graph
-    assert enabled  # garbage made later is still collected automatically
-    assert probe("default")[0] == 0
+    frozen, enabled = probe(FREEZE_PROBE, "freeze")
+    assert int(frozen) > 100_000  # torch's import graph
+    assert enabled == "True"  # garbage made later is still collected automatically
+    assert int(probe(FREEZE_PROBE, "default")[0]) == 0

@@ -96,8 +96,6 @@ class DistributedTrainer(Trainer):
         elif self._fresh:
             shutil.rmtree(self.exchange.root, ignore_errors=True)
         version = super()._resume_or_initialise() if rank == 0 else None
-        if rank == 0:
-            self.store.flush()  # named by LATEST before the others look for it
         barrier(self.device)  # rank 0 has written the first version, if there was none
         if version is None:
             version = super()._resume_or_initialise()

@@ -430,7 +430,7 @@ class Trainer:
                 for key in keys
             }
             return self.store.write(self._meta(), self._shared_state(), partitions, keys, base=None,
-                                    keep_versions=self.config.checkpoint.keep_versions, background=True)
+                                    keep_versions=self.config.checkpoint.keep_versions)
         self._check_fits(version)
         shared = version.load_shared(self.model, self.shared_optimizer)
         if self.deferred_in_checkpoints:
