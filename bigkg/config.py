@@ -131,7 +131,7 @@ class TrainingConfig:
     workers: int = opt(
         1, "threads training batches of the same bucket at once (Hogwild, like PBG's workers); "
         "1 keeps CPU training reproducible", minimum=1)
-    threads: int = opt(0, "torch intra-op CPU threads per worker; 0: cores / workers", minimum=0)
+    threads: int = opt(0, "CPU threads per worker (torch intra-op work and numba's parallel kernels); 0: cores / workers", minimum=0)
     prefetch: bool = opt(True, "load the next bucket's partitions and edges in the background")
 
 

@@ -1,4 +1,5 @@
-"""Which torch device a config asks for; shared by training and evaluation."""
+"""Which torch device a config asks for, and how many CPU threads a trainer uses;
+shared by training and evaluation."""
 
 from __future__ import annotations
 
@@ -15,3 +16,18 @@ def build_device(config: Config) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device: {config.device!r} was asked for but CUDA is not available here")
     return device
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Run torch's intra-op work and numba's parallel kernels (the encoder's edge
+    stage and quantizer) on ``threads`` threads in the calling thread.
+
+    numba otherwise uses a thread per core in every process, so two trainers on a
+    2-core machine with ``training.threads: 1`` each ran four busy threads, and
+    each parallel kernel waited for its descheduled half. numba's count is per
+    calling thread and at most NUMBA_NUM_THREADS.
+    """
+    import numba  # here: evaluation imports this module and needs no numba
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))

@@ -222,6 +222,31 @@ def test_cli_config_typo_and_json_summary(tiny, tmp_path, capsys):
     assert summary["epochs_completed"] == 1 and summary["edges_per_s"] > 0
 
 
+# -- CPU threads -------------------------------------------------------------------------
+THREADS_PROBE = """
+import json, sys
+import numba
+from bigkg.config import config_from_dict
+from bigkg.training.trainer import Trainer
+trainer = Trainer(config_from_dict(json.loads(sys.argv[1])), fresh=True)
+in_pool = trainer.pool.submit(numba.get_num_threads).result() if trainer.pool else None
+print(numba.get_num_threads(), in_pool)
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_training_threads_also_bound_numbas_parallel_kernels(tiny, tmp_path, workers):
+    """numba's count is per thread: it must be set in the thread that trains and in each worker."""
+    config = small_config(tiny, tmp_path / "run", training={"threads": 1, "workers": workers})
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # numba's own default: one thread per core
+    done = subprocess.run([sys.executable, "-c", THREADS_PROBE, json.dumps(config)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    in_main, in_pool = done.stdout.split()
+    assert in_main == "1"
+    assert in_pool == ("1" if workers > 1 else "None")
+
+
 def test_foreign_negatives_come_from_other_partitions_and_their_gradients_land_later(codex2, tmp_path):
     """With P=2 each side's foreign candidates are rows of the other partition, read from the
     checkpoint the bucket was loaded from; their gradients wait until that partition is

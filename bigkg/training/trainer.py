@@ -29,7 +29,7 @@ from tqdm import tqdm
 from bigkg.atomic import write_text_atomic
 from bigkg.checkpoint import CheckpointStore, CheckpointVersion, PartitionKey, PartitionState, read_partition_rows
 from bigkg.config import Config, ConfigError, config_to_yaml
-from bigkg.device import build_device
+from bigkg.device import build_device, set_cpu_threads
 from bigkg.errors import BigKGError
 from bigkg.evaluation import evaluate
 from bigkg.format import Manifest, load_manifest
@@ -143,9 +143,9 @@ class Trainer:
         self.config = config
         self.manifest = load_manifest(config.dataset)
         self.device = build_device(config)
+        threads = config.training.threads or max(1, (os.cpu_count() or 1) // config.training.workers)
         if self.device.type == "cpu":
-            cores = os.cpu_count() or 1
-            torch.set_num_threads(config.training.threads or max(1, cores // config.training.workers))
+            set_cpu_threads(threads)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.manifest).to(self.device)
         self.loss_fn = build_loss(config)
@@ -162,7 +162,10 @@ class Trainer:
         self.shuffle_generator = build_generator(config, self.device)
         # One negative-sampling generator per worker thread (generators are not shared).
         self.worker_generators = [build_generator(config, self.device, offset=k + 1) for k in range(config.training.workers)]
-        self.pool = concurrent.futures.ThreadPoolExecutor(config.training.workers) if config.training.workers > 1 else None
+        self.pool = None
+        if config.training.workers > 1:
+            initializer = (lambda: set_cpu_threads(threads)) if self.device.type == "cpu" else None
+            self.pool = concurrent.futures.ThreadPoolExecutor(config.training.workers, initializer=initializer)
         self.validator = build_validator(config, self.manifest)
         run_dir = Path(config.run_dir)
         self.store = CheckpointStore(run_dir)
