@@ -7,6 +7,12 @@ same seed and settings; filtered test MRR (full ranking, both directions).
 
     .venv/bin/python benchmarks/encoder_quality.py --data data/codex-s --epochs 10 --seeds 0 1 2
 
+``--config`` takes the decoder and training settings from a config file instead
+of the short default (ComplEx, d=64, 10 epochs), e.g. FB15k-237's:
+
+    .venv/bin/python benchmarks/encoder_quality.py --data FB15k-237 --config configs/fb15k237.yaml \
+        --set training.workers=1 --seeds 0 1
+
 Recommendation (``--lastfm``): the Last.FM graph (KGCN's kgcn-music) is split
 per user, seeded, 80/20 by ``prepare_lastfm.py`` and partitioned with P = 1
 and one entity type, so users and artists share a partition and the
@@ -24,11 +30,14 @@ split (all artists ranked except each user's train and valid artists).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 from bigkg.config import Config, config_from_dict, load_config
 from bigkg.evaluation import evaluate
@@ -70,14 +79,38 @@ LASTFM_CONFIGS = {
 }
 
 
+# Without --config: a short run (the CoDEx-S rows of docs/benchmarks.md).
+DEFAULT_BASE = {
+    "model": {"dim": 64, "operator": "complex_diagonal", "reciprocal": True},
+    "training": {"epochs": 10, "batch_size": 1000, "lr": 0.1},
+}
+
+
 def link_prediction(args: argparse.Namespace, tmp: Path) -> None:
     dataset = tmp / "dataset"
     run_partition(PartitionOptions(
         inputs=[str(args.data / "train.txt")], out=dataset, valid=[str(args.data / "valid.txt")],
         test=[str(args.data / "test.txt")], progress=False,
     ))
-    print(f"# {args.data.name}: operator {args.operator}, d={args.dim}, {args.epochs} epochs, encoder layers "
-          f"{args.layers}, training seeds {args.seeds}: median over seeds (each seed's value)\n")
+    base = yaml.safe_load(args.config.read_text()) if args.config else DEFAULT_BASE
+    given = {"model.dim": args.dim, "model.operator": args.operator, "training.epochs": args.epochs}
+    common = [
+        f"dataset={dataset}", "eval.valid_every=0", *(f"{k}={v}" for k, v in given.items() if v is not None),
+        "training.foreign_negatives=0", "training.foreign_pool=0",  # P = 1: no other partition to draw from
+    ]
+
+    def run_config(name: str, seed: int, encoder: dict) -> Config:
+        run_dir = tmp / f"{name.replace(' ', '_')}_{seed}"
+        sections = {**encoder, "layers": args.layers}
+        return config_from_dict(base, [
+            *common, f"run_dir={run_dir}", f"seed={seed}",
+            *(f"model.encoder.{key}={json.dumps(value)}" for key, value in sections.items()), *args.set,
+        ])
+
+    shown = config_from_dict(base, [*common, *args.set])
+    print(f"# {args.data.name}{f' ({args.config})' if args.config else ''}: operator {shown.model.operator}, "
+          f"d={shown.model.dim}, {shown.training.epochs} epochs, encoder layers {args.layers}, training seeds "
+          f"{args.seeds}: median over seeds (each seed's value)\n")
     print("| configuration | test MRR | hits@1 | hits@10 | per-seed MRR | kept edges per layer | train s (median) |")
     print("|---|---:|---:|---:|---|---|---:|")
     for name, encoder in CONFIGS.items():
@@ -85,15 +118,7 @@ def link_prediction(args: argparse.Namespace, tmp: Path) -> None:
             continue
         results, seconds = [], []
         for seed in args.seeds:
-            config = config_from_dict({
-                "dataset": str(dataset),
-                "run_dir": str(tmp / f"{name.replace(' ', '_')}_{seed}"),
-                "seed": seed,
-                "model": {"dim": args.dim, "operator": args.operator, "reciprocal": True,
-                          "encoder": {**encoder, "layers": args.layers}},
-                "training": {"epochs": args.epochs, "batch_size": 1000, "lr": 0.1},
-                "eval": {"valid_every": 0},
-            }, args.set)
+            config = run_config(name, seed, encoder)
             start = time.perf_counter()
             train(config)
             seconds.append(time.perf_counter() - start)
@@ -151,9 +176,11 @@ def recommendation(args: argparse.Namespace, tmp: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/codex-s"), help="directory with train/valid/test.txt")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--operator", default="complex_diagonal")
+    parser.add_argument("--config", type=Path, help="config file whose model and training settings every run takes "
+                        "(default: ComplEx, d=64, 10 epochs)")
+    parser.add_argument("--epochs", type=int, help="training.epochs (default: the config's)")
+    parser.add_argument("--dim", type=int, help="model.dim (default: the config's)")
+    parser.add_argument("--operator", help="model.operator (default: the config's)")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--lastfm", type=Path, help="kgcn-music directory or .tar.xz: run the recommendation benchmark instead")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
