@@ -20,6 +20,9 @@
 #   fb15k237_tuned  (optional) fb15k237_gpu.py with configs/fb15k237.yaml (bigkg's own
 #             FB15k-237 settings, d=200) on the GPU, 20 epochs, test every epoch   (~1-2)
 #   vs_pbg_cpu  (optional) benchmarks/vs_pbg.py on the CPU, 16 workers each       (~6)
+#   encoder_quality  (optional) benchmarks/encoder_quality.py on FB15k-237 with
+#             configs/fb15k237.yaml (20 epochs) on the GPU, seeds 0 and 1: shallow
+#             ComplEx, CompGCN FP32 and INT2 sparsified (GPU time not yet measured)
 # SCALING_WORKERS (default "1 2 4 8"), SCALING_EDGES, SCALING_ENTITIES, SCALING_PARTITIONS
 # change the scaling stage's series and graph; SCALING_BASELINE names the scaling.json of
 # an earlier, cut call (its rows join the table); PYTHON the interpreter (default python3).
@@ -132,6 +135,15 @@ stage_fb15k237_tuned() {
         --eval-every 1 --set training.workers=1 --work /tmp/bigkg-fb15k237_tuned --json "$out/fb15k237_tuned.json"
 }
 
+stage_encoder_quality() {
+    local data=/tmp/bigkg-encoder_quality
+    mkdir -p "$data"
+    tar -xJf .device/data/FB15k-237.tar.xz -C "$data"
+    "$python" benchmarks/encoder_quality.py --data "$data/FB15k-237" --config configs/fb15k237.yaml --seeds 0 1 \
+        --set device=cuda --set training.workers=1 \
+        --only "shallow" "CompGCN FP32 sparsified hard" "CompGCN INT2 sparsified hard"
+}
+
 stage_encoder() {
     if ! "$python" benchmarks/encoder.py --help | grep -q -- '--device'; then
         echo "benchmarks/encoder.py has no --device option yet: it measures on the CPU only" >&2
@@ -161,9 +173,9 @@ machine
 for stage in "$@"; do
     case "$stage" in
         check|vs_pbg|vs_pbg_cpu|fb15k237) need_device_dir; install_pbg ;;
-        encoder|fb15k237_tuned) need_device_dir ;;
+        encoder|encoder_quality|fb15k237_tuned) need_device_dir ;;
         scaling) ;;
-        *) echo "unknown stage $stage (check, vs_pbg, fb15k237, encoder, scaling, fb15k237_tuned, vs_pbg_cpu)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (check, vs_pbg, fb15k237, encoder, scaling, fb15k237_tuned, vs_pbg_cpu, encoder_quality)" >&2; exit 2 ;;
     esac
 done
 failed=()
