@@ -23,6 +23,7 @@ from bigkg.format import (
 )
 from bigkg.model import build_model
 from bigkg.optim import RowAdagrad
+from bigkg.run_lock import RunDirInUse
 from bigkg.schedule import Bucket
 from bigkg.training import TrainingError, train
 from bigkg.training.trainer import Trainer
@@ -210,6 +211,33 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsy
     latest = CheckpointStore(run_dir).latest()
     assert latest.name == good.name
     assert torch.equal(latest.load_partition("entity", 0)[0], good_emb)
+
+
+HOLDER = """
+import json, sys
+from bigkg.config import config_from_dict
+from bigkg.training.trainer import Trainer
+trainer = Trainer(config_from_dict(json.loads(sys.argv[1])))
+print("holding", flush=True)
+sys.stdin.read()  # until the test kills this process
+"""
+
+
+def test_a_second_trainer_on_a_run_dir_in_use_is_refused_until_the_first_dies(tiny, tmp_path):
+    config = small_config(tiny, tmp_path / "run", training={"epochs": 1})
+    checkpoints = tmp_path / "run" / "checkpoints"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, json.dumps(config)], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        versions = sorted(p.name for p in checkpoints.iterdir())
+        with pytest.raises(RunDirInUse, match=f"run_dir {tmp_path / 'run'} is being trained by pid {holder.pid}"):
+            train(config_from_dict(config), fresh=True)
+        assert sorted(p.name for p in checkpoints.iterdir()) == versions  # --fresh deleted nothing
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock
+        holder.wait()
+    assert train(config_from_dict(config), fresh=True)["epochs_completed"] == 1
 
 
 def test_cli_config_typo_and_json_summary(tiny, tmp_path, capsys):

@@ -57,6 +57,8 @@ class DistributedTrainer(Trainer):
     # Each worker applies the foreign-row gradients it computed when it next loads their
     # partition; they live in that worker's memory, not in the job's checkpoints.
     deferred_in_checkpoints = False
+    # The workers share run_dir; the lock server keeps them apart.
+    exclusive_run_dir = False
 
     def __init__(self, config: Config, env: WorkerEnv, store: dist.Store, *, fresh: bool = False):
         manifest = load_manifest(config.dataset)

@@ -37,6 +37,7 @@ from bigkg.losses import LOSSES
 from bigkg.model import KGModel, build_model
 from bigkg.negatives import foreign_rows
 from bigkg.optim import RowAdagrad, build_shared_optimizer
+from bigkg.run_lock import lock_run_dir
 from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
 from bigkg.training.foreign import DeferredUpdates, ForeignSample
@@ -134,6 +135,7 @@ class Trainer:
     metrics: MetricsLog
     progress: Progress
     deferred_in_checkpoints = True  # foreign rows' waiting gradients are part of each checkpoint
+    exclusive_run_dir = True  # no other trainer may use run_dir meanwhile (bigkg.run_lock)
 
     def __init__(self, config: Config, *, fresh: bool = False, scheduler: BucketScheduler | None = None):
         if not config.dataset:
@@ -170,15 +172,30 @@ class Trainer:
         run_dir = Path(config.run_dir)
         self.store = CheckpointStore(run_dir)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.deferred = DeferredUpdates()  # foreign rows' gradients, until their partition is loaded
+        self._run_lock = lock_run_dir(run_dir) if self.exclusive_run_dir else None  # before --fresh deletes anything
+        try:
+            self.version = self._open_run_dir(fresh)
+        except BaseException:
+            self._release_run_dir()
+            raise
+        self.held: dict[PartitionKey, PartitionState] = {}
+        self.foreign: dict[PartitionKey, ForeignSample] = {}  # rows of other partitions, per bucket
+
+    def _open_run_dir(self, fresh: bool) -> CheckpointVersion:
+        """Clear the run's checkpoints and metrics if ``fresh``, record the config, and
+        resume from the latest version (or write the first)."""
         if fresh:
             shutil.rmtree(self.store.root, ignore_errors=True)
             self.metrics.path.unlink(missing_ok=True)
+        run_dir = Path(self.config.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
-        self.deferred = DeferredUpdates()  # foreign rows' gradients, until their partition is loaded
-        self.version = self._resume_or_initialise()
-        self.held: dict[PartitionKey, PartitionState] = {}
-        self.foreign: dict[PartitionKey, ForeignSample] = {}  # rows of other partitions, per bucket
+        write_text_atomic(run_dir / "config.yaml", config_to_yaml(self.config))
+        return self._resume_or_initialise()
+
+    def _release_run_dir(self) -> None:
+        if self._run_lock is not None:
+            self._run_lock.close()
 
     # -- the loop ------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
@@ -201,6 +218,7 @@ class Trainer:
             if self.pool is not None:
                 self.pool.shutdown()
             self.store.flush()  # the last version durable and named by LATEST before anyone reads it
+            self._release_run_dir()
         return self._summary(time.perf_counter() - started, self._committed_edges() - edges_before)
 
     def _train_bucket(self, epoch: int, bucket: Bucket, bar: tqdm) -> None:
