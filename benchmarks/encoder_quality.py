@@ -37,9 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
-from bigkg.config import Config, config_from_dict, load_config
+from bigkg.config import Config, config_from_dict, load_config, read_config_file
 from bigkg.evaluation import evaluate
 from bigkg.evaluation.source import open_run
 from bigkg.training import train
@@ -92,7 +90,7 @@ def link_prediction(args: argparse.Namespace, tmp: Path) -> None:
         inputs=[str(args.data / "train.txt")], out=dataset, valid=[str(args.data / "valid.txt")],
         test=[str(args.data / "test.txt")], progress=False,
     ))
-    base = yaml.safe_load(args.config.read_text()) if args.config else DEFAULT_BASE
+    base = read_config_file(args.config) if args.config else DEFAULT_BASE
     given = {"model.dim": args.dim, "model.operator": args.operator, "training.epochs": args.epochs}
     common = [
         f"dataset={dataset}", "eval.valid_every=0", *(f"{k}={v}" for k, v in given.items() if v is not None),

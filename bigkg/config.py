@@ -342,15 +342,20 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config and apply ``key.sub=value`` overrides; errors name the file and key."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's YAML mapping, unchecked (``config_from_dict`` checks it); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config and apply ``key.sub=value`` overrides; errors name the file and key."""
+    data = read_config_file(path)
     try:
         return config_from_dict(data, overrides)
     except ConfigError as exc:

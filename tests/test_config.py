@@ -91,5 +91,4 @@ SHIPPED = sorted(REPO.glob("configs/*.yaml")) + sorted(REPO.glob("benchmarks/con
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_config_loads(path):
     """A key misspelt or a value out of range in a shipped file fails here, not in a user's run."""
-    config = load_config(path, ["dataset=d", "run_dir=r"])  # the benchmark configs leave both to --set
-    assert config.model.dim > 0
+    load_config(path, ["dataset=d", "run_dir=r"])  # the benchmark configs leave both to --set

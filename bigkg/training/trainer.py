@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -166,7 +167,7 @@ class Trainer:
         self.worker_generators = [build_generator(config, self.device, offset=k + 1) for k in range(config.training.workers)]
         self.pool = None
         if config.training.workers > 1:
-            initializer = (lambda: set_cpu_threads(threads)) if self.device.type == "cpu" else None
+            initializer = functools.partial(set_cpu_threads, threads) if self.device.type == "cpu" else None
             self.pool = concurrent.futures.ThreadPoolExecutor(config.training.workers, initializer=initializer)
         self.validator = build_validator(config, self.manifest)
         run_dir = Path(config.run_dir)
@@ -175,20 +176,19 @@ class Trainer:
         self.deferred = DeferredUpdates()  # foreign rows' gradients, until their partition is loaded
         self._run_lock = lock_run_dir(run_dir) if self.exclusive_run_dir else None  # before --fresh deletes anything
         try:
-            self.version = self._open_run_dir(fresh)
+            self.version = self._open_run_dir(run_dir, fresh)
         except BaseException:
             self._release_run_dir()
             raise
         self.held: dict[PartitionKey, PartitionState] = {}
         self.foreign: dict[PartitionKey, ForeignSample] = {}  # rows of other partitions, per bucket
 
-    def _open_run_dir(self, fresh: bool) -> CheckpointVersion:
+    def _open_run_dir(self, run_dir: Path, fresh: bool) -> CheckpointVersion:
         """Clear the run's checkpoints and metrics if ``fresh``, record the config, and
         resume from the latest version (or write the first)."""
         if fresh:
             shutil.rmtree(self.store.root, ignore_errors=True)
             self.metrics.path.unlink(missing_ok=True)
-        run_dir = Path(self.config.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", config_to_yaml(self.config))
         return self._resume_or_initialise()
