@@ -47,6 +47,32 @@ def test_repeated_rows_get_one_gradient(codex1):
     assert leaf.grad[0].abs().sum() > 0
 
 
+def test_a_whole_partition_request_keeps_the_table_as_the_first_layers_leaf(codex1):
+    """Rows that are the whole table go through as given: the layer saves that leaf by
+    reference, so at INT2 the gradients that read it (self-loop weight, composition
+    vectors) are exact, while the aggregate's weight still reads a quantized copy.
+    (One layer without activation: the gradient arriving at the layer is exact.)
+    Values are those of any other request."""
+    manifest = load_manifest(codex1)
+    n = manifest.entity_type("entity").count
+    table = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for bits in (32, 2):
+        torch.manual_seed(0)
+        spec = EncoderSpec(name="compgcn", layers=1, activation="none", quantize_bits=bits)
+        encoder = GraphEncoder(spec, codex1, manifest, 8)
+        leaf = table.clone().requires_grad_()
+        out = encoder.encode(leaf, EncoderContext("entity", 0, torch.arange(n), table))
+        some = torch.tensor([5, 1, 9])
+        torch.testing.assert_close(out[some], encoder.encode(table[some], EncoderContext("entity", 0, some, table)))
+        (out * torch.randn(out.shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+        grads[bits] = {name: p.grad for name, p in encoder.named_parameters()}
+    for name in ("encoder.layers.0.self_loop.weight", "encoder.layers.0.compose.rel"):
+        torch.testing.assert_close(grads[2][name], grads[32][name])
+    aggregate = "encoder.layers.0.transform.weight"
+    assert (grads[2][aggregate] - grads[32][aggregate]).norm() > 0.05 * grads[32][aggregate].norm()
+
+
 def _entity_count(dataset: Path) -> int:
     return load_manifest(dataset).entity_type("entity").count
 

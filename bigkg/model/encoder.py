@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
@@ -35,6 +36,11 @@ class EncoderContext:
     rows: Tensor
     table: Tensor
     edges: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def rows_are_the_table(self) -> bool:
+        """Whether ``rows`` are every row of ``table``, in order (a whole-partition request)."""
+        n = self.table.shape[0]
+        return self.rows.numel() == n and bool(torch.equal(self.rows, torch.arange(n, device=self.rows.device)))
 
 
 class Encoder(nn.Module):

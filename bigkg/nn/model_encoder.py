@@ -64,6 +64,11 @@ class GraphEncoder(ModelEncoder):
 
     def encode(self, entity_embeddings: Tensor, context: EncoderContext) -> Tensor:
         graph = self.graph_on(context.entity_type, context.partition, entity_embeddings.device)
+        if context.rows_are_the_table():
+            # The rows are the partition itself: propagate over them as given. A
+            # leaf stays a leaf, so the first layer saves it by reference instead
+            # of keeping a (quantized) copy, and its weights' gradients stay exact.
+            return self.encoder.encode(entity_embeddings, graph)
         rows = context.rows
         unique, inverse = torch.unique(rows, return_inverse=True)
         # One leaf row per distinct id, so a repeated id's gradient is not counted twice.
