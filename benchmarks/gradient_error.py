@@ -3,11 +3,12 @@ and relative error of an encoder step's gradients at INT8/4/2/1 against exact
 (FP32 node-level) saving, on FB15k-237.
 
 The step is ``benchmarks/encoder.py``'s (encoder forward over the whole
-training graph, a DistMult-style in-batch loss, backward), with one change
-that makes it the trainer's: the encoder's input is a copy of the entity
-table, not the table itself. The trainer hands the encoder such a copy (the
-partition's rows with the batch's rows spliced in), so the first layer's input
-is quantized like any other; the table as a leaf would be saved by reference.
+training graph, a DistMult-style in-batch loss, backward). The entity table
+enters as a leaf, as the trainer hands it over when it propagates over the
+whole partition, so the first layer saves it by reference; ``--spliced`` gives
+the encoder a copy instead, as the trainer does for a partition too large to
+propagate whole (its rows with the batch's spliced in), and then the first
+layer's input is quantized like any other.
 
 Each quantized mode runs ``--draws`` times with different rounding noise (the
 same weights and batch); the table gives the mean over draws.
@@ -43,7 +44,7 @@ def gradients(spec: EncoderSpec, graph: Graph, triples: torch.Tensor, args: argp
     relations = torch.nn.Parameter(torch.randn(graph.base_relations, args.dim))
     batch = triples[torch.randperm(triples.shape[0])[: args.batch]]
     torch.manual_seed(noise_seed)
-    out = encoder.encode(embeddings.clone(), graph)
+    out = encoder.encode(embeddings.clone() if args.spliced else embeddings, graph)
     h, r, t = batch.unbind(1)
     F.cross_entropy((out[h] * relations[r]) @ out[t].t(), torch.arange(batch.shape[0])).backward()
     named = {"entity embeddings": embeddings, "decoder relations": relations}
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--thresholds", default="1.0,1.1", help="delta_a per layer, e.g. 1.0,1.1, or 'dense'")
     parser.add_argument("--draws", type=int, default=3, help="rounding-noise draws per quantized mode")
+    parser.add_argument("--spliced", action="store_true", help="encode a copy of the table (quantized in the first layer too)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -90,7 +92,8 @@ def main() -> None:
         results[bits] = {name: tuple(statistics.mean(d[name][i] for d in draws) for i in (0, 1)) for name in draws[0]}
 
     print(f"# {args.data.name}: CompGCN (mult), {args.layers} layers, d={args.dim}, delta_a {args.thresholds}, "
-          f"batch {args.batch}, mean of {args.draws} rounding draws; against exact (FP32 node-level) saving\n")
+          f"batch {args.batch}, mean of {args.draws} rounding draws; input {'a copy of the table' if args.spliced else 'the table (a leaf)'}; "
+          "against exact (FP32 node-level) saving\n")
     print("| parameter | " + " | ".join(f"{label} cosine | {label} rel. error" for _, label in MODES) + " |")
     print("|---|" + "---:|---:|" * len(MODES))
     for name in results[MODES[0][0]]:
