@@ -71,6 +71,24 @@ def test_neighbourhood_encoding_equals_full_graph(umls, name):
     torch.testing.assert_close(local, full)
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole-graph", "neighbourhood"])
+def test_encode_rows_equals_encoding_a_spliced_table(umls, whole):
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderSpec(name="compgcn", quantize_bits=32), 12, umls.base_relations)
+    table = torch.randn(umls.num_nodes, 12)
+    nodes = torch.tensor([3, 17, 90])
+    rows = torch.randn(3, 12, requires_grad=True)
+    spliced = encoder.encode(table.index_copy(0, nodes, rows), umls)[nodes]
+    (reference,) = torch.autograd.grad(spliced.sum(), rows)
+    if not whole:
+        encoder.full_graph_max_nodes = 0
+    out = encoder.encode_rows(table, nodes, rows, umls)
+    torch.testing.assert_close(out, spliced)
+    torch.testing.assert_close(torch.autograd.grad(out.sum(), rows)[0], reference)
+    with pytest.raises(GraphError, match="ascending"):
+        encoder.encode_rows(table, nodes.flip(0), rows, umls)
+
+
 def test_fanout_sampling_caps_incoming_edges_per_node(codex):
     seeds = torch.arange(0, 40)
     sub = codex.neighbourhood(seeds, 2, fanouts=[5, 3], generator=torch.Generator().manual_seed(0))

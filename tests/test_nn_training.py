@@ -73,6 +73,27 @@ def test_a_whole_partition_request_keeps_the_table_as_the_first_layers_leaf(code
     assert (grads[2][aggregate] - grads[32][aggregate]).norm() > 0.05 * grads[32][aggregate].norm()
 
 
+def test_a_request_over_its_neighbourhood_matches_the_whole_partition(codex1):
+    """A partition too large to propagate whole: each request propagates over its own
+    neighbourhood, reading only the table rows it reaches; values and gradients are
+    those of whole-partition propagation."""
+    manifest = load_manifest(codex1)
+    table = torch.randn(manifest.entity_type("entity").count, 8, generator=torch.Generator().manual_seed(0))
+    rows = torch.tensor([30, 4, 30, 11])
+    results = []
+    for limit in (10**9, 0):
+        torch.manual_seed(0)
+        encoder = GraphEncoder(EncoderSpec(name="compgcn", layers=2, quantize_bits=32, full_graph_max_nodes=limit),
+                               codex1, manifest, 8)
+        assert encoder.whole_partition("entity", 0) == (limit > 0)
+        leaf = table[rows].requires_grad_()
+        out = encoder.encode(leaf, EncoderContext("entity", 0, rows, table))
+        out.pow(2).sum().backward()
+        results.append((out.detach(), leaf.grad))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    torch.testing.assert_close(results[1][1], results[0][1])
+
+
 def _entity_count(dataset: Path) -> int:
     return load_manifest(dataset).entity_type("entity").count
 

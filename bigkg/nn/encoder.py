@@ -84,6 +84,27 @@ class Encoder(nn.Module):
         sub = graph.neighbourhood(nodes, len(self.layers), self.fanouts, generator)
         return self(embeddings[sub.nodes], sub.edges)[sub.index]
 
+    def encode_rows(
+        self,
+        table: Tensor,
+        nodes: Tensor,
+        rows: Tensor,
+        graph: Graph,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Representations of the distinct ``nodes`` (ascending) whose inputs are
+        ``rows`` (differentiable); every other node's input is its row of
+        ``table`` (a constant). Over a neighbourhood, only the table rows the
+        neighbourhood reaches are read: no copy of the table is made."""
+        if nodes.numel() > 1 and not bool((nodes[1:] > nodes[:-1]).all()):
+            raise GraphError("encode_rows needs distinct nodes in ascending order (torch.unique gives them)")
+        if graph.num_nodes <= self.full_graph_max_nodes:
+            return self(table.index_copy(0, nodes, rows), graph.edges())[nodes]
+        sub = graph.neighbourhood(nodes, len(self.layers), self.fanouts, generator)
+        # A neighbourhood lists its distinct seeds first, in ascending order: ``nodes`` itself.
+        x = torch.cat([rows, table[sub.nodes[nodes.numel():]]])
+        return self(x, sub.edges)[: nodes.numel()]
+
 
 # The spec is the config section itself: one definition of the options, their
 # defaults and their checks (``bigkg/config.py``); its default name is "none",

@@ -132,7 +132,8 @@ class _AddRows(torch.autograd.Function):
 @dataclass(frozen=True)
 class Subgraph:
     """A neighbourhood: ``nodes`` (global ids; row k of the layer input is node
-    ``nodes[k]``), its edges in local ids, and the local row of each requested node."""
+    ``nodes[k]``; the distinct requested nodes come first, ascending), its edges
+    in local ids, and the local row of each requested node."""
 
     nodes: Tensor
     edges: EdgeSet

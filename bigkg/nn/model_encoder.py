@@ -74,6 +74,6 @@ class GraphEncoder(ModelEncoder):
         # One leaf row per distinct id, so a repeated id's gradient is not counted twice.
         first = torch.full((unique.numel(),), rows.numel(), dtype=torch.long, device=rows.device)
         first = first.scatter_reduce(0, inverse, torch.arange(rows.numel(), device=rows.device), reduce="amin")
-        x = context.table.detach().to(entity_embeddings.dtype).index_copy(0, unique, entity_embeddings[first])
-        return self.encoder.encode(x, graph, unique)[inverse]
+        table = context.table.detach().to(entity_embeddings.dtype)
+        return self.encoder.encode_rows(table, unique, entity_embeddings[first], graph)[inverse]
 
