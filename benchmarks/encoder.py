@@ -157,17 +157,22 @@ def parse_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
     return device
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that define the measured step (shared with gradient_error.py)."""
     parser.add_argument("--data", type=Path, default=Path("../shared/data/FB15k-237.tar.xz"))
     parser.add_argument("--dim", type=int, default=200)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_step_arguments(parser)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--thresholds", nargs="+", default=["1.0,1.1", "2.5,1.0"],
                         help="settings of delta_a per layer for the sparsified runs, e.g. 1.0,1.1")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     if args.threads:

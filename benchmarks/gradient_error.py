@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from encoder import load_triples  # noqa: E402
+from encoder import add_step_arguments, load_triples  # noqa: E402
 
 from bigkg.nn import EncoderSpec, Graph, build_encoder  # noqa: E402
 
@@ -65,15 +65,10 @@ def compare(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/FB15k-237.tar.xz"))
-    parser.add_argument("--dim", type=int, default=200)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=1000)
+    add_step_arguments(parser)
     parser.add_argument("--thresholds", default="1.0,1.1", help="delta_a per layer, e.g. 1.0,1.1, or 'dense'")
     parser.add_argument("--draws", type=int, default=3, help="rounding-noise draws per quantized mode")
     parser.add_argument("--spliced", action="store_true", help="encode a copy of the table (quantized in the first layer too)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
