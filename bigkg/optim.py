@@ -49,17 +49,17 @@ class RowAdagrad:
 
 class RowScratch:
     """Working memory of the compiled step, reused from step to step: a map from row to
-    slot (4 bytes a row), -1 everywhere, and per-slot gradient sums, grown on demand,
-    zero everywhere. Both are restored by the step, so neither is cleared or
-    allocated (and page-faulted) per step."""
+    slot (4 bytes a row), -1 everywhere (the step restores it), and per-slot gradient
+    sums, grown on demand, whose rows each step overwrites before adding to them. So
+    neither is cleared or allocated (and page-faulted) per step."""
 
     def __init__(self, num_rows: int, dim: int):
         self.slot_of = np.full(num_rows, -1, dtype=np.int32)
-        self.sums = np.zeros((0, dim), dtype=np.float32)
+        self.sums = np.empty((0, dim), dtype=np.float32)
 
     def sums_for(self, num_slots: int) -> np.ndarray:
         if self.sums.shape[0] < num_slots:
-            self.sums = np.zeros((max(num_slots, 2 * self.sums.shape[0]), self.sums.shape[1]), dtype=np.float32)
+            self.sums = np.empty((max(num_slots, 2 * self.sums.shape[0]), self.sums.shape[1]), dtype=np.float32)
         return self.sums
 
 
@@ -93,14 +93,11 @@ def _step_numba(
     rows, slots = _assign_slots(scratch.slot_of, all_ids.numpy())
     try:
         summed = scratch.sums_for(rows.shape[0])
-        start = 0
+        start = filled = 0
         for grad in grads:
-            _accumulate(summed, slots[start : start + grad.shape[0]], grad.numpy())
+            filled = _accumulate(summed, slots[start : start + grad.shape[0]], grad.numpy(), filled)
             start += grad.shape[0]
         _update_rows(table.numpy(), state.numpy(), rows, summed, lr, eps)
-    except BaseException:  # interrupted between passes: the sums must be zero for the next step
-        scratch.sums[: rows.shape[0]] = 0
-        raise
     finally:
         scratch.slot_of[rows] = -1
 
@@ -128,17 +125,28 @@ def _assign_slots(slot_of, ids):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_REORDER)
-def _accumulate(summed, slots, grad):  # pragma: no cover - compiled
+def _accumulate(summed, slots, grad, filled):  # pragma: no cover - compiled
+    """Add each gradient row to its slot's sum; returns how many slots hold a sum now.
+
+    Slots are numbered in order of first appearance and the pieces come in that
+    order, so a slot not yet filled is the next one: it is written, not added to
+    (the sums are not zeroed between steps)."""
     for i in range(slots.shape[0]):
         out = summed[slots[i]]
         src = grad[i]
-        for j in range(src.shape[0]):
-            out[j] += src[j]
+        if slots[i] == filled:
+            filled += 1
+            for j in range(src.shape[0]):
+                out[j] = src[j]
+        else:
+            for j in range(src.shape[0]):
+                out[j] += src[j]
+    return filled
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_REORDER)
 def _update_rows(table, state, rows, summed, lr, eps):  # pragma: no cover - compiled
-    """Update each row from its slot's sum, and zero the sums it used."""
+    """Update each row from its slot's sum."""
     d = summed.shape[1]
     for k in range(rows.shape[0]):
         g = summed[k]
@@ -152,7 +160,6 @@ def _update_rows(table, state, rows, summed, lr, eps):  # pragma: no cover - com
         row = table[r]
         for j in range(d):
             row[j] -= scale * g[j]
-            g[j] = 0
 
 
 def build_shared_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer | None:
