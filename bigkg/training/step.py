@@ -178,36 +178,41 @@ class BatchStep:
     ) -> Tensor:
         """The batched softmax step of ``_chunked_loss`` (same draws, same update) with the
         scores' gradient in closed form (``bigkg.training.closed_form``); autograd only
-        adds the regulariser's gradient, when there is one."""
+        adds the regulariser's gradient, when there is one.
+
+        Each side's candidates (the chunk's positives, then its negatives) are
+        gathered in one block; the positives' rows are its first columns, so they
+        are gathered once and never copied out.
+        """
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         left, right = lstate.embeddings, rstate.embeddings
         u, d, device = self.config.num_uniform_negatives, left.shape[1], batch.lhs.device
-        h, t = left.index_select(0, batch.lhs), right.index_select(0, batch.rhs)
         head_negatives = uniform_negatives(plan.total_chunks, u, left.shape[0], gen, device)
         tail_negatives = uniform_negatives(plan.total_chunks, u, right.shape[0], gen, device)
         foreign_heads, foreign_tails = [rows.detach() for _, rows in foreign_draws] or [None, None]
-        grad_h, grad_t = torch.empty_like(h), torch.empty_like(t)
         grad_foreign: list[Tensor | None] = [None, None]
-        left_ids, left_grads, right_ids, right_grads = [batch.lhs], [grad_h], [batch.rhs], [grad_t]
+        left_ids: list[Tensor] = []
+        left_grads: list[Tensor] = []
+        right_ids: list[Tensor] = []
+        right_grads: list[Tensor] = []
         loss, chunk = torch.zeros((), device=device), 0
         for start, nc, c in plan.blocks():
             end = start + nc * c
             weight = None if batch.weight is None else batch.weight[start:end].view(nc, c)
-            head_ids, tail_ids = head_negatives[chunk : chunk + nc].flatten(), tail_negatives[chunk : chunk + nc].flatten()
-            out = softmax_dot_gradients(
-                h[start:end].view(nc, c, d), t[start:end].view(nc, c, d),
-                left.index_select(0, head_ids).view(nc, u, d), right.index_select(0, tail_ids).view(nc, u, d),
-                weight, foreign_heads, foreign_tails,
-            )
+            head_ids = torch.cat([batch.lhs[start:end].view(nc, c), head_negatives[chunk : chunk + nc]], 1)
+            tail_ids = torch.cat([batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc]], 1)
+            head_candidates = left.index_select(0, head_ids.flatten()).view(nc, c + u, d)
+            tail_candidates = right.index_select(0, tail_ids.flatten()).view(nc, c + u, d)
+            out = softmax_dot_gradients(head_candidates, tail_candidates, c, weight, foreign_heads, foreign_tails)
             loss += out.loss.sum() if weight is None else (out.loss * weight).sum()
-            grad_h[start:end], grad_t[start:end] = out.heads.view(nc * c, d), out.tails.view(nc * c, d)
-            left_ids.append(head_ids)
-            left_grads.append(out.head_negatives.view(nc * u, d))
-            right_ids.append(tail_ids)
-            right_grads.append(out.tail_negatives.view(nc * u, d))
+            self._add_regularizer_gradient(batch.rel[start:end], head_candidates[:, :c], tail_candidates[:, :c],
+                                           out.heads, out.tails)
+            left_ids += [batch.lhs[start:end], head_ids[:, c:].flatten()]
+            left_grads += [out.heads.view(nc * c, d), out.head_negatives.view(nc * u, d)]
+            right_ids += [batch.rhs[start:end], tail_ids[:, c:].flatten()]
+            right_grads += [out.tails.view(nc * c, d), out.tail_negatives.view(nc * u, d)]
             grad_foreign = [g if total is None else total + g for total, g in zip(grad_foreign, (out.foreign_heads, out.foreign_tails))]
             chunk += nc
-        self._add_regularizer_gradient(batch, h, t, grad_h, grad_t)
         if lkey == rkey:
             self.row_optimizer.step(left, lstate.adagrad, left_ids + right_ids, left_grads + right_grads)
         else:
@@ -217,10 +222,12 @@ class BatchStep:
             sample.add_gradient(picks, grad)
         return loss
 
-    def _add_regularizer_gradient(self, batch: Batch, h: Tensor, t: Tensor, grad_h: Tensor, grad_t: Tensor) -> None:
-        """Add the gradient of the regulariser on the batch's rows (none without one)."""
+    def _add_regularizer_gradient(self, rel: Tensor, h: Tensor, t: Tensor, grad_h: Tensor, grad_t: Tensor) -> None:
+        """Add the gradient of the regulariser on the positives' rows ``h``, ``t`` (edges of
+        relations ``rel``) to ``grad_h``, ``grad_t`` (none without one). The regulariser
+        is a sum over rows, so a batch's is the sum of its blocks'."""
         h, t = h.detach().requires_grad_(), t.detach().requires_grad_()
-        reg = self.model.regularization([h, t], batch.rel)
+        reg = self.model.regularization([h, t], rel)
         if reg is not None:
             reg_h, reg_t = torch.autograd.grad(reg, [h, t])
             grad_h += reg_h
