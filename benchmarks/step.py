@@ -3,10 +3,17 @@
 PBG's setting for plain graphs (`configs/vs_pbg.yaml`): one partition of
 ``--entities`` rows of d dimensions, batches of 1,000 edges of one relation, no
 relation operator, the dot comparator, chunks of 50 with 50 uniform negatives,
-the softmax loss, row-wise Adagrad. The two modes run interleaved, round by
+the softmax loss, row-wise Adagrad, in a process set up as `bigkg train` sets
+up its own (`launcher.process_settings`). The two modes run interleaved, round by
 round, and the table gives medians: the step's time is what `vs_pbg.py`'s
 training loop spends per batch and per worker, without the loop's data loading,
 shuffling and checkpoints.
+
+``--against DIR`` times this tree's closed-form step against that of another
+checkout (``git worktree add DIR REV``) instead: each runs in its own process,
+importing its own tree's code, and the two take turns round by round, so both
+see the same moments of a noisy host; the table gives each one's median and the
+median of the per-round ratios.
 
 Edges are uniform over the partition (every row cold, the worst case for the
 row gathers and updates) unless ``--dataset DIR`` names a partitioned dataset,
@@ -14,12 +21,15 @@ whose bucket (0, 0) train edges are used instead (e.g. the graph `vs_pbg.py`
 partitions, whose degrees follow a power law).
 
     .venv/bin/python benchmarks/step.py --dataset /tmp/bigkg_vs_pbg/bigkg_p1
+    .venv/bin/python benchmarks/step.py --dataset /tmp/bigkg_vs_pbg/bigkg_p1 --against /tmp/base --rounds 30
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,8 +37,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+CODE_VARIABLE = "BIGKG_STEP_CODE"  # the tree whose code a worker of --against imports
+sys.path.insert(0, os.environ.get(CODE_VARIABLE, str(REPO)))
 
+from launcher.process_settings import prepare_training_process  # noqa: E402
 from bigkg.checkpoint import PartitionState  # noqa: E402
 from bigkg.config import config_from_dict  # noqa: E402
 from bigkg.format import EntityType, Manifest, Relation, load_manifest, read_bucket  # noqa: E402
@@ -65,6 +77,89 @@ def build_step(dim: int, closed_form: bool, rows: int) -> tuple[BatchStep, Parti
     return step, part
 
 
+def timed_batches(args: argparse.Namespace) -> tuple[int, list[Batch], list[Batch]]:
+    """(partition rows, warm-up batches, timed batches) of 1,000 edges."""
+    batch_size = 1000
+    rows, heads, tails = edges(args, batch_size * (args.batches + 20))
+    batches = [Batch(heads[i : i + batch_size], tails[i : i + batch_size], torch.zeros(batch_size, dtype=torch.long), None)
+               for i in range(0, len(heads) - batch_size + 1, batch_size)]
+    return rows, batches[:20], batches[20:]
+
+
+def run_round(step: BatchStep, part: PartitionState, batches: list[Batch]) -> float:
+    """Seconds per step over ``batches``."""
+    start = time.perf_counter()
+    for b in batches:
+        step(b, (("e", 0), part), (("e", 0), part))
+    return (time.perf_counter() - start) / len(batches)
+
+
+def compare_modes(args: argparse.Namespace) -> None:
+    """Autograd against the closed form, interleaved in this process."""
+    rows, warm, timed = timed_batches(args)
+    source = args.dataset or f"uniform over {rows:,} rows"
+    print(f"edges: {source}; {len(timed)} batches of 1000 per round, {args.rounds} rounds, one thread\n")
+    print("| d | autograd ms/step | closed form ms/step | speed-up | closed form edges/s |")
+    print("|---:|---:|---:|---:|---:|")
+    for dim in args.dims:
+        runs = {mode: build_step(dim, closed, rows) for mode, closed in MODES.items()}
+        for step, part in runs.values():
+            run_round(step, part, warm)
+        seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
+        for _ in range(args.rounds):
+            for mode, (step, part) in runs.items():
+                seconds[mode].append(run_round(step, part, timed))
+        auto, closed = (statistics.median(seconds[m]) for m in MODES)
+        print(f"| {dim} | {auto * 1e3:.2f} | {closed * 1e3:.2f} | {auto / closed:.2f}× | {1000 / closed:,.0f} |")
+
+
+def serve(args: argparse.Namespace) -> None:
+    """A worker of --against: builds the closed-form step of ``args.dims[0]`` with the
+    code of its tree, then times one round per line read from stdin."""
+    rows, warm, timed = timed_batches(args)
+    step, part = build_step(args.dims[0], True, rows)
+    run_round(step, part, warm)
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(run_round(step, part, timed), flush=True)
+
+
+def compare_trees(args: argparse.Namespace) -> None:
+    """This tree's closed-form step against the checkout ``args.against``, in two worker
+    processes that take turns round by round."""
+    other = Path(args.against).resolve()
+    if not (other / "bigkg" / "training" / "step.py").is_file():
+        raise SystemExit(f"--against {other}: not a bigkg checkout (no bigkg/training/step.py)")
+    trees = {"baseline": other, "this tree": REPO}
+    print(f"edges: {args.dataset or f'uniform over {args.entities:,} rows'}; {args.batches} batches of 1000 per "
+          f"round, {args.rounds} rounds, one thread per process; baseline: {other}\n")
+    print("| d | baseline ms/step | this tree ms/step | speed-up (medians) | median round ratio | this tree edges/s |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for dim in args.dims:
+        command = [sys.executable, __file__, "--serve", "--dims", str(dim), "--batches", str(args.batches),
+                   "--entities", str(args.entities)] + (["--dataset", args.dataset] if args.dataset else [])
+        workers = {name: subprocess.Popen(command, env={**os.environ, CODE_VARIABLE: str(tree)}, cwd=tree,
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                   for name, tree in trees.items()}
+        try:
+            for name, worker in workers.items():
+                if worker.stdout.readline().strip() != "ready":
+                    raise SystemExit(f"the {name} worker ({trees[name]}) failed to start")
+            seconds: dict[str, list[float]] = {name: [] for name in workers}
+            for _ in range(args.rounds):
+                for name, worker in workers.items():
+                    worker.stdin.write("round\n")
+                    worker.stdin.flush()
+                    seconds[name].append(float(worker.stdout.readline()))
+        finally:
+            for worker in workers.values():
+                worker.stdin.close()
+                worker.wait()
+        base, here = (statistics.median(seconds[name]) for name in trees)
+        ratio = statistics.median(b / h for b, h in zip(seconds["baseline"], seconds["this tree"]))
+        print(f"| {dim} | {base * 1e3:.2f} | {here * 1e3:.2f} | {base / here:.2f}× | {ratio:.2f}× | {1000 / here:,.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", help="partitioned dataset whose bucket (0, 0) edges to use")
@@ -72,31 +167,17 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[100])
     parser.add_argument("--batches", type=int, default=200, help="timed batches per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--against", metavar="DIR", help="time the closed-form step against this checkout's")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a worker of --against
     args = parser.parse_args()
     torch.set_num_threads(1)
-    batch_size = 1000
-    rows, heads, tails = edges(args, batch_size * (args.batches + 20))
-    batches = [Batch(heads[i : i + batch_size], tails[i : i + batch_size], torch.zeros(batch_size, dtype=torch.long), None)
-               for i in range(0, len(heads) - batch_size + 1, batch_size)]
-    warm, timed = batches[:20], batches[20:]
-    source = args.dataset or f"uniform over {rows:,} rows"
-    print(f"edges: {source}; {len(timed)} batches of {batch_size} per round, {args.rounds} rounds, one thread\n")
-    print("| d | autograd ms/step | closed form ms/step | speed-up | closed form edges/s |")
-    print("|---:|---:|---:|---:|---:|")
-    for dim in args.dims:
-        runs = {mode: build_step(dim, closed, rows) for mode, closed in MODES.items()}
-        for step, part in runs.values():
-            for b in warm:
-                step(b, (("e", 0), part), (("e", 0), part))
-        seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
-        for _ in range(args.rounds):
-            for mode, (step, part) in runs.items():
-                start = time.perf_counter()
-                for b in timed:
-                    step(b, (("e", 0), part), (("e", 0), part))
-                seconds[mode].append((time.perf_counter() - start) / len(timed))
-        auto, closed = (statistics.median(seconds[m]) for m in MODES)
-        print(f"| {dim} | {auto * 1e3:.2f} | {closed * 1e3:.2f} | {auto / closed:.2f}× | {batch_size / closed:,.0f} |")
+    prepare_training_process()
+    if args.serve:
+        serve(args)
+    elif args.against:
+        compare_trees(args)
+    else:
+        compare_modes(args)
 
 
 if __name__ == "__main__":

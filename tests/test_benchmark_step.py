@@ -21,3 +21,28 @@ def test_step_benchmark_prints_a_row_per_dimension():
     for row in body:
         closed_ms, edges_per_s = float(row[2]), float(row[4].replace(",", ""))
         assert abs(1000 / (closed_ms / 1e3) - edges_per_s) <= 0.02 * edges_per_s
+
+
+def test_step_benchmark_against_another_checkout_runs_both_in_turn(tmp_path):
+    """--against: the closed-form step of another checkout (here this one) and of this tree,
+    each in its own worker; a row per dimension whose columns agree with each other."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "step.py"), "--entities", "3000", "--batches", "2",
+         "--rounds", "3", "--dims", "4", "8", "--against", str(REPO)],
+        check=True, cwd=REPO, capture_output=True, text=True,
+    ).stdout
+    rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    header, *body = rows
+    assert [cell.strip() for cell in header][:3] == ["d", "baseline ms/step", "this tree ms/step"]
+    assert [row[0].strip() for row in body] == ["4", "8"]
+    for row in body:
+        base_ms, here_ms, speedup = float(row[1]), float(row[2]), float(row[3].strip().rstrip("×"))
+        edges_per_s = float(row[5].replace(",", ""))
+        assert abs(base_ms / here_ms - speedup) <= 0.01 + 0.02 * speedup
+        assert abs(1000 / (here_ms / 1e3) - edges_per_s) <= 0.02 * edges_per_s
+
+    refused = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "step.py"), "--entities", "3000", "--against", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert refused.returncode != 0 and f"--against {tmp_path}: not a bigkg checkout" in refused.stderr
