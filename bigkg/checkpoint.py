@@ -12,21 +12,27 @@ Layout under ``run_dir/checkpoints``::
 A version is built under a temporary name: the partitions that changed are
 written, the others are hard-linked from the base version (no copy); it is
 renamed into place, then *published*: its tree is fsynced and LATEST is
-replaced atomically. Only LATEST says which versions are complete and durable;
-a version directory newer than LATEST is one whose publication did not finish.
-Old versions beyond ``keep_versions`` are removed after the pointer moves,
-except the ``pinned`` ones (the best-validated version, which the end of
-training may restore).
+replaced atomically. LATEST names the newest complete and durable version; a
+version directory newer than LATEST is one whose publication did not finish.
+After a version is published, the versions before it beyond ``keep_versions``
+are removed, except the ``pinned`` ones (the best-validated version, which the
+end of training may restore).
 
 Publishing can run in a background thread (``write(background=True)``) while
 the trainer goes on with the next bucket: the fsyncs wait on the disk, and
-after every bucket they were ~15% of a CPU run's wall time. The next write,
-``latest`` and ``flush`` wait for it. A process killed before its last version
-is named loses nothing: the version is whole in the kernel's page cache, which
-outlives the process, so ``recover`` publishes it, provided the machine has not
-restarted since (its ``meta.json`` records the boot it was written in). After a
-machine crash such a version may be incomplete on disk, so ``recover`` removes
-it: the run resumes from the previous version.
+after every bucket they were ~15% of a CPU run's wall time. Writes do not wait
+for it: a version built while another is being published waits its turn, and
+one superseded before its turn is never fsynced or named (skipped), since the
+newer version's fsync covers every file it holds, hard links included. So a
+disk slower than the buckets costs fewer durable versions, not stalled
+training, and skipped versions are removed, still dirty in the page cache,
+before the kernel writes them back. ``latest`` and ``flush`` wait for the
+newest version. A process killed before its last version is named loses
+nothing: the version is whole in the kernel's page cache, which outlives the
+process, so ``recover`` publishes it, provided the machine has not restarted
+since (its ``meta.json`` records the boot it was written in). After a machine
+crash such a version may be incomplete on disk, so ``recover`` removes it: the
+run resumes from LATEST.
 """
 
 from __future__ import annotations
@@ -171,7 +177,7 @@ class CheckpointStore:
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.root = self.run_dir / "checkpoints"
-        self._publishing: _Publication | None = None
+        self._publisher = _Publisher()
 
     def versions(self) -> list[Path]:
         """Version directories, oldest first, including any newer than LATEST (unpublished)."""
@@ -203,26 +209,30 @@ class CheckpointStore:
         beyond the newest ``keep_versions``, except those named in ``pinned``.
 
         With ``background``, the version is built and renamed here and published
-        (fsynced, named by LATEST, old versions pruned) by a thread; the returned
-        version is readable at once. Where the boot cannot be known (not Linux),
-        publishing stays in the caller: ``recover`` could not tell a whole
-        unpublished version from one a crash cut short.
+        (fsynced, named by LATEST, old versions pruned) by a thread, without
+        waiting for an earlier publication; the returned version is readable at
+        once. An earlier background publication's error is raised here. Where the
+        boot cannot be known (not Linux), publishing stays in the caller:
+        ``recover`` could not tell a whole unpublished version from one a crash
+        cut short.
         """
-        self.flush()
+        background = background and current_boot_id() is not None
+        if background:
+            self._publisher.raise_error()
+        else:
+            self.flush()  # LATEST only moves forward
         final = self._build(meta, shared, changed, all_partitions, base)
         publish = functools.partial(self._publish, final, keep_versions, frozenset(pinned))
-        if background and current_boot_id() is not None:
-            self._publishing = _Publication(publish)
+        if background:
+            self._publisher.submit(publish)
         else:
             publish()
         return CheckpointVersion(final)
 
     def flush(self) -> None:
-        """Wait until the version being published in the background is durable and named
-        by LATEST; its error, if it failed, is raised here."""
-        publishing, self._publishing = self._publishing, None
-        if publishing is not None:
-            publishing.wait()
+        """Wait until the newest version given to the background thread is durable and
+        named by LATEST; a background publication's error is raised here."""
+        self._publisher.wait()
 
     def recover(self) -> None:
         """Settle the versions newer than LATEST that a killed writer left unpublished.
@@ -291,12 +301,16 @@ class CheckpointStore:
         return final
 
     def _publish(self, version: Path, keep_versions: int | None, pinned: frozenset[str]) -> None:
-        """Make ``version`` durable, name it in LATEST, then prune (``keep_versions`` None: no pruning)."""
+        """Make ``version`` durable and name it in LATEST; then remove the versions before it
+        beyond ``keep_versions`` in all (None: none removed). Newer versions, still to be
+        published, are left alone."""
         fsync_tree(version)
         fsync_dir(self.root)
         write_text_atomic(self.root / LATEST_NAME, version.name + "\n")
         if keep_versions is not None:
-            for old in self.versions()[:-keep_versions]:
+            number = int(version.name[1:])
+            older = [p for p in self.versions() if int(p.name[1:]) < number]
+            for old in older[: max(len(older) - (keep_versions - 1), 0)]:
                 if old.name not in pinned:
                     shutil.rmtree(old, ignore_errors=True)
 
@@ -307,24 +321,50 @@ class CheckpointStore:
                 shutil.rmtree(p, ignore_errors=True)
 
 
-class _Publication:
-    """One version's publication, running in its own thread; its error is kept for ``wait``."""
+class _Publisher:
+    """Runs publications in one background thread, newest first: a publication submitted
+    while another runs waits for it, and replaces any that is still waiting (skipped).
+    The thread lives while there is work; an error is kept until it is raised."""
 
-    def __init__(self, publish: Callable[[], None]):
+    def __init__(self) -> None:
+        self._state = threading.Condition()
+        self._waiting: Callable[[], None] | None = None
+        self._running = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(publish,), name="bigkg-checkpoint-publish")
-        self._thread.start()
 
-    def _run(self, publish: Callable[[], None]) -> None:
-        try:
-            publish()
-        except BaseException as exc:  # re-raised in the waiting thread
-            self._error = exc
+    def submit(self, publish: Callable[[], None]) -> None:
+        with self._state:
+            self._waiting = publish
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="bigkg-checkpoint-publish").start()
 
     def wait(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        """Block until nothing is running or waiting; then raise any error kept."""
+        with self._state:
+            self._state.wait_for(lambda: not self._running)
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        """Raise (once) the error of a publication that failed."""
+        with self._state:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            with self._state:
+                publish, self._waiting = self._waiting, None
+                if publish is None:
+                    self._running = False
+                    self._state.notify_all()
+                    return
+            try:
+                publish()
+            except BaseException as exc:  # re-raised in the writer; the waiting one is dropped
+                with self._state:
+                    self._error, self._waiting = exc, None
 
 
 def _writer_of(version: Path) -> dict[str, Any]:

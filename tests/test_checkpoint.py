@@ -130,6 +130,32 @@ def test_background_publication_is_waited_for_by_readers(tmp_path, monkeypatch):
     assert (store.root / "LATEST").read_text().strip() == v1.name
 
 
+@pytest.mark.skipif(current_boot_id() is None, reason="background publication needs Linux's boot id")
+def test_background_writes_do_not_wait_and_skip_superseded_versions(tmp_path, monkeypatch):
+    """Versions built while one is being published are not held up by it; of those, only
+    the newest is then published (fsynced, named), and pruning after each publication
+    keeps the versions newer than it."""
+    store = CheckpointStore(tmp_path)
+    v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=2)
+    release, synced = threading.Event(), []
+    real_fsync_tree = checkpoint.fsync_tree
+    monkeypatch.setattr(checkpoint, "fsync_tree", lambda path: (synced.append(path.name), release.wait(), real_fsync_tree(path)))
+    fallback = threading.Timer(30, release.set)  # should the writes wait after all: no hang, a failure below
+    fallback.start()
+    v1 = store.write({}, {"model": {}}, {KEYS[0]: state(1)}, KEYS, base=v0, keep_versions=2, background=True)
+    v2 = store.write({}, {"model": {}}, {KEYS[1]: state(2)}, KEYS, base=v1, keep_versions=2, background=True)
+    v3 = store.write({}, {"model": {}}, {KEYS[0]: state(3)}, KEYS, base=v2, keep_versions=2, background=True)
+    assert not release.is_set()  # three versions built while the first was still being published
+    assert (store.root / "LATEST").read_text().strip() == v0.name
+    release.set()
+    fallback.cancel()
+    assert store.latest().name == v3.name
+    assert synced == [v1.name, v3.name]  # v2, superseded while it waited, was skipped
+    assert [p.name for p in store.versions()] == [v2.name, v3.name]
+    assert torch.equal(v3.load_partition("e", 0)[0], torch.full((3, 4), 3.0))
+    assert torch.equal(v3.load_partition("e", 1)[0], torch.full((3, 4), 2.0))  # linked from the skipped v2
+
+
 def test_background_publication_error_reaches_the_writer(tmp_path, monkeypatch):
     store = CheckpointStore(tmp_path)
     v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=3)
