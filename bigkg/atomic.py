@@ -49,8 +49,8 @@ def other_process_alive(pid: object) -> bool:
     return True
 
 
-def fsync_dir(path: Path) -> None:
-    """Persist a directory entry (a rename or a new file) to disk."""
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """Persist a file's data, or a directory's entries (a rename or a new file), to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -62,12 +62,8 @@ def fsync_tree(root: Path) -> None:
     """fsync every file and directory under ``root`` (inclusive)."""
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
+            fsync_path(os.path.join(dirpath, name))
+        fsync_path(dirpath)
 
 
 @contextlib.contextmanager
@@ -84,11 +80,10 @@ def atomic_file(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
     try:
         yield tmp
         if durable:
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+            fsync_path(tmp)
         os.replace(tmp, final)
         if durable:
-            fsync_dir(final.parent)
+            fsync_path(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -122,7 +117,7 @@ def atomic_directory(path: str | os.PathLike[str], *, force: bool = False) -> It
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        fsync_dir(final.parent)
+        fsync_path(final.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

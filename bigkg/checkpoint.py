@@ -51,7 +51,9 @@ from typing import Any, Callable, Collection, Iterator, Mapping
 import torch
 from torch import Tensor, nn
 
-from bigkg.atomic import TMP_MARKER, current_boot_id, fsync_dir, fsync_tree, other_process_alive, temporary_sibling, write_text_atomic
+from bigkg.atomic import (
+    TMP_MARKER, current_boot_id, fsync_path, fsync_tree, other_process_alive, temporary_sibling, write_text_atomic,
+)
 from bigkg.errors import BigKGError
 
 CHECKPOINT_FORMAT = 1
@@ -203,10 +205,13 @@ class CheckpointStore:
         keep_versions: int,
         pinned: Collection[str] = (),
         background: bool = False,
+        sync_with: Collection[Path] = (),
     ) -> CheckpointVersion:
         """Commit a new version: ``changed`` partitions written, the rest of
         ``all_partitions`` hard-linked from ``base``; then remove the versions
         beyond the newest ``keep_versions``, except those named in ``pinned``.
+        ``sync_with``: files outside the version that its ``meta`` counts on (the
+        metrics log whose length it records), fsynced before it is named.
 
         With ``background``, the version is built and renamed here and published
         (fsynced, named by LATEST, old versions pruned) by a thread, without
@@ -222,7 +227,7 @@ class CheckpointStore:
         else:
             self.flush()  # LATEST only moves forward
         final = self._build(meta, shared, changed, all_partitions, base)
-        publish = functools.partial(self._publish, final, keep_versions, frozenset(pinned))
+        publish = functools.partial(self._publish, final, keep_versions, frozenset(pinned), tuple(sync_with))
         if background:
             self._publisher.submit(publish)
         else:
@@ -300,12 +305,15 @@ class CheckpointStore:
                 shutil.rmtree(tmp, ignore_errors=True)
         return final
 
-    def _publish(self, version: Path, keep_versions: int | None, pinned: frozenset[str]) -> None:
-        """Make ``version`` durable and name it in LATEST; then remove the versions before it
-        beyond ``keep_versions`` in all (None: none removed). Newer versions, still to be
-        published, are left alone."""
+    def _publish(self, version: Path, keep_versions: int | None, pinned: frozenset[str],
+                 sync_with: tuple[Path, ...] = ()) -> None:
+        """Make ``version`` (and ``sync_with``) durable and name it in LATEST; then remove the
+        versions before it beyond ``keep_versions`` in all (None: none removed). Newer
+        versions, still to be published, are left alone."""
+        for path in sync_with:
+            fsync_path(path)
         fsync_tree(version)
-        fsync_dir(self.root)
+        fsync_path(self.root)
         write_text_atomic(self.root / LATEST_NAME, version.name + "\n")
         if keep_versions is not None:
             number = int(version.name[1:])

@@ -156,6 +156,26 @@ def test_background_writes_do_not_wait_and_skip_superseded_versions(tmp_path, mo
     assert torch.equal(v3.load_partition("e", 1)[0], torch.full((3, 4), 2.0))  # linked from the skipped v2
 
 
+def test_files_synced_with_a_version_are_fsynced_before_it_is_named(tmp_path, monkeypatch):
+    """sync_with (the metrics log a version counts lines of) is made durable first, then the
+    version's tree, and only then does LATEST name it."""
+    store = CheckpointStore(tmp_path)
+    log_file = tmp_path / "metrics.jsonl"
+    log_file.write_text("{}\n")
+    events = []
+    real_fsync_path, real_fsync_tree = checkpoint.fsync_path, checkpoint.fsync_tree
+    monkeypatch.setattr(checkpoint, "fsync_path", lambda path: (events.append(("path", Path(path).name)), real_fsync_path(path)))
+    monkeypatch.setattr(checkpoint, "fsync_tree", lambda path: (events.append(("tree", path.name)), real_fsync_tree(path)))
+    real_write_text_atomic = checkpoint.write_text_atomic
+    monkeypatch.setattr(checkpoint, "write_text_atomic",
+                        lambda path, text: (events.append(("named", text.strip())), real_write_text_atomic(path, text)))
+    v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=2,
+                     background=True, sync_with=[log_file])
+    store.flush()
+    assert events[:2] == [("path", "metrics.jsonl"), ("tree", v0.name)]
+    assert events[-1] == ("named", v0.name)
+
+
 def test_background_publication_error_reaches_the_writer(tmp_path, monkeypatch):
     store = CheckpointStore(tmp_path)
     v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=3)

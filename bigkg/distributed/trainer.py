@@ -193,7 +193,7 @@ class DistributedTrainer(Trainer):
         self.version = self.store.write(
             self._meta(), self._shared_state(), {}, all_partition_keys(self.manifest),
             base=ExchangeView(self.exchange, payload),  # type: ignore[arg-type]  # same partition_path interface
-            keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
+            keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(), sync_with=[self.metrics.path],
         )
 
     def _restore_best(self) -> None:

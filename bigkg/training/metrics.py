@@ -1,14 +1,18 @@
-"""metrics.jsonl: one JSON record per line (bucket, epoch, valid), appended and fsynced.
+"""metrics.jsonl: one JSON record per line (bucket, epoch, valid), appended.
 
 Each checkpoint records how many lines the log had when it was committed; on
 resume the log is cut back to that many lines, so records of work that was
-lost with a kill are dropped and every record describes committed work.
+lost with a kill are dropped and every record describes committed work. The
+checkpoint's publication fsyncs the log (``CheckpointStore.write``'s
+``sync_with``), so after a machine crash it still holds the lines the checkpoint
+counts. Appends are not fsynced one by one: each fsync on the training thread
+waited for the file system's journal, behind the background publication's
+fsyncs (a median 7.6 ms instead of 0.2 ms, at worst 0.23 s, per bucket).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,4 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
         self.lines += 1

@@ -359,6 +359,7 @@ class Trainer:
         self.version = self.store.write(
             self._meta(), best.shared_state(), {}, all_partition_keys(self.manifest),
             base=best, keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
+            sync_with=[self.metrics.path],
         )
         log.info("restored the weights of epoch %d (valid MRR %.4f, checkpoint %s) as the final checkpoint %s",
                  p.best_epoch + 1, p.best_valid_mrr, best.name, self.version.name)
@@ -404,7 +405,7 @@ class Trainer:
         self.version = self.store.write(
             self._meta(), self._shared_state(), partitions, all_partition_keys(self.manifest),
             base=self.version, keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
-            background=True,
+            background=True, sync_with=[self.metrics.path],
         )
 
     def _pinned(self) -> set[str]:
@@ -451,7 +452,7 @@ class Trainer:
                 for key in keys
             }
             return self.store.write(self._meta(), self._shared_state(), partitions, keys, base=None,
-                                    keep_versions=self.config.checkpoint.keep_versions)
+                                    keep_versions=self.config.checkpoint.keep_versions, sync_with=[self.metrics.path])
         self._check_fits(version)
         shared = version.load_shared(self.model, self.shared_optimizer)
         if self.deferred_in_checkpoints:
