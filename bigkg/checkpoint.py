@@ -25,8 +25,8 @@ for it: a version built while another is being published waits its turn, and
 one superseded before its turn is never fsynced or named (skipped), since the
 newer version's fsync covers every file it holds, hard links included. So a
 disk slower than the buckets costs fewer durable versions, not stalled
-training, and skipped versions are removed, still dirty in the page cache,
-before the kernel writes them back. ``latest`` and ``flush`` wait for the
+training; skipped versions are pruned by later publications, usually while
+still dirty in the page cache, and are then never written back. ``latest`` and ``flush`` wait for the
 newest version. A process killed before its last version is named loses
 nothing: the version is whole in the kernel's page cache, which outlives the
 process, so ``recover`` publishes it, provided the machine has not restarted
@@ -208,8 +208,9 @@ class CheckpointStore:
         sync_with: Collection[Path] = (),
     ) -> CheckpointVersion:
         """Commit a new version: ``changed`` partitions written, the rest of
-        ``all_partitions`` hard-linked from ``base``; then remove the versions
-        beyond the newest ``keep_versions``, except those named in ``pinned``.
+        ``all_partitions`` hard-linked from ``base``; once it is published, the
+        versions before it beyond ``keep_versions`` in all are removed, except
+        those named in ``pinned``.
         ``sync_with``: files outside the version that its ``meta`` counts on (the
         metrics log whose length it records), fsynced before it is named.
 
