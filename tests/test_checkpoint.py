@@ -137,12 +137,14 @@ def test_background_writes_do_not_wait_and_skip_superseded_versions(tmp_path, mo
     keeps the versions newer than it."""
     store = CheckpointStore(tmp_path)
     v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=2)
-    release, synced = threading.Event(), []
+    entered, release, synced = threading.Event(), threading.Event(), []
     real_fsync_tree = checkpoint.fsync_tree
-    monkeypatch.setattr(checkpoint, "fsync_tree", lambda path: (synced.append(path.name), release.wait(), real_fsync_tree(path)))
+    monkeypatch.setattr(checkpoint, "fsync_tree",
+                        lambda path: (synced.append(path.name), entered.set(), release.wait(), real_fsync_tree(path)))
     fallback = threading.Timer(30, release.set)  # should the writes wait after all: no hang, a failure below
     fallback.start()
     v1 = store.write({}, {"model": {}}, {KEYS[0]: state(1)}, KEYS, base=v0, keep_versions=2, background=True)
+    entered.wait()  # v1's publication has started
     v2 = store.write({}, {"model": {}}, {KEYS[1]: state(2)}, KEYS, base=v1, keep_versions=2, background=True)
     v3 = store.write({}, {"model": {}}, {KEYS[0]: state(3)}, KEYS, base=v2, keep_versions=2, background=True)
     assert not release.is_set()  # three versions built while the first was still being published
