@@ -1,5 +1,9 @@
 """Row-wise Adagrad: equal to a dense reference on the touched rows, other rows untouched."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,6 +16,8 @@ from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def dense_row_adagrad(table, state, grad, lr, eps=1e-10):
     """The same rule as a dense pass: rows with a zero gradient are unchanged."""
@@ -19,6 +25,26 @@ def dense_row_adagrad(table, state, grad, lr, eps=1e-10):
     new_state = state + grad.pow(2).mean(1) * touched
     new_table = table - lr * grad / (new_state.sqrt() + eps).unsqueeze(1) * touched.unsqueeze(1)
     return new_table, new_state
+
+
+PRELOAD_THEN_STEP = """
+import torch
+from bigkg.optim import RowAdagrad, _accumulate, _assign_slots, _update_rows, preload_cpu_kernels
+kernels = (_assign_slots, _accumulate, _update_rows)
+preload_cpu_kernels().join()
+loaded = [list(k.signatures) for k in kernels]
+table, state = torch.randn(50, 8), torch.zeros(50)
+RowAdagrad(0.1).step(table, state, [torch.tensor([3, 4, 3]), torch.tensor([7])], [torch.randn(3, 8), torch.randn(1, 8)])
+print(all(loaded) and loaded == [list(k.signatures) for k in kernels])
+"""
+
+
+def test_preloaded_kernels_are_the_ones_a_training_step_calls():
+    """The background preload compiles (or loads) every kernel of the CPU update with the
+    types a real step passes, so the first step finds them ready (a fresh process: no
+    kernel loaded before)."""
+    out = subprocess.run([sys.executable, "-c", PRELOAD_THEN_STEP], check=True, capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "True"
 
 
 @pytest.mark.parametrize("kernel", [_step_torch, _step_numba, None])

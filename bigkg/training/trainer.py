@@ -37,7 +37,7 @@ from bigkg.format import Manifest, load_manifest
 from bigkg.losses import LOSSES
 from bigkg.model import KGModel, build_model
 from bigkg.negatives import foreign_rows
-from bigkg.optim import RowAdagrad, build_shared_optimizer
+from bigkg.optim import RowAdagrad, build_shared_optimizer, preload_cpu_kernels
 from bigkg.run_lock import lock_run_dir
 from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
@@ -153,6 +153,8 @@ class Trainer:
         self.model = build_model(config, self.manifest).to(self.device)
         self.loss_fn = build_loss(config)
         self.row_optimizer = RowAdagrad(config.training.lr)
+        if self.device.type == "cpu":
+            preload_cpu_kernels()
         self.shared_optimizer = build_shared_optimizer(self.model, config.training)
         self.scheduler = scheduler or build_scheduler(config, self.manifest)
         self.loader = BucketLoader(
