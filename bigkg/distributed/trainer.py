@@ -190,11 +190,8 @@ class DistributedTrainer(Trainer):
 
     def _write_epoch_checkpoint(self, payload: dict[str, str]) -> None:
         """A checkpoint version whose partitions are hard links to the exchange's current versions."""
-        self.version = self.store.write(
-            self._meta(), self._shared_state(), {}, all_partition_keys(self.manifest),
-            base=ExchangeView(self.exchange, payload),  # type: ignore[arg-type]  # same partition_path interface
-            keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(), sync_with=[self.metrics.path],
-        )
+        base = ExchangeView(self.exchange, payload)  # has CheckpointVersion's partition_path, all a base needs
+        self.version = self._write_version(self._shared_state(), {}, base=base)  # type: ignore[arg-type]
 
     def _restore_best(self) -> None:
         """Rank 0 alone writes checkpoints; the other workers read none after training."""

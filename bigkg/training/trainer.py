@@ -358,11 +358,7 @@ class Trainer:
             return
         best = CheckpointVersion(self.store.root / p.best_version)
         p.restored_from = {"version": best.name, "epoch": p.best_epoch, "valid_mrr": p.best_valid_mrr}
-        self.version = self.store.write(
-            self._meta(), best.shared_state(), {}, all_partition_keys(self.manifest),
-            base=best, keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
-            sync_with=[self.metrics.path],
-        )
+        self.version = self._write_version(best.shared_state(), {}, base=best)
         log.info("restored the weights of epoch %d (valid MRR %.4f, checkpoint %s) as the final checkpoint %s",
                  p.best_epoch + 1, p.best_valid_mrr, best.name, self.version.name)
 
@@ -404,10 +400,17 @@ class Trainer:
         """Write the partitions and progress as a new version; it is fsynced and named by
         LATEST in the background while the next bucket trains (see ``bigkg.checkpoint``)."""
         partitions = {k: PartitionState(self.held[k].embeddings.cpu(), self.held[k].adagrad.cpu()) for k in changed}
-        self.version = self.store.write(
-            self._meta(), self._shared_state(), partitions, all_partition_keys(self.manifest),
-            base=self.version, keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(),
-            background=True, sync_with=[self.metrics.path],
+        self.version = self._write_version(self._shared_state(), partitions, base=self.version, background=True)
+
+    def _write_version(self, shared: dict[str, Any], partitions: dict[PartitionKey, PartitionState], *,
+                       base: CheckpointVersion | None, background: bool = False) -> CheckpointVersion:
+        """A checkpoint version of the current progress, ``partitions`` written and the rest
+        linked from ``base``; its publication also makes the metrics log durable up to the
+        lines its meta counts."""
+        return self.store.write(
+            self._meta(), shared, partitions, all_partition_keys(self.manifest), base=base,
+            keep_versions=self.config.checkpoint.keep_versions, pinned=self._pinned(), background=background,
+            sync_with=[self.metrics.path],
         )
 
     def _pinned(self) -> set[str]:
@@ -453,8 +456,7 @@ class Trainer:
                 key: initial_partition(self.config, key, self.manifest.entity_type(key[0]).partition_counts[key[1]], type_index[key[0]])
                 for key in keys
             }
-            return self.store.write(self._meta(), self._shared_state(), partitions, keys, base=None,
-                                    keep_versions=self.config.checkpoint.keep_versions, sync_with=[self.metrics.path])
+            return self._write_version(self._shared_state(), partitions, base=None)
         self._check_fits(version)
         shared = version.load_shared(self.model, self.shared_optimizer)
         if self.deferred_in_checkpoints:
