@@ -129,7 +129,8 @@ class TrainingConfig:
     shared_lr: float | None = opt(None, "learning rate of the shared optimizer (default: lr)", minimum=0.0)
     bucket_order: str = opt("inside_out", "order in which the P x P buckets are trained", BUCKET_ORDERS)
     workers: int = opt(
-        1, "threads training batches of the same bucket at once (Hogwild, like PBG's workers); "
+        1, "workers training batches of the same bucket at once (Hogwild, like PBG's workers): processes on "
+        "CPU for models without shared parameters, threads otherwise; "
         "1 keeps CPU training reproducible", minimum=1)
     threads: int = opt(0, "CPU threads per worker (torch intra-op work and numba's parallel kernels); 0: cores / workers", minimum=0)
     prefetch: bool = opt(True, "load the next bucket's partitions and edges in the background")

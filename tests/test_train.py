@@ -257,7 +257,8 @@ import numba
 from bigkg.config import config_from_dict
 from bigkg.training.trainer import Trainer
 trainer = Trainer(config_from_dict(json.loads(sys.argv[1])), fresh=True)
-in_pool = trainer.pool.submit(numba.get_num_threads).result() if trainer.pool else None
+pool = trainer.workers.pool
+in_pool = pool.submit(numba.get_num_threads).result() if pool else None
 print(numba.get_num_threads(), in_pool)
 """
 

@@ -59,6 +59,8 @@ class DistributedTrainer(Trainer):
     deferred_in_checkpoints = False
     # The workers share run_dir; the lock server keeps them apart.
     exclusive_run_dir = False
+    # Forking a process whose communication threads run could leave their locks held in the child.
+    worker_processes = False
 
     def __init__(self, config: Config, env: WorkerEnv, store: dist.Store, *, fresh: bool = False):
         manifest = load_manifest(config.dataset)

@@ -35,6 +35,10 @@ class ForeignSample:
         self.grad = torch.zeros_like(rows)
         self._lock = threading.Lock()  # Hogwild workers add concurrently
 
+    def __reduce__(self):
+        """Sent to a worker process: the same pool, with a gradient of its own (starting at zero)."""
+        return ForeignSample, (self.entity_type, self.origin, self.rows, self.per_batch)
+
     def draw(self, generator: torch.Generator) -> tuple[Tensor | None, Tensor]:
         """One batch's candidates: (their positions in the pool, None for all of it; a leaf of their rows)."""
         if not self.per_batch:

@@ -10,13 +10,11 @@ when training ends, make the best-validated weights the final checkpoint.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import logging
 import math
 import os
-import queue
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -42,8 +40,9 @@ from bigkg.run_lock import lock_run_dir
 from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
 from bigkg.training.foreign import DeferredUpdates, ForeignSample
+from bigkg.training.hogwild import GroupWork, ProcessWorkers, ThreadWorkers
 from bigkg.training.metrics import MetricsLog
-from bigkg.training.step import Batch, BatchStep, LossFn
+from bigkg.training.step import BatchStep, LossFn
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,7 @@ log = logging.getLogger(__name__)
 STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "reciprocal", "encoder")
 
 Validator = Callable[[CheckpointStore], dict[str, Any]]
+SHARED_MEMORY = "/dev/shm"  # where torch puts tensors it shares between processes
 
 
 class TrainingError(BigKGError):
@@ -131,11 +131,13 @@ class Trainer:
     scheduler: BucketScheduler
     loader: BucketLoader
     step: BatchStep
+    workers: ThreadWorkers | ProcessWorkers
     validator: Validator | None
     store: CheckpointStore
     metrics: MetricsLog
     progress: Progress
     deferred_in_checkpoints = True  # foreign rows' waiting gradients are part of each checkpoint
+    worker_processes = True  # CPU Hogwild workers may be forked processes (bigkg.training.hogwild)
     exclusive_run_dir = True  # no other trainer may use run_dir meanwhile (bigkg.run_lock)
 
     def __init__(self, config: Config, *, fresh: bool = False, scheduler: BucketScheduler | None = None):
@@ -147,30 +149,46 @@ class Trainer:
         self.manifest = load_manifest(config.dataset)
         self.device = build_device(config)
         threads = config.training.threads or max(1, (os.cpu_count() or 1) // config.training.workers)
-        if self.device.type == "cpu":
-            set_cpu_threads(threads)
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.manifest).to(self.device)
         self.loss_fn = build_loss(config)
         self.row_optimizer = RowAdagrad(config.training.lr)
-        if self.device.type == "cpu":
-            preload_cpu_kernels()
         self.shared_optimizer = build_shared_optimizer(self.model, config.training)
-        self.scheduler = scheduler or build_scheduler(config, self.manifest)
-        self.loader = BucketLoader(
-            config.dataset, self.manifest, pin_memory=self.device.type == "cuda", background=config.training.prefetch
-        )
         self.step = BatchStep(
             self.model, self.loss_fn, config.training, self.row_optimizer, self.shared_optimizer,
             build_generator(config, self.device),
         )
         self.shuffle_generator = build_generator(config, self.device)
-        # One negative-sampling generator per worker thread (generators are not shared).
-        self.worker_generators = [build_generator(config, self.device, offset=k + 1) for k in range(config.training.workers)]
-        self.pool = None
-        if config.training.workers > 1:
-            initializer = functools.partial(set_cpu_threads, threads) if self.device.type == "cpu" else None
-            self.pool = concurrent.futures.ThreadPoolExecutor(config.training.workers, initializer=initializer)
+        self.workers = self._build_workers(threads)  # before this process starts threads: it may fork
+        try:
+            self._start(fresh, scheduler, threads)
+        except BaseException:
+            self.workers.close()
+            raise
+
+    def _build_workers(self, threads: int) -> ThreadWorkers | ProcessWorkers:
+        """The Hogwild workers (``bigkg.training.hogwild``), each with its own negative-sampling generator."""
+        config, cpu = self.config, self.device.type == "cpu"
+        generators = [build_generator(config, self.device, offset=k + 1) for k in range(config.training.workers)]
+        if cpu and self.worker_processes and len(generators) > 1 and not self.step.shared_params:
+            needed = 4 * max(n for et in self.manifest.entity_types for n in et.partition_counts) * (config.model.dim + 1) * 4
+            free = shutil.disk_usage(SHARED_MEMORY).free if os.path.isdir(SHARED_MEMORY) else 0
+            if free >= needed:
+                return ProcessWorkers(self.step, generators, threads)
+            log.warning("training.workers: %d worker threads, not processes: %s has %.0f MB free, and processes "
+                        "would need %.0f MB there for the partitions they share", len(generators), SHARED_MEMORY,
+                        free / 1e6, needed / 1e6)
+        return ThreadWorkers(self.step, generators, functools.partial(set_cpu_threads, threads) if cpu else None)
+
+    def _start(self, fresh: bool, scheduler: BucketScheduler | None, threads: int) -> None:
+        config = self.config
+        if self.device.type == "cpu":
+            set_cpu_threads(threads)
+            preload_cpu_kernels()
+        self.scheduler = scheduler or build_scheduler(config, self.manifest)
+        self.loader = BucketLoader(
+            config.dataset, self.manifest, pin_memory=self.device.type == "cuda", background=config.training.prefetch
+        )
         self.validator = build_validator(config, self.manifest)
         run_dir = Path(config.run_dir)
         self.store = CheckpointStore(run_dir)
@@ -217,8 +235,7 @@ class Trainer:
             self._restore_best()
         finally:
             self.loader.close()
-            if self.pool is not None:
-                self.pool.shutdown()
+            self.workers.close()
             self.store.flush()  # the last version durable and named by LATEST before anyone reads it
             self._release_run_dir()
         return self._summary(time.perf_counter() - started, self._committed_edges() - edges_before)
@@ -264,45 +281,19 @@ class Trainer:
         self.scheduler.release(bucket, done=True)
 
     def _train_edges(self, bucket: Bucket, data: LoadedBucket, bar: tqdm) -> float:
-        """Every batch of the bucket, in a fresh random order; returns the summed loss.
-
-        With several workers, each takes the next batch of the shuffled order
-        when it finishes one, and all update the partitions in place (Hogwild).
-        Taking them in turn instead (batches k, k+W, ... for worker k) left the
-        faster worker idle for a median 13 ms at the end of each bucket, ~10%
-        of a P=4 run's training time on 2 cores.
-        """
-        batch_size = self.config.training.batch_size
+        """Every batch of the bucket, in a fresh random order, trained by the Hogwild workers; returns the summed loss."""
         totals = []
         for group_edges in data.edges:
             e = group_edges.to(self.device)
             order = torch.randperm(len(e), generator=self.shuffle_generator, device=self.device)
-            lhs, rhs, rel = e.lhs[order], e.rhs[order], e.rel[order]
-            weight = None if e.weight is None else e.weight[order]
             lkey, rkey = group_keys(self.manifest, e.group, bucket)
-            sides = ((lkey, self.held[lkey]), (rkey, self.held[rkey]))
             foreign = (self.foreign[lkey], self.foreign[rkey]) if lkey in self.foreign and rkey in self.foreign else None
-            starts: queue.SimpleQueue[int] = queue.SimpleQueue()
-            for start in range(0, len(e), batch_size):
-                starts.put(start)
-
-            def work(worker: int) -> torch.Tensor:
-                total = torch.zeros((), device=self.device)
-                while True:
-                    try:
-                        start = starts.get_nowait()
-                    except queue.Empty:
-                        return total
-                    end = start + batch_size
-                    batch = Batch(lhs[start:end], rhs[start:end], rel[start:end], None if weight is None else weight[start:end])
-                    total += self.step(batch, *sides, edges=(e.lhs, e.rhs, e.rel), generator=self.worker_generators[worker],
-                                       foreign=foreign)
-                    bar.update(batch.lhs.shape[0])
-
-            if self.pool is None:
-                totals.append(work(0))
-            else:
-                totals += [f.result() for f in [self.pool.submit(work, k) for k in range(len(self.worker_generators))]]
+            work = GroupWork(
+                e.lhs[order], e.rhs[order], e.rel[order], None if e.weight is None else e.weight[order],
+                self.config.training.batch_size, ((lkey, self.held[lkey]), (rkey, self.held[rkey])),
+                (e.lhs, e.rhs, e.rel), foreign,
+            )
+            totals.append(self.workers.train(work, bar.update))
         for sample in self.foreign.values():
             self.deferred.add(sample)
         return float(torch.stack(totals).sum().item()) if totals else 0.0
@@ -371,6 +362,7 @@ class Trainer:
             self.held[key] = PartitionState(
                 state.embeddings.to(self.device, non_blocking=True), state.adagrad.to(self.device, non_blocking=True)
             )
+        self.held = self.workers.place(self.held)
         for key in needed:  # foreign-row gradients of earlier buckets, now that the rows are here
             ids, grads = self.deferred.pop(key, self.device)
             self.row_optimizer.step(self.held[key].embeddings, self.held[key].adagrad, ids, grads)

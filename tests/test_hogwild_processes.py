@@ -1,0 +1,103 @@
+"""CPU Hogwild workers as forked processes: every batch trained once, updates and foreign-row
+gradients back in the trainer, a failing or dying worker a clear error. Each training runs in
+its own subprocess, so the workers are forked from a process that has no other threads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from bigkg.checkpoint import CheckpointStore
+from bigkg.config import config_from_dict
+from bigkg.format import load_manifest
+from bigkg.training.trainer import initial_partition
+
+REPO = Path(__file__).resolve().parents[1]
+
+TRAIN = """
+import json, os, sys
+import bigkg.training.step as step_module
+from bigkg.config import config_from_dict
+from bigkg.training.trainer import Trainer
+
+config, fault = json.loads(sys.argv[1]), sys.argv[2]
+if fault != "none":  # every worker's third batch fails
+    original, calls = step_module.BatchStep.__call__, []
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            if fault == "exit":
+                os._exit(3)
+            raise RuntimeError("injected failure")
+        return original(self, *args, **kwargs)
+    step_module.BatchStep.__call__ = failing
+trainer = Trainer(config_from_dict(config), fresh=True)
+print(type(trainer.workers).__name__, flush=True)
+trainer.train()
+"""
+
+
+def run_training(config: dict, fault: str = "none") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", TRAIN, json.dumps(config), fault], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def config_for(dataset: Path, run_dir: Path, **training) -> dict:
+    return {
+        "dataset": str(dataset), "run_dir": str(run_dir), "device": "cpu",
+        "model": {"dim": 16, "operator": "none", "comparator": "dot"},  # no shared parameters: processes
+        "training": {"epochs": 1, "batch_size": 300, "threads": 1, "lr": 0.1, **training},
+        "eval": {"valid_every": 0},
+    }
+
+
+def epoch_losses(run_dir: Path) -> list[float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["type"] == "epoch"]
+
+
+def test_processes_train_every_batch_exactly_once(codex2, tmp_path):
+    """With lr 0 nothing moves and every entity is a negative, so an epoch's loss is the
+    sum of a fixed loss per edge: a batch skipped or trained twice would change it."""
+    losses = {}
+    for workers in (1, 2):
+        run = tmp_path / f"w{workers}"
+        done = run_training(config_for(codex2, run, lr=0.0, negatives="all", workers=workers))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[0] == ("ProcessWorkers" if workers == 2 else "ThreadWorkers")
+        losses[workers] = epoch_losses(run)[0]
+    assert abs(losses[2] - losses[1]) <= 1e-4 * losses[1]
+
+
+def test_worker_updates_and_foreign_gradients_reach_the_checkpoints(codex2, tmp_path):
+    run = tmp_path / "run"
+    config = config_for(codex2, run, epochs=2, workers=2, foreign_negatives=16)
+    done = run_training(config)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == "ProcessWorkers"
+    first, second = epoch_losses(run)
+    assert second < first  # the workers' updates of epoch 1 are what epoch 2 trains on
+    config = config_from_dict(config)
+    final = CheckpointStore(run).latest()
+    for part, size in enumerate(load_manifest(codex2).entity_type("entity").partition_counts):
+        initial = initial_partition(config, ("entity", part), size, type_index=0).embeddings
+        assert not torch.allclose(final.load_partition("entity", part)[0], initial)  # the workers' updates
+    # the last buckets' foreign rows wait for their partition: gradients the workers sent back
+    deferred = final.shared_state()["deferred"]
+    assert deferred and all(grads.abs().sum() > 0 for _, _, _, grads in deferred)
+
+
+def test_a_failing_worker_stops_training_with_its_traceback(codex2, tmp_path):
+    done = run_training(config_for(codex2, tmp_path / "run", workers=2), fault="raise")
+    assert done.returncode != 0
+    assert "WorkerError: training worker process" in done.stderr and "injected failure" in done.stderr
+
+
+def test_a_dying_worker_stops_training(codex2, tmp_path):
+    done = run_training(config_for(codex2, tmp_path / "run", workers=2), fault="exit")
+    assert done.returncode != 0
+    assert "died with exit code 3" in done.stderr
