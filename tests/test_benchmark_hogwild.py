@@ -22,4 +22,4 @@ def test_hogwild_benchmark_prints_a_row_per_kind_of_worker(codex2):
     edges = load_manifest(codex2).split_count("train")
     for kind in ("processes", "threads"):
         seconds, edges_per_s = float(rows[kind][1]), float(rows[kind][2].replace(",", ""))
-        assert abs(edges / seconds - edges_per_s) <= 0.01 * edges_per_s
+        assert abs(edges / edges_per_s - seconds) <= 0.005 + 1e-3 * seconds  # the seconds are printed to 0.01
