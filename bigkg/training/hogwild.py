@@ -10,13 +10,13 @@ Two kinds of workers:
 
 - ``ProcessWorkers``, on CPU for models whose only trained state is the entity
   rows (no relation or encoder parameters): processes forked when the trainer
-  starts. The partitions, the shuffled edges and the foreign rows they train on
-  are moved to shared memory (once per partition load); each process has its
-  own copy of the step, sums its own loss and its own foreign-row gradients,
-  and sends them back at the bucket's end. Threads would share one interpreter:
-  every tensor operation of a step releases the GIL and takes it back, and with
-  two threads on 2 cores the same steps ran 14-21% slower than in two processes
-  (docs/benchmarks.md).
+  starts. Each partition is copied into reused shared memory once per load,
+  the shuffled edges once per bucket; each process has its own copy of the
+  step, sums its own loss and its own foreign-row gradients, and sends them
+  back at the bucket's end. Threads share one interpreter: every tensor
+  operation of a step releases the GIL and takes it back. On 2 cores two
+  threads ran an isolated step loop 14-21% slower than two processes, and a
+  bucket of the trainer 2-8% slower (docs/benchmarks.md).
 - ``ThreadWorkers`` everywhere else: shared parameters and their optimizer state
   stay in one process, where the step updates them under a lock; a GPU's work is
   queued by one thread; and a distributed worker's process, whose
