@@ -28,6 +28,8 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import multiprocessing.connection
+import os
+import shutil
 import signal
 import traceback
 from dataclasses import dataclass
@@ -38,10 +40,12 @@ import torch.multiprocessing  # registers how tensors in shared memory are sent 
 from torch import Tensor
 
 from bigkg.checkpoint import PartitionKey, PartitionState
+from bigkg.optim import preload_cpu_kernels
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
 
 Side = tuple[PartitionKey, PartitionState]
+SHARED_MEMORY = "/dev/shm"  # where torch puts the tensors it shares between processes
 
 
 class WorkerError(RuntimeError):
@@ -129,6 +133,17 @@ class ProcessWorkers:
     another thread at the fork stays held in the child forever).
     """
 
+    SPARE_BLOCKS = 2  # shared-memory blocks of partitions no longer held, kept for the next loads
+
+    @classmethod
+    def shared_memory(cls, bucket_rows: int, largest_partition: int, dim: int) -> tuple[int, int]:
+        """(bytes needed, bytes free) in SHARED_MEMORY for the blocks of a bucket's partitions
+        (``bucket_rows`` rows at most) and the spare ones (of ``largest_partition`` rows at
+        most). A worker touching shared memory that is not there dies of SIGBUS."""
+        needed = (bucket_rows + cls.SPARE_BLOCKS * largest_partition) * (dim + 1) * 4
+        free = shutil.disk_usage(SHARED_MEMORY).free if os.path.isdir(SHARED_MEMORY) else 0
+        return needed, free
+
     def __init__(self, step: BatchStep, generators: list[torch.Generator], threads: int):
         context = torch.multiprocessing.get_context("fork")
         self._next = context.Value("q", 0)  # the next batch to hand out
@@ -162,7 +177,7 @@ class ProcessWorkers:
                 copy = self._placed[key] = self._block(state.embeddings.shape)
                 copy.embeddings.copy_(state.embeddings)
                 copy.adagrad.copy_(state.adagrad)
-        del self._free[: max(len(self._free) - 2, 0)]  # a few spare blocks, not one per partition ever held
+        del self._free[: max(len(self._free) - self.SPARE_BLOCKS, 0)]  # not one per partition ever held
         return {key: self._placed[key] for key in held}
 
     def _block(self, shape: torch.Size) -> PartitionState:
@@ -240,6 +255,7 @@ class ProcessWorkers:
         """A worker process: train each bucket's share of batches until told to stop."""
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the trainer, which stops the workers
         torch.set_num_threads(threads)  # numba's count is left alone: the row update's kernels are serial
+        preload_cpu_kernels()  # loaded while the trainer opens its run, not in the first step (~0.4 s)
         for other in inherited:
             other.close()  # else the trainer's death would not end this worker's recv
         while True:

@@ -40,7 +40,7 @@ from bigkg.run_lock import lock_run_dir
 from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
 from bigkg.training.foreign import DeferredUpdates, ForeignSample
-from bigkg.training.hogwild import GroupWork, ProcessWorkers, ThreadWorkers
+from bigkg.training.hogwild import SHARED_MEMORY, GroupWork, ProcessWorkers, ThreadWorkers
 from bigkg.training.metrics import MetricsLog
 from bigkg.training.step import BatchStep, LossFn
 
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "reciprocal", "encoder")
 
 Validator = Callable[[CheckpointStore], dict[str, Any]]
-SHARED_MEMORY = "/dev/shm"  # where torch puts tensors it shares between processes
 
 
 class TrainingError(BigKGError):
@@ -171,8 +170,10 @@ class Trainer:
         config, cpu = self.config, self.device.type == "cpu"
         generators = [build_generator(config, self.device, offset=k + 1) for k in range(config.training.workers)]
         if cpu and self.worker_processes and len(generators) > 1 and not self.step.shared_params:
-            needed = 4 * max(n for et in self.manifest.entity_types for n in et.partition_counts) * (config.model.dim + 1) * 4
-            free = shutil.disk_usage(SHARED_MEMORY).free if os.path.isdir(SHARED_MEMORY) else 0
+            types = self.manifest.entity_types
+            bucket_rows = sum(min(len(et.partition_counts), 2) * max(et.partition_counts) for et in types)
+            largest = max(max(et.partition_counts) for et in types)
+            needed, free = ProcessWorkers.shared_memory(bucket_rows, largest, config.model.dim)
             if free >= needed:
                 return ProcessWorkers(self.step, generators, threads)
             log.warning("training.workers: %d worker threads, not processes: %s has %.0f MB free, and processes "
