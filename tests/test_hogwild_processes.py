@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import config_from_dict
 from bigkg.format import load_manifest
+from bigkg.training.hogwild import _SentTensors
+from partition_helpers import partition
 from bigkg.training.trainer import initial_partition
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,13 +63,25 @@ def epoch_losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in records if r["type"] == "epoch"]
 
 
-def test_processes_train_every_batch_exactly_once(codex2, tmp_path):
+@pytest.fixture(scope="module")
+def codex5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CoDEx-S in 5 partitions of unequal sizes: the workers' shared blocks are made, reused
+    and released as buckets come and go."""
+    out = tmp_path_factory.mktemp("codex") / "codex5"
+    partition([REPO / "data" / "codex-s" / "train.txt"], out, num_partitions=5)
+    return out
+
+
+@pytest.mark.parametrize("dataset", ["codex2", "codex5"])
+def test_processes_train_every_batch_exactly_once(dataset, request, tmp_path):
     """With lr 0 nothing moves and every entity is a negative, so an epoch's loss is the
-    sum of a fixed loss per edge: a batch skipped or trained twice would change it."""
+    sum of a fixed loss per edge: a batch skipped or trained twice, or a partition a
+    worker mistook for another, would change it."""
+    data = request.getfixturevalue(dataset)
     losses = {}
     for workers in (1, 2):
         run = tmp_path / f"w{workers}"
-        done = run_training(config_for(codex2, run, lr=0.0, negatives="all", workers=workers))
+        done = run_training(config_for(data, run, lr=0.0, negatives="all", workers=workers))
         assert done.returncode == 0, done.stderr
         assert done.stdout.split()[0] == ("ProcessWorkers" if workers == 2 else "ThreadWorkers")
         losses[workers] = epoch_losses(run)[0]
@@ -101,3 +116,21 @@ def test_a_dying_worker_stops_training(codex2, tmp_path):
     done = run_training(config_for(codex2, tmp_path / "run", workers=2), fault="exit")
     assert done.returncode != 0
     assert "died with exit code 3" in done.stderr
+
+
+def test_a_shared_tensor_reaches_the_workers_whole_once_then_by_reference():
+    sent = _SentTensors()
+    block, other = sent.add(torch.arange(12.0).view(3, 4).share_memory_(), torch.ones(5).share_memory_())
+    held: dict = {}
+    first = sent.messages((block, other[:2]), workers=2)
+    assert [len(new) for new, _, _ in first] == [2, 2]  # every worker gets them whole, once
+    view, part = _SentTensors.receive(first[0], held)
+    assert torch.equal(view, block) and torch.equal(part, other[:2])
+    sent.release(other)
+    (new, released, payload), = sent.messages((block[1:], block.T), workers=1)
+    assert not new and len(released) == 1  # by reference; the released one may be dropped
+    rows, transposed = _SentTensors.receive((new, released, payload), held)
+    assert torch.equal(rows, block[1:]) and torch.equal(transposed, block.T)
+    assert len(held) == 1
+    block[2, 3] = -1.0  # a reference is the shared memory itself, not a copy
+    assert rows[1, 3] == -1.0

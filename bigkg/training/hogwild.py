@@ -11,7 +11,8 @@ Two kinds of workers:
 - ``ProcessWorkers``, on CPU for models whose only trained state is the entity
   rows (no relation or encoder parameters): processes forked when the trainer
   starts. Each partition is copied into reused shared memory once per load,
-  the shuffled edges once per bucket; each process has its own copy of the
+  the shuffled edges once per bucket; a shared block reaches each worker once
+  and is named by reference after that. Each process has its own copy of the
   step, sums its own loss and its own foreign-row gradients, and sends them
   back at the bucket's end. Threads share one interpreter: every tensor
   operation of a step releases the GIL and takes it back. On 2 cores two
@@ -27,13 +28,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import io
+import itertools
 import multiprocessing.connection
 import os
+import pickle
 import shutil
 import signal
 import traceback
 from dataclasses import dataclass
-from typing import Callable
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Callable
 
 import torch
 import torch.multiprocessing  # registers how tensors in shared memory are sent between processes
@@ -155,6 +160,7 @@ class ProcessWorkers:
         self._placed: dict[PartitionKey, PartitionState] = {}  # the copies place() returned
         self._free: list[PartitionState] = []
         self._edge_buffers: dict[str, Tensor] = {}
+        self._sent = _SentTensors()
         for k, generator in enumerate(generators):
             mine, theirs = context.Pipe()
             inherited = [*self._connections, mine]  # the trainer's ends: the child closes its copies
@@ -177,7 +183,10 @@ class ProcessWorkers:
                 copy = self._placed[key] = self._block(state.embeddings.shape)
                 copy.embeddings.copy_(state.embeddings)
                 copy.adagrad.copy_(state.adagrad)
-        del self._free[: max(len(self._free) - self.SPARE_BLOCKS, 0)]  # not one per partition ever held
+        surplus = max(len(self._free) - self.SPARE_BLOCKS, 0)  # not one block per partition ever held
+        for block in self._free[:surplus]:
+            self._sent.release(block.embeddings, block.adagrad)
+        del self._free[:surplus]
         return {key: self._placed[key] for key in held}
 
     def _block(self, shape: torch.Size) -> PartitionState:
@@ -186,7 +195,7 @@ class ProcessWorkers:
         for k, block in enumerate(self._free):
             if block.embeddings.shape == shape:
                 return self._free.pop(k)
-        return PartitionState(torch.empty(shape).share_memory_(), torch.empty(shape[0]).share_memory_())
+        return PartitionState(*self._sent.add(torch.empty(shape).share_memory_(), torch.empty(shape[0]).share_memory_()))
 
     def _shared_edges(self, work: GroupWork) -> GroupWork:
         """``work`` with its edge arrays copied into shared buffers, grown as needed."""
@@ -194,7 +203,10 @@ class ProcessWorkers:
         for name, array in work.edge_arrays().items():
             buffer = self._edge_buffers.get(name)
             if buffer is None or buffer.shape[0] < array.shape[0] or buffer.dtype != array.dtype:
-                buffer = self._edge_buffers[name] = torch.empty(array.shape[0], dtype=array.dtype).share_memory_()
+                if buffer is not None:
+                    self._sent.release(buffer)
+                buffer = torch.empty(array.shape[0], dtype=array.dtype).share_memory_()
+                self._edge_buffers[name] = self._sent.add(buffer)[0]
             arrays[name] = buffer[: array.shape[0]].copy_(array)
         return work.with_edge_arrays(arrays)
 
@@ -208,8 +220,8 @@ class ProcessWorkers:
                 tensor.share_memory_()
         work = self._shared_edges(work)
         self._next.value = self._edges_done.value = 0
-        for connection in self._connections:
-            connection.send(work)
+        for connection, message in zip(self._connections, self._sent.messages(work, len(self._connections))):
+            connection.send(message)
         reported, losses, pending = 0, [], dict(enumerate(self._connections))
         while pending:
             for connection in multiprocessing.connection.wait(list(pending.values()), timeout=0.1):
@@ -258,14 +270,16 @@ class ProcessWorkers:
         preload_cpu_kernels()  # loaded while the trainer opens its run, not in the first step (~0.4 s)
         for other in inherited:
             other.close()  # else the trainer's death would not end this worker's recv
+        held: dict[int, Tensor] = {}  # the shared tensors received so far, by reference
         while True:
             try:
-                work = connection.recv()
+                message = connection.recv()
             except EOFError:  # the trainer is gone
                 return
-            if work is None:
+            if message is None:
                 return
             try:
+                work = _SentTensors.receive(message, held)
                 loss = train_batches(step, work, lambda: self._take(work.num_batches), generator, self._count)
                 result = ("done", float(loss), [sample.grad for sample in work.foreign or ()])
             except BaseException:
@@ -286,3 +300,84 @@ class ProcessWorkers:
     def _count(self, edges: int) -> None:
         with self._edges_done.get_lock():
             self._edges_done.value += edges
+
+
+class _SentTensors:
+    """The shared-memory tensors the worker processes hold, so that a bucket's work names
+    them by reference instead of sending them again.
+
+    A shared tensor sent whole goes through the sender's resource-sharing thread
+    and is mapped again by the receiver, whose first touches fault its pages in:
+    ~15 ms of each bucket's start on 2 cores, before any batch is trained. Each
+    block is therefore sent whole once, with the first work that follows its
+    creation, and a worker keeps it until the trainer releases it.
+    """
+
+    def __init__(self) -> None:
+        self._ids = itertools.count()
+        self._known: dict[int, tuple[int, Tensor]] = {}  # storage address -> (id, the whole tensor, kept alive)
+        self._new: dict[int, Tensor] = {}  # id -> tensor, not sent yet
+        self._released: list[int] = []  # ids the workers can drop
+
+    def add(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """Register new shared tensors, each the whole of its storage; returns them."""
+        for tensor in tensors:
+            if tensor.untyped_storage().nbytes():  # an empty storage has no address of its own
+                ident = next(self._ids)
+                self._known[tensor.untyped_storage().data_ptr()] = (ident, tensor)
+                self._new[ident] = tensor
+        return tensors
+
+    def release(self, *tensors: Tensor) -> None:
+        for tensor in tensors:
+            entry = self._known.pop(tensor.untyped_storage().data_ptr(), None)
+            if entry is not None and self._new.pop(entry[0], None) is None:
+                self._released.append(entry[0])
+
+    def messages(self, obj: Any, workers: int) -> list[tuple[dict[int, Tensor], list[int], bytes]]:
+        """What each worker needs to rebuild ``obj``: the tensors it does not hold yet
+        (sent whole), those it may drop, and ``obj`` pickled with references to the rest.
+        One pickle per worker: a tensor pickled as usual hands its shared memory to one
+        receiver only."""
+        messages = []
+        for _ in range(workers):
+            buffer = io.BytesIO()
+            _ReferencingPickler(buffer, self._known).dump(obj)
+            messages.append((self._new, self._released, buffer.getvalue()))
+        self._new, self._released = {}, []
+        return messages
+
+    @staticmethod
+    def receive(message: tuple[dict[int, Tensor], list[int], bytes], held: dict[int, Tensor]) -> Any:
+        """A worker's side of ``message``: ``held`` brought up to date, the object rebuilt."""
+        new, released, payload = message
+        held.update(new)
+        for ident in released:
+            del held[ident]
+        return _ReferenceUnpickler(io.BytesIO(payload), held).load()
+
+
+class _ReferencingPickler(ForkingPickler):
+    """Pickles a view of a known tensor as (id, size, stride, offset), anything else as usual."""
+
+    def __init__(self, file: io.BytesIO, known: dict[int, tuple[int, Tensor]]):
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        self._known = known
+
+    def persistent_id(self, obj: Any) -> tuple[int, tuple[int, ...], tuple[int, ...], int] | None:
+        if not isinstance(obj, Tensor) or not obj.untyped_storage().nbytes():
+            return None
+        entry = self._known.get(obj.untyped_storage().data_ptr())
+        if entry is None:
+            return None
+        return entry[0], tuple(obj.shape), tuple(obj.stride()), obj.storage_offset()
+
+
+class _ReferenceUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, held: dict[int, Tensor]):
+        super().__init__(file)
+        self._held = held
+
+    def persistent_load(self, ref: tuple[int, tuple[int, ...], tuple[int, ...], int]) -> Tensor:
+        ident, size, stride, offset = ref
+        return self._held[ident].as_strided(size, stride, offset)
