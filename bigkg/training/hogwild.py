@@ -17,7 +17,7 @@ Two kinds of workers:
   back at the bucket's end. Threads share one interpreter: every tensor
   operation of a step releases the GIL and takes it back. On 2 cores two
   threads ran an isolated step loop 14-21% slower than two processes, and a
-  bucket of the trainer 2-8% slower (docs/benchmarks.md).
+  bucket of the trainer 8-11% slower (docs/benchmarks.md).
 - ``ThreadWorkers`` everywhere else: shared parameters and their optimizer state
   stay in one process, where the step updates them under a lock; a GPU's work is
   queued by one thread; and a distributed worker's process, whose
