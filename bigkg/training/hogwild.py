@@ -307,10 +307,10 @@ class _SentTensors:
     them by reference instead of sending them again.
 
     A shared tensor sent whole goes through the sender's resource-sharing thread
-    and is mapped again by the receiver, whose first touches fault its pages in:
-    ~15 ms of each bucket's start on 2 cores, before any batch is trained. Each
-    block is therefore sent whole once, with the first work that follows its
-    creation, and a worker keeps it until the trainer releases it.
+    (a socket round trip per tensor) and is mapped anew by the receiver: ~15 ms
+    of each bucket's start on 2 cores, before any batch was trained. Each block
+    is therefore sent whole once, with the first work that follows its creation,
+    and a worker keeps it until the trainer releases it.
     """
 
     def __init__(self) -> None:
