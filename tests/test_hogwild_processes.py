@@ -121,13 +121,14 @@ def test_a_dying_worker_stops_training(codex2, tmp_path):
 def test_a_shared_tensor_reaches_the_workers_whole_once_then_by_reference():
     sent = _SentTensors()
     block, other = sent.add(torch.arange(12.0).view(3, 4).share_memory_(), torch.ones(5).share_memory_())
+    sent.add(block)  # known already: keeps its id
     held: dict = {}
-    first = sent.messages((block, other[:2]), workers=2)
-    assert [len(new) for new, _, _ in first] == [2, 2]  # every worker gets them whole, once
-    view, part = _SentTensors.receive(first[0], held)
+    first = sent.message((block, other[:2]))
+    assert len(first[0]) == 2  # sent whole, once
+    view, part = _SentTensors.receive(first, held)
     assert torch.equal(view, block) and torch.equal(part, other[:2])
     sent.release(other)
-    (new, released, payload), = sent.messages((block[1:], block.T), workers=1)
+    new, released, payload = sent.message((block[1:], block.T))
     assert not new and len(released) == 1  # by reference; the released one may be dropped
     rows, transposed = _SentTensors.receive((new, released, payload), held)
     assert torch.equal(rows, block[1:]) and torch.equal(transposed, block.T)

@@ -215,13 +215,15 @@ class ProcessWorkers:
         for key, state in work.sides:
             if not state.embeddings.is_shared():
                 raise ValueError(f"partition {key} is not in shared memory: pass the held partitions through place()")
-        for sample in work.foreign or ():
-            for tensor in (sample.rows, *sample.origin.values()):
-                tensor.share_memory_()
+        # The bucket's foreign pools are new: sent whole with this work, dropped with the next.
+        foreign = [tensor.share_memory_() for sample in work.foreign or () for tensor in (sample.rows, *sample.origin.values())]
+        self._sent.add(*foreign)
         work = self._shared_edges(work)
         self._next.value = self._edges_done.value = 0
-        for connection, message in zip(self._connections, self._sent.messages(work, len(self._connections))):
+        message = self._sent.message(work)
+        for connection in self._connections:
             connection.send(message)
+        self._sent.release(*foreign)
         reported, losses, pending = 0, [], dict(enumerate(self._connections))
         while pending:
             for connection in multiprocessing.connection.wait(list(pending.values()), timeout=0.1):
@@ -320,11 +322,13 @@ class _SentTensors:
         self._released: list[int] = []  # ids the workers can drop
 
     def add(self, *tensors: Tensor) -> tuple[Tensor, ...]:
-        """Register new shared tensors, each the whole of its storage; returns them."""
+        """Register shared tensors, each the whole of its storage (once: a storage already
+        known keeps its id); returns them."""
         for tensor in tensors:
-            if tensor.untyped_storage().nbytes():  # an empty storage has no address of its own
+            address = tensor.untyped_storage().data_ptr()
+            if tensor.untyped_storage().nbytes() and address not in self._known:  # empty: no address of its own
                 ident = next(self._ids)
-                self._known[tensor.untyped_storage().data_ptr()] = (ident, tensor)
+                self._known[address] = (ident, tensor)
                 self._new[ident] = tensor
         return tensors
 
@@ -334,18 +338,16 @@ class _SentTensors:
             if entry is not None and self._new.pop(entry[0], None) is None:
                 self._released.append(entry[0])
 
-    def messages(self, obj: Any, workers: int) -> list[tuple[dict[int, Tensor], list[int], bytes]]:
-        """What each worker needs to rebuild ``obj``: the tensors it does not hold yet
-        (sent whole), those it may drop, and ``obj`` pickled with references to the rest.
-        One pickle per worker: a tensor pickled as usual hands its shared memory to one
-        receiver only."""
-        messages = []
-        for _ in range(workers):
-            buffer = io.BytesIO()
-            _ReferencingPickler(buffer, self._known).dump(obj)
-            messages.append((self._new, self._released, buffer.getvalue()))
+    def message(self, obj: Any) -> tuple[dict[int, Tensor], list[int], bytes]:
+        """What a worker needs to rebuild ``obj``: the tensors it does not hold yet (pickled
+        whole by each send, which hands their shared memory to that receiver), those it may
+        drop, and ``obj`` pickled with references to the known ones. Every worker is sent
+        the same message."""
+        buffer = io.BytesIO()
+        _ReferencingPickler(buffer, self._known).dump(obj)
+        message = (self._new, self._released, buffer.getvalue())
         self._new, self._released = {}, []
-        return messages
+        return message
 
     @staticmethod
     def receive(message: tuple[dict[int, Tensor], list[int], bytes], held: dict[int, Tensor]) -> Any:
