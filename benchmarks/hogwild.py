@@ -69,9 +69,7 @@ def main() -> None:
                   for kind, t in trainers.items()}
         edges = sum(r["edges"] for r in trainers["threads"].metrics.read() if r["type"] == "bucket")
         for trainer in trainers.values():
-            trainer.loader.close()
-            trainer.workers.close()
-            trainer.store.flush()
+            trainer.close()
     ratios = [t / p for t, p in zip(seconds["threads"], seconds["processes"])]
     print(f"{args.dataset}, {args.epochs} epochs, {args.workers} workers, {len(ratios)} buckets each\n")
     print("| workers | s in buckets | edges/s | last epoch's loss/edge | threads ÷ processes (totals) | median bucket ratio |")

@@ -118,6 +118,28 @@ def test_a_dying_worker_stops_training(codex2, tmp_path):
     assert "died with exit code 3" in done.stderr
 
 
+CLOSE = """
+import json, multiprocessing, sys
+from bigkg.config import config_from_dict
+from bigkg.training.trainer import Trainer
+
+config = config_from_dict(json.loads(sys.argv[1]))
+with Trainer(config) as trainer:  # built to be inspected, never trained
+    print(type(trainer.workers).__name__, len(multiprocessing.active_children()))
+print(len(multiprocessing.active_children()))
+Trainer(config).close()  # the run dir is free again
+"""
+
+
+def test_a_trainer_closed_without_training_stops_its_workers_and_frees_the_run_dir(codex2, tmp_path):
+    config = config_for(codex2, tmp_path / "run", workers=2)
+    done = subprocess.run([sys.executable, "-c", CLOSE, json.dumps(config)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    kind, alive, after = done.stdout.split()
+    assert (kind, alive, after) == ("ProcessWorkers", "2", "0")
+
+
 def test_a_shared_tensor_reaches_the_workers_whole_once_then_by_reference():
     sent = _SentTensors()
     block, other = sent.add(torch.arange(12.0).view(3, 4).share_memory_(), torch.ones(5).share_memory_())

@@ -282,20 +282,19 @@ def test_foreign_negatives_come_from_other_partitions_and_their_gradients_land_l
     loaded, and then change exactly those rows."""
     config = config_from_dict(small_config(codex2, tmp_path / "run", training={"epochs": 1, "foreign_negatives": 64}))
     train(config)
-    trainer = Trainer(config)  # resumes the finished run
-    trainer._load(Bucket(0, 0))
-    assert set(trainer.foreign) == {("entity", 0)}
-    sample = trainer.foreign[("entity", 0)]
-    other = trainer.version.load_partition("entity", 1)[0]
-    assert set(sample.origin) == {1} and sample.rows.shape == (64, 16)
-    torch.testing.assert_close(sample.rows, other[sample.origin[1]], rtol=0, atol=0)
+    with Trainer(config) as trainer:  # resumes the finished run
+        trainer._load(Bucket(0, 0))
+        assert set(trainer.foreign) == {("entity", 0)}
+        sample = trainer.foreign[("entity", 0)]
+        other = trainer.version.load_partition("entity", 1)[0]
+        assert set(sample.origin) == {1} and sample.rows.shape == (64, 16)
+        torch.testing.assert_close(sample.rows, other[sample.origin[1]], rtol=0, atol=0)
 
-    sample.grad += 1.0  # as if the bucket's batches had pushed on every drawn row
-    trainer.deferred.add(sample)
-    trainer._load(Bucket(1, 1))
-    moved = (trainer.held[("entity", 1)].embeddings != other).any(1)
+        sample.grad += 1.0  # as if the bucket's batches had pushed on every drawn row
+        trainer.deferred.add(sample)
+        trainer._load(Bucket(1, 1))
+        moved = (trainer.held[("entity", 1)].embeddings != other).any(1)
     assert torch.equal(moved.nonzero().flatten(), torch.unique(sample.origin[1]))
-    trainer.loader.close()
 
 
 def test_waiting_foreign_gradients_are_checkpointed_and_applied_after_a_resume(codex2, tmp_path):
@@ -312,23 +311,21 @@ def test_waiting_foreign_gradients_are_checkpointed_and_applied_after_a_resume(c
     table, adagrad = version.load_partition(entity_type, part)
     expected_table, expected_adagrad = table.clone(), adagrad.clone()
     RowAdagrad(config.training.lr).step(expected_table, expected_adagrad, [ids], [grads])
-    trainer = Trainer(config)  # resumes the finished run
-    trainer._load(Bucket(part, part))
-    held = trainer.held[(entity_type, part)]
+    with Trainer(config) as trainer:  # resumes the finished run
+        trainer._load(Bucket(part, part))
+        held = trainer.held[(entity_type, part)]
     torch.testing.assert_close(held.embeddings, expected_table, rtol=0, atol=0)
     torch.testing.assert_close(held.adagrad, expected_adagrad, rtol=0, atol=0)
     assert not torch.equal(held.embeddings, table)
-    trainer.loader.close()
 
 
 def test_a_foreign_pool_is_read_per_bucket_and_drawn_from_per_batch(codex2, tmp_path):
     config = config_from_dict(small_config(codex2, tmp_path / "run", training={
         "epochs": 1, "foreign_negatives": 16, "foreign_pool": 200}))
     train(config)
-    trainer = Trainer(config)
-    trainer._load(Bucket(1, 1))
-    sample = trainer.foreign[("entity", 1)]
+    with Trainer(config) as trainer:
+        trainer._load(Bucket(1, 1))
+        sample = trainer.foreign[("entity", 1)]
     assert sample.rows.shape == (200, 16) and sample.per_batch == 16
     picks, leaf = sample.draw(torch.Generator().manual_seed(0))
     torch.testing.assert_close(leaf, sample.rows[picks], rtol=0, atol=0)
-    trainer.loader.close()

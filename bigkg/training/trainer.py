@@ -235,11 +235,24 @@ class Trainer:
                 self._end_epoch(epoch)
             self._restore_best()
         finally:
-            self.loader.close()
-            self.workers.close()
-            self.store.flush()  # the last version durable and named by LATEST before anyone reads it
-            self._release_run_dir()
+            self.close()
         return self._summary(time.perf_counter() - started, self._committed_edges() - edges_before)
+
+    def close(self) -> None:
+        """Stop the background loader and the Hogwild workers, wait until the last version
+        is durable and named by LATEST, and release the run dir. ``train`` ends with it; a
+        trainer built and not trained (to inspect it) needs it, or ``with Trainer(...)``.
+        Closing twice is harmless; a closed trainer trains no more."""
+        self.loader.close()
+        self.workers.close()
+        self.store.flush()  # before anyone reads the run
+        self._release_run_dir()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _train_bucket(self, epoch: int, bucket: Bucket, bar: tqdm) -> None:
         if self.manifest.bucket_count("train", *bucket) == 0:
