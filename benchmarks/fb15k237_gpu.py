@@ -48,6 +48,7 @@ from bigkg.evaluation import evaluate  # noqa: E402
 from bigkg.training.trainer import Trainer  # noqa: E402
 from benchmarks.pbg_env import in_loop_rate, locate_pbg, write_pbg_config  # noqa: E402
 from benchmarks.vs_pbg import timed  # noqa: E402
+from launcher.process_settings import prepare_training_process  # noqa: E402
 
 CONFIG = REPO / "benchmarks" / "configs" / "fb15k237_gpu.yaml"
 DEFAULT_DATA = (REPO / ".device" / "data" / "FB15k-237.tar.xz", REPO.parent / "shared" / "data" / "FB15k-237.tar.xz")
@@ -201,6 +202,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bigkg_fb15k237_gpu"))
     parser.add_argument("--json", type=Path, help="write every measurement here")
     args = parser.parse_args()
+    prepare_training_process()  # as `bigkg train` does
 
     source = args.data or next((p for p in DEFAULT_DATA if p.exists()), None)
     if source is None or not source.exists():
