@@ -26,8 +26,14 @@ def set_cpu_threads(threads: int) -> None:
     2-core machine with ``training.threads: 1`` each ran four busy threads, and
     each parallel kernel waited for its descheduled half. numba's count is per
     calling thread and at most NUMBA_NUM_THREADS.
+
+    numba first: its OpenMP pool shares torch's libgomp, and starting the pool
+    sets the calling thread's OpenMP count to NUMBA_NUM_THREADS, undoing an
+    earlier ``torch.set_num_threads``. Set the other way round, a trainer with
+    ``threads: 1`` ran torch's sorts and products on two threads, whose idle
+    half spun on a core another process needed (docs/benchmarks.md).
     """
     import numba  # here: evaluation imports this module and needs no numba
 
-    torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)

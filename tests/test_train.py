@@ -253,27 +253,31 @@ def test_cli_config_typo_and_json_summary(tiny, tmp_path, capsys):
 # -- CPU threads -------------------------------------------------------------------------
 THREADS_PROBE = """
 import json, sys
-import numba
+import numba, torch
 from bigkg.config import config_from_dict
 from bigkg.training.trainer import Trainer
-trainer = Trainer(config_from_dict(json.loads(sys.argv[1])), fresh=True)
-pool = trainer.workers.pool
-in_pool = pool.submit(numba.get_num_threads).result() if pool else None
-print(numba.get_num_threads(), in_pool)
+def counts():
+    return f"{numba.get_num_threads()},{torch.get_num_threads()}"
+torch.get_num_threads()  # torch used before the trainer starts numba's pool, as a large model's set-up does
+with Trainer(config_from_dict(json.loads(sys.argv[1])), fresh=True) as trainer:
+    pool = trainer.workers.pool
+    print(counts(), pool.submit(counts).result() if pool else None)
 """
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_training_threads_also_bound_numbas_parallel_kernels(tiny, tmp_path, workers):
-    """numba's count is per thread: it must be set in the thread that trains and in each worker."""
+def test_training_threads_bound_numba_and_torch_in_every_training_thread(tiny, tmp_path, workers):
+    """Both counts are per thread: they must be set in the thread that trains and in each
+    worker. torch's must survive numba starting its OpenMP pool (the same libgomp), which
+    resets the calling thread's OpenMP count to NUMBA_NUM_THREADS."""
     config = small_config(tiny, tmp_path / "run", training={"threads": 1, "workers": workers})
-    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # numba's own default: one thread per core
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}  # the defaults on 2 cores
     done = subprocess.run([sys.executable, "-c", THREADS_PROBE, json.dumps(config)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     in_main, in_pool = done.stdout.split()
-    assert in_main == "1"
-    assert in_pool == ("1" if workers > 1 else "None")
+    assert in_main == "1,1"
+    assert in_pool == ("1,1" if workers > 1 else "None")
 
 
 def test_foreign_negatives_come_from_other_partitions_and_their_gradients_land_later(codex2, tmp_path):
