@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from bigkg.device import set_cpu_threads
 from bigkg.nn import EncoderSpec, Graph, build_encoder
 from bigkg.nn.data import read_triples
 from bigkg.quant import SavedBytes
@@ -164,7 +165,8 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch and numba threads, as training.threads sets them (0: their defaults)")
 
 
 def main() -> None:
@@ -176,7 +178,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_cpu_threads(args.threads)
     device = parse_device(parser, args.device)
     cuda = device.type == "cuda"
 

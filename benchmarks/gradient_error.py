@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from encoder import add_step_arguments, load_triples  # noqa: E402
 
+from bigkg.device import set_cpu_threads  # noqa: E402
 from bigkg.nn import EncoderSpec, Graph, build_encoder  # noqa: E402
 
 MODES = ((8, "INT8"), (4, "INT4"), (2, "INT2"), (1, "INT1"))
@@ -71,7 +72,7 @@ def main() -> None:
     parser.add_argument("--spliced", action="store_true", help="encode a copy of the table (quantized in the first layer too)")
     args = parser.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_cpu_threads(args.threads)
     thresholds = [] if args.thresholds == "dense" else [float(v) for v in args.thresholds.split(",")]
 
     triples, num_entities, num_relations = load_triples(args.data)
