@@ -258,7 +258,7 @@ from bigkg.config import config_from_dict
 from bigkg.training.trainer import Trainer
 def counts():
     return f"{numba.get_num_threads()},{torch.get_num_threads()}"
-torch.get_num_threads()  # torch used before the trainer starts numba's pool, as a large model's set-up does
+torch.get_num_threads()  # torch's count for this thread is fixed before the trainer sets it, as a large model's set-up does
 with Trainer(config_from_dict(json.loads(sys.argv[1])), fresh=True) as trainer:
     pool = trainer.workers.pool
     print(counts(), pool.submit(counts).result() if pool else None)
