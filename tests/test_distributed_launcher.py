@@ -33,6 +33,31 @@ def test_worker_env_errors_name_the_variable(environ, message):
         WorkerEnv.from_environ(environ)
 
 
+# A worker's life in one fresh interpreter: join a gloo group of one, build the shared
+# optimizer as the trainer does (torch.optim's first optimizer imports torch._dynamo), leave.
+WORKER_LIFE = """
+import os, torch, torch.distributed as dist
+from bigkg.distributed.process_group import WorkerEnv, init_process_group
+init_process_group(WorkerEnv.from_environ(), torch.device("cpu"), timeout=30)
+torch.optim.Adagrad([torch.zeros(1, requires_grad=True)])
+dist.destroy_process_group()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print(",".join(n for n in names if "gloo" in n))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads through Linux's /proc")
+def test_destroying_the_process_group_stops_gloos_threads():
+    """Left running, gloo's threads are torn down at interpreter exit, which now and then
+    aborts a finished worker ("terminate called without an active exception")."""
+    env = {**os.environ, "RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0"}
+    env.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+    done = subprocess.run([sys.executable, "-c", WORKER_LIFE], cwd=REPO, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "", f"gloo threads still running: {done.stdout.strip()}"
+
+
 def test_launcher_alone_is_bigkg_train(tmp_path):
     data = REPO / "data" / "codex-s"
     dataset = tmp_path / "codex"

@@ -18,6 +18,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+# Imported before any group exists, on purpose: this module's functions take
+# ``group=group.WORLD`` as a default argument, bound at import. Imported later
+# (a process's first torch.optim optimizer imports it, through torch._dynamo),
+# the defaults hold the live default group, destroy_process_group cannot free
+# it, and gloo's threads are torn down at interpreter exit instead, which now
+# and then aborts a finished worker ("terminate called without an active exception").
+import torch.distributed.nn.functional  # noqa: F401
 
 from bigkg.errors import BigKGError
 
