@@ -122,9 +122,10 @@ def check_complete(run_dir: Path, reports: dict) -> None:
     assert meta["epoch"] == EPOCHS
 
 
-# Four workers on P=4 train up to four buckets at once, each from the same pulled shared
-# parameters (the relation vectors), and their deltas add up: test MRR 0.1849 and 0.1835
-# (0.1813 on a loaded machine) against 0.1923 single-process (docs/distributed.md).
+# Four workers on P=4 lose more MRR than two, likely because up to four buckets train at once
+# from the same pulled shared parameters (the relation vectors) and their deltas add up:
+# test MRR 0.1849 and 0.1835 (0.1813 on a loaded machine) against 0.1923 single-process
+# (docs/distributed.md).
 @pytest.mark.parametrize("workers, tolerance", [(2, 0.01), (4, 0.015)])
 def test_torchrun_single_node(fb4, single_mrr, tmp_path, workers, tolerance):
     run_dir = tmp_path / "run"
