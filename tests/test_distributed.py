@@ -81,7 +81,8 @@ def free_port() -> int:
 
 def torchrun(config: Path, *args: str, log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "torch.distributed.run", *args, "-m", "launcher", str(config)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # torchrun's agent leaves a torchelastic_* folder in the temporary directory: keep it in the test's own
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(log.parent)}
     return subprocess.Popen(command, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 

@@ -45,7 +45,7 @@ def test_rank0_commits_the_best_version_at_the_end(codex2, tmp_path):
                "--rdzv-endpoint", "127.0.0.1:0", "-m", "launcher", str(ruin), "--json", str(summary_path)]
     with open(log, "w") as out:
         done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)})  # torchrun's folder
     assert done.returncode == 0, log.read_text()[-5000:]
     assert "[rank 1]" in log.read_text()  # really two workers
 
