@@ -97,7 +97,7 @@ class _Recompute(torch.autograd.Function):
         out = fn(x, *aux)
         saved, meta = compress(x, bits)
         ctx.save_for_backward(*saved, *aux)
-        ctx.fn, ctx.meta, ctx.num_params = fn, meta, len(rest) - num_aux
+        ctx.fn, ctx.meta = fn, meta
         ctx.params = rest[num_aux:]
         return out
 
