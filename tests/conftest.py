@@ -1,4 +1,5 @@
-"""Shared fixtures: the real graphs of ../shared/data, unpacked once per test session.
+"""Shared fixtures: the real graphs of ../shared/data, unpacked once per test session,
+and a real TCPStore for the tests of the distributed pieces.
 
 The data directory is ``../shared/data`` relative to the repository, or the
 directory named by ``BIGKG_SHARED_DATA``; tests that need it skip cleanly
@@ -7,12 +8,14 @@ when it is absent.
 
 from __future__ import annotations
 
+import datetime
 import os
 import tarfile
 from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch.distributed as dist
 
 from partition_helpers import partition
 
@@ -54,3 +57,9 @@ def codex2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("codex") / "codex2"
     partition([CODEX / "train.txt"], out, num_partitions=2, valid=[str(CODEX / "valid.txt")], test=[str(CODEX / "test.txt")])
     return out
+
+
+@pytest.fixture
+def store() -> dist.TCPStore:
+    """A TCPStore server on a free port of this process (clients connect to ``store.port``)."""
+    return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=datetime.timedelta(seconds=30))

@@ -20,11 +20,6 @@ from bigkg.distributed.scheduler import DistributedScheduler, SchedulerTimeout
 from bigkg.schedule import Bucket
 
 
-@pytest.fixture
-def store():
-    return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=datetime.timedelta(seconds=30))
-
-
 def client(port: int, prefix: str = "run") -> dist.Store:
     tcp = dist.TCPStore("127.0.0.1", port, is_master=False, timeout=datetime.timedelta(seconds=30))
     return dist.PrefixStore(prefix, tcp)
