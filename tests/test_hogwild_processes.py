@@ -16,7 +16,7 @@ from bigkg.checkpoint import CheckpointStore
 from bigkg.config import config_from_dict
 from bigkg.format import load_manifest
 from bigkg.training.hogwild import _SentTensors
-from bigkg.training.trainer import initial_partition
+from bigkg.training.initial import initial_partition
 from partition_helpers import partition
 
 REPO = Path(__file__).resolve().parents[1]

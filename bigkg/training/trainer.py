@@ -41,6 +41,7 @@ from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
 from bigkg.training.foreign import DeferredUpdates, ForeignSample
 from bigkg.training.hogwild import SHARED_MEMORY, GroupWork, ProcessWorkers, ThreadWorkers
+from bigkg.training.initial import InitialPartitions
 from bigkg.training.metrics import MetricsLog
 from bigkg.training.step import BatchStep, LossFn
 
@@ -110,13 +111,6 @@ def build_validator(config: Config, manifest: Manifest) -> Validator | None:
 
 def build_generator(config: Config, device: torch.device, offset: int = 0) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(config.seed * 7919 + offset)
-
-
-def initial_partition(config: Config, key: PartitionKey, size: int, type_index: int) -> PartitionState:
-    """Seeded N(0, init_scale²) embeddings and zero Adagrad state."""
-    gen = torch.Generator().manual_seed(config.seed * 1_000_003 + type_index * 10_007 + key[1])
-    emb = torch.randn(size, config.model.dim, generator=gen) * config.model.init_scale
-    return PartitionState(emb, torch.zeros(size))
 
 
 class Trainer:
@@ -456,13 +450,7 @@ class Trainer:
         if version is None:
             self.metrics.truncate(0)
             self.progress = Progress()
-            keys = all_partition_keys(self.manifest)
-            type_index = {et.name: k for k, et in enumerate(self.manifest.entity_types)}
-            partitions = {
-                key: initial_partition(self.config, key, self.manifest.entity_type(key[0]).partition_counts[key[1]], type_index[key[0]])
-                for key in keys
-            }
-            return self._write_version(self._shared_state(), partitions, base=None)
+            return self._write_version(self._shared_state(), InitialPartitions(self.config, self.manifest), base=None)
         self._check_fits(version)
         shared = version.load_shared(self.model, self.shared_optimizer)
         if self.deferred_in_checkpoints:
