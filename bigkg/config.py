@@ -96,6 +96,9 @@ class ModelConfig:
     regularizer: str = opt("none", "regularizer on the embedding rows and relation parameters used by a batch", REGULARIZERS)
     regularization_weight: float = opt(0.0, "weight of the regularizer", minimum=0.0)
     init_scale: float = opt(0.001, "standard deviation of the initial entity embeddings", minimum=0.0)
+    init_from: str | None = opt(
+        None, "a fresh run starts each entity from the vector of the same type and name in this export of "
+        "'bigkg export' (Parquet, HDF5, npz or npy directory), if it has one; the others start random")
     encoder: EncoderConfig = opt(EncoderConfig(), "entity encoder section")
 
 

@@ -70,6 +70,7 @@ class Progress:
     best_version: str | None = None  # the checkpoint version that scored best_valid_mrr
     best_epoch: int | None = None  # the epoch index of that validation
     restored_from: dict[str, Any] | None = None  # the best version, once made the final checkpoint
+    initialised_from: dict[str, Any] | None = None  # model.init_from's path and rows matched per entity type
     stale_validations: int = 0
     stopped_early: bool = False
     valid: list[dict[str, Any]] = field(default_factory=list)
@@ -450,7 +451,10 @@ class Trainer:
         if version is None:
             self.metrics.truncate(0)
             self.progress = Progress()
-            return self._write_version(self._shared_state(), InitialPartitions(self.config, self.manifest), base=None)
+            partitions = InitialPartitions(self.config, self.manifest)
+            version = self._write_version(self._shared_state(), partitions, base=None)
+            self.progress.initialised_from = partitions.report()  # in every later version's meta
+            return version
         self._check_fits(version)
         shared = version.load_shared(self.model, self.shared_optimizer)
         if self.deferred_in_checkpoints:
@@ -495,6 +499,7 @@ class Trainer:
             "final_loss_per_edge": epochs[-1]["loss_per_edge"] if epochs else None,
             "best_valid_mrr": p.best_valid_mrr,
             "restored_from": p.restored_from,
+            "initialised_from": p.initialised_from,
             "valid": p.valid,
             "device": str(self.device),
         }
