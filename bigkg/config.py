@@ -97,9 +97,18 @@ class ModelConfig:
     regularization_weight: float = opt(0.0, "weight of the regularizer", minimum=0.0)
     init_scale: float = opt(0.001, "standard deviation of the initial entity embeddings", minimum=0.0)
     init_from: str | None = opt(
-        None, "a fresh run starts each entity from the vector of the same type and name in this export of "
-        "'bigkg export' (Parquet, HDF5, npz or npy directory), if it has one; the others start random")
+        None, "a fresh run starts from this earlier run directory (its latest checkpoint: entity vectors and "
+        "Adagrad state by type and name, relation parameters by relation name) or this export of 'bigkg "
+        "export' (Parquet, HDF5, npz, npy directory: entity vectors by type and name); the rest starts afresh")
     encoder: EncoderConfig = opt(EncoderConfig(), "entity encoder section")
+
+    # The options a checkpoint's parameters depend on: a run resumes only under the same values.
+    STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "reciprocal", "encoder")
+
+    def structure(self) -> dict[str, Any]:
+        """The values of ``STRUCTURAL_OPTIONS`` (recorded in every checkpoint)."""
+        values = dataclasses.asdict(self)
+        return {k: self.encoder.structure() if k == "encoder" else values[k] for k in self.STRUCTURAL_OPTIONS}
 
 
 @dataclass

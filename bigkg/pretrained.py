@@ -1,25 +1,28 @@
-"""Start a run from vectors that ``bigkg export`` wrote (``model.init_from``), like PBG's
-``init_path`` or PyKEEN's pretrained initialisers, but matched by name.
+"""Start a fresh run from an earlier one (``model.init_from``), like PBG's ``init_path``,
+but matched by name rather than by position.
 
-The source is any export format (Parquet, HDF5, an npz archive or an npy directory,
-told apart by content, not by name), made from any dataset: a row is used for the entity
-of the same type and name in this run's dataset, wherever the partitioner put it. The
-entities without a row keep their random initialisation, so a graph that grew since the
-export starts from what was learnt and learns only its new entities from scratch.
+The source is an earlier run directory (its latest checkpoint: entity vectors with their
+row-wise Adagrad state, relation parameters with their optimizer state) or anything
+``bigkg export`` writes (Parquet, HDF5, an npz archive or an npy directory, told apart by
+content: entity vectors only), made from any dataset. A row is used for the entity of the
+same type and name in this run's dataset, wherever the partitioner put it, and a
+relation's parameters for the relation of the same name. What the source lacks keeps its
+fresh initialisation, so a graph that grew since starts from what was learnt.
 
-Memory holds one destination partition and one batch of the source at a time: each
-partition reads the source once (only the rows of its type are kept), the same order
-of reads as one epoch's partition swaps. Names are looked up in the partitioner's numba
+Memory holds one destination partition and one batch (or checkpoint partition) of the
+source at a time: each partition reads the source's rows of its type once, the same
+order of reads as one epoch's partition swaps. Names are looked up in the partitioner's numba
 table of the partition's names, built once per partition: 12x faster per row than
 pyarrow's ``index_in``, which hashes the whole value set again for every batch.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generator, Iterator
+from typing import Any, Generator, Iterator
 
 import h5py
 import numpy as np
@@ -27,10 +30,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+from torch import nn
 
+from bigkg.checkpoint import CheckpointStore, PartitionState
+from bigkg.config import Config, load_config
 from bigkg.errors import BigKGError
-from bigkg.format import read_entity_names
+from bigkg.format import Manifest, load_manifest, read_entity_names
 from partitioner.strtable import StringTable
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 65536
 PARQUET_COLUMNS = ("entity_type", "name", "embedding")
@@ -41,15 +49,16 @@ class PretrainedError(BigKGError):
 
 
 @dataclass
-class ExportedRows:
-    """Consecutive rows of one entity type of an export."""
+class SourceRows:
+    """Consecutive rows of one entity type of an export or a checkpoint."""
 
     entity_type: str
     names: pa.Array  # string
     vectors: np.ndarray  # [n, d] float32
+    adagrad: np.ndarray | None = None  # [n] float32; a checkpoint's row-wise Adagrad state
 
 
-def read_exported(path: Path, batch_rows: int = BATCH_ROWS) -> Generator[ExportedRows, None, None]:
+def read_exported(path: Path, batch_rows: int = BATCH_ROWS) -> Generator[SourceRows, None, None]:
     """Every row of an export in batches of at most ``batch_rows``, in file order."""
     if path.is_dir():
         return _read_npy_dir(path, batch_rows)
@@ -68,7 +77,7 @@ def read_exported(path: Path, batch_rows: int = BATCH_ROWS) -> Generator[Exporte
     )
 
 
-def _read_parquet(path: Path, batch_rows: int) -> Iterator[ExportedRows]:
+def _read_parquet(path: Path, batch_rows: int) -> Iterator[SourceRows]:
     file = pq.ParquetFile(path)
     missing = [c for c in PARQUET_COLUMNS if c not in file.schema_arrow.names]
     if missing:
@@ -83,7 +92,7 @@ def _read_parquet(path: Path, batch_rows: int) -> Iterator[ExportedRows]:
         vectors = _list_vectors(batch.column("embedding"), path, start)
         for entity_type in pc.unique(types).to_pylist():
             rows = pc.equal(types, entity_type)
-            yield ExportedRows(entity_type, batch.column("name").filter(rows), vectors[rows.to_numpy(zero_copy_only=False)])
+            yield SourceRows(entity_type, batch.column("name").filter(rows), vectors[rows.to_numpy(zero_copy_only=False)])
         start += batch.num_rows
 
 
@@ -100,7 +109,7 @@ def _list_vectors(column: pa.Array, path: Path, start: int) -> np.ndarray:
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(column), int(lengths[0]))
 
 
-def _read_hdf5(path: Path, batch_rows: int) -> Iterator[ExportedRows]:
+def _read_hdf5(path: Path, batch_rows: int) -> Iterator[SourceRows]:
     with h5py.File(path, "r") as fh:
         for entity_type, group in fh.items():
             if not isinstance(group, h5py.Group) or "embedding" not in group or "name" not in group:
@@ -108,10 +117,10 @@ def _read_hdf5(path: Path, batch_rows: int) -> Iterator[ExportedRows]:
             embedding, names = group["embedding"], group["name"].asstr()
             for start in range(0, embedding.shape[0], batch_rows):
                 stop = min(start + batch_rows, embedding.shape[0])
-                yield ExportedRows(entity_type, pa.array(names[start:stop], pa.string()), embedding[start:stop].astype(np.float32, copy=False))
+                yield SourceRows(entity_type, pa.array(names[start:stop], pa.string()), embedding[start:stop].astype(np.float32, copy=False))
 
 
-def _read_npz(path: Path, batch_rows: int) -> Iterator[ExportedRows]:
+def _read_npz(path: Path, batch_rows: int) -> Iterator[SourceRows]:
     with np.load(path, allow_pickle=False) as archive:
         for key in archive.files:
             entity_type, _, field = key.rpartition("/")
@@ -122,10 +131,10 @@ def _read_npz(path: Path, batch_rows: int) -> Iterator[ExportedRows]:
             embedding, names = archive[key], archive[f"{entity_type}/name"]
             for start in range(0, embedding.shape[0], batch_rows):
                 rows = slice(start, start + batch_rows)
-                yield ExportedRows(entity_type, pa.array(names[rows].tolist(), pa.string()), embedding[rows].astype(np.float32, copy=False))
+                yield SourceRows(entity_type, pa.array(names[rows].tolist(), pa.string()), embedding[rows].astype(np.float32, copy=False))
 
 
-def _read_npy_dir(path: Path, batch_rows: int) -> Iterator[ExportedRows]:
+def _read_npy_dir(path: Path, batch_rows: int) -> Iterator[SourceRows]:
     embeddings = sorted(path.glob("*.embedding.npy"))
     if not embeddings:
         raise PretrainedError(f"model.init_from: the directory {path} holds no '<type>.embedding.npy' of an npy export")
@@ -141,35 +150,171 @@ def _read_npy_dir(path: Path, batch_rows: int) -> Iterator[ExportedRows]:
                 if lines and not lines[-1]:  # readline gives "" only at the end of the file
                     raise PretrainedError(f"model.init_from: {names_path} has fewer names than {file.name} has rows ({embedding.shape[0]})")
                 names = pa.array([line.rstrip("\n") for line in lines], pa.string())
-                yield ExportedRows(entity_type, names, np.asarray(embedding[start : start + len(lines)], dtype=np.float32))
+                yield SourceRows(entity_type, names, np.asarray(embedding[start : start + len(lines)], dtype=np.float32))
 
 
-class PretrainedVectors:
-    """Copies an export's vectors into a fresh run's partitions, by entity type and name."""
+class ExportSource:
+    """Entity vectors of an export; it has no relation parameters or optimizer state."""
 
-    def __init__(self, path: str | Path, dataset: str | Path, dim: int):
-        self.path, self.dataset, self.dim = Path(path), Path(dataset), dim
-        self.matched: dict[str, int] = {}  # per entity type: rows that took an exported vector
-        with closing(read_exported(self.path)) as rows:  # a missing or foreign file fails now, not at the first partition
+    kind = "export"
+
+    def __init__(self, path: Path):
+        self.path = path
+        with closing(read_exported(path)) as rows:  # a missing or foreign file fails now, not at the first partition
             next(rows, None)
 
-    def fill(self, entity_type: str, part: int, embeddings: torch.Tensor) -> None:
-        """Overwrite the rows of ``entity_type``'s partition ``part`` that have an exported vector."""
+    def rows(self, entity_type: str) -> Iterator[SourceRows]:
+        return (rows for rows in read_exported(self.path) if rows.entity_type == entity_type)
+
+    def load_shared(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, relations: list[str]) -> int:
+        return 0
+
+
+class RunSource:
+    """The latest checkpoint of an earlier run: entity vectors with their Adagrad state, read
+    partition by partition, and the relation parameters with their optimizer state."""
+
+    kind = "checkpoint"
+
+    def __init__(self, run_dir: Path, config: Config):
+        self.path = run_dir
+        self.version = CheckpointStore(run_dir).latest()
+        if self.version is None:
+            raise PretrainedError(f"model.init_from: the run directory {run_dir} holds no complete checkpoint")
+        try:
+            self.dataset = Path(load_config(run_dir / "config.yaml", []).dataset)
+            self.manifest = load_manifest(self.dataset)
+        except BigKGError as exc:
+            raise PretrainedError(f"model.init_from: the dataset of the run {run_dir} cannot be read: {exc}") from exc
+        meta = self.version.meta
+        if meta["partition_counts"] != {et.name: et.partition_counts for et in self.manifest.entity_types}:
+            raise PretrainedError(f"model.init_from: {self.version.path} was not trained on {self.dataset}, which its config names")
+        self.relations: list[str] = meta["relations"]
+        # The shared parameters fit this run's model only where every option they depend on agrees.
+        new = config.model.structure()
+        self.differs = next((key for key in config.model.STRUCTURAL_OPTIONS if meta["model"].get(key) != new[key]), None)
+        if self.differs == "dim":
+            raise PretrainedError(
+                f"model.init_from: {self.version.path} holds {meta['model']['dim']}-dimensional vectors, but model.dim is {config.model.dim}"
+            )
+
+    def rows(self, entity_type: str) -> Iterator[SourceRows]:
+        for et in self.manifest.entity_types:
+            if et.name == entity_type:
+                for part in range(len(et.partition_counts)):
+                    embeddings, adagrad = self.version.load_partition(entity_type, part)
+                    names = read_entity_names(self.dataset, entity_type, part)
+                    yield SourceRows(entity_type, names, embeddings.numpy(), adagrad.numpy())
+
+    def load_shared(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, relations: list[str]) -> int:
+        """Give ``model``'s relation parameters (and their optimizer state) the checkpoint's values
+        of the relations of the same name; returns how many relations took them."""
+        if self.differs is not None:
+            log.warning("model.init_from: the relation parameters start afresh: %s was trained with model.%s=%r",
+                        self.version.path, self.differs, self.version.meta["model"].get(self.differs))
+            return 0
+        state = self.version.shared_state()
+        if relations == self.relations:
+            model.load_state_dict(state["model"])
+            if optimizer is not None and state.get("optimizer"):
+                optimizer.load_state_dict(state["optimizer"])
+            return len(relations)
+        if next(model.encoder.parameters(), None) is not None:
+            log.warning("model.init_from: the relation and encoder parameters start afresh: the relations of %s differ "
+                        "from this dataset's, and a graph encoder's parameters cannot be matched by relation name", self.path)
+            return 0
+        return remap_relation_parameters(model, optimizer, state, self.relations, relations)
+
+
+def remap_relation_parameters(model: nn.Module, optimizer: torch.optim.Optimizer | None, state: dict[str, Any],
+                              old: list[str], new: list[str]) -> int:
+    """Copy the rows of the relations ``new`` shares with ``old`` from ``state`` (a checkpoint's
+    shared state) into ``model``'s operator parameters and the optimizer's state for them; every
+    such tensor has a row per relation, then with reciprocal relations a row per twin. Returns
+    the number of relations shared."""
+    index = {name: k for k, name in enumerate(old)}
+    pairs = [(k, index[name]) for k, name in enumerate(new) if name in index]
+    if not pairs:
+        return 0
+    new_rows, old_rows = (torch.tensor(rows) for rows in zip(*pairs))
+    if model.reciprocal:  # each relation's reciprocal twin sits R rows further
+        new_rows, old_rows = torch.cat([new_rows, new_rows + len(new)]), torch.cat([old_rows, old_rows + len(old)])
+
+    def merged(current: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+        out = current.detach().clone()
+        out[new_rows.to(out.device)] = saved[old_rows].to(out.device)
+        return out
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(merged(param, state["model"][name]))
+    if optimizer is not None and state.get("optimizer"):
+        # the optimizer's order (build_shared_optimizer)
+        params = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+        current = optimizer.state_dict()
+        for k, saved in state["optimizer"]["state"].items():
+            name, param = params[k]
+            slot = current["state"].setdefault(k, {})
+            for key, value in saved.items():
+                per_row = torch.is_tensor(value) and value.shape == state["model"][name].shape  # not a step count
+                slot[key] = merged(slot.get(key, torch.zeros_like(param)), value) if per_row else value
+        optimizer.load_state_dict(current)
+    return len(pairs)
+
+
+def open_source(path: str | Path, config: Config) -> ExportSource | RunSource:
+    """A run directory (it has ``config.yaml`` or ``checkpoints/``) or an export."""
+    path = Path(path)
+    run_dir = (path / "config.yaml").is_file() or (path / "checkpoints").is_dir()
+    return RunSource(path, config) if run_dir else ExportSource(path)
+
+
+class PretrainedInit:
+    """Fills a fresh run's partitions and shared parameters from ``model.init_from``."""
+
+    def __init__(self, config: Config):
+        assert config.model.init_from
+        self.source = open_source(config.model.init_from, config)
+        self.dataset, self.dim = Path(config.dataset), config.model.dim
+        self.matched: dict[str, int] = {}  # per entity type: rows that took the source's values
+        self.relations = 0  # relations whose parameters came from the source
+        if self.source.kind == "export" and config.model.encoder.name != "none":
+            log.warning("model.init_from: the exported vectors become the embeddings the %s encoder reads; an export "
+                        "of a run with an encoder holds that encoder's outputs", config.model.encoder.name)
+
+    def load_shared(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, relations: list[str]) -> None:
+        self.relations = self.source.load_shared(model, optimizer, relations)
+
+    def fill(self, entity_type: str, part: int, state: PartitionState) -> None:
+        """Overwrite the rows of ``entity_type``'s partition ``part`` that the source has (their
+        vectors, and their Adagrad state where the source has one)."""
         names = read_entity_names(self.dataset, entity_type, part)
         if not len(names):
             return
         lookup = StringTable(len(names))
         lookup.add(names, np.zeros(len(names), np.int32))  # ids in insertion order: the local ids
-        for rows in read_exported(self.path):
-            if rows.entity_type != entity_type or not len(rows.names):
+        for rows in self.source.rows(entity_type):
+            if not len(rows.names):
                 continue
             if rows.vectors.shape[1] != self.dim:
                 raise PretrainedError(
-                    f"model.init_from: {self.path} holds {rows.vectors.shape[1]}-dimensional vectors for entity type "
-                    f"{entity_type!r}, but model.dim is {self.dim}"
+                    f"model.init_from: {self.source.path} holds {rows.vectors.shape[1]}-dimensional vectors for entity "
+                    f"type {entity_type!r}, but model.dim is {self.dim}"
                 )
             local = lookup.find(rows.names, np.zeros(len(rows.names), np.int32))
             found = local >= 0
-            ids = local[found]
-            embeddings[torch.from_numpy(ids)] = torch.from_numpy(rows.vectors[found])
+            ids = torch.from_numpy(local[found])
+            state.embeddings[ids] = torch.from_numpy(rows.vectors[found])
+            if rows.adagrad is not None:
+                state.adagrad[ids] = torch.from_numpy(rows.adagrad[found])
             self.matched[entity_type] = self.matched.get(entity_type, 0) + len(ids)
+
+    def report(self, manifest: Manifest) -> dict[str, Any]:
+        """The source, and how many entities of each type and relations took its values (also logged)."""
+        entities = {et.name: et.count for et in manifest.entity_types}
+        matched = {name: self.matched.get(name, 0) for name in entities}
+        for name, n in matched.items():
+            log.info("model.init_from: %d of %d entities of type %r start from %s", n, entities[name], name, self.source.path)
+        log.info("model.init_from: %d of %d relations start from %s", self.relations, len(manifest.relations), self.source.path)
+        return {"path": str(self.source.path), "source": self.source.kind, "entities": entities, "matched": matched,
+                "relations": len(manifest.relations), "relations_matched": self.relations}

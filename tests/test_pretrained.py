@@ -58,43 +58,107 @@ def run_config(dataset: Path, run_dir: Path, **model) -> dict:
     }
 
 
-def first_version_vectors(run_dir: Path, dataset: Path) -> dict[str, np.ndarray]:
-    """name -> the vector the run's latest checkpoint holds for it."""
+def first_version(run_dir: Path, dataset: Path) -> tuple[dict[str, np.ndarray], dict[str, float], dict]:
+    """(name -> vector, name -> Adagrad state, shared state) of the run's latest checkpoint."""
     version = CheckpointStore(run_dir).latest()
-    vectors = {}
+    vectors, adagrad = {}, {}
     for part in range(load_manifest(dataset).num_partitions):
         names = read_entity_names(dataset, "entity", part).to_pylist()
-        vectors.update(zip(names, version.load_partition("entity", part)[0].numpy()))
-    return vectors
+        embeddings, state = version.load_partition("entity", part)
+        vectors.update(zip(names, embeddings.numpy()))
+        adagrad.update(zip(names, state.tolist()))
+    return vectors, adagrad, version.shared_state()
 
 
-def test_a_grown_graph_starts_from_the_exported_vectors_of_the_entities_it_shares(tmp_path):
-    """Train on the first 40% of CoDEx-S's training edges, export, and start a run on all of
-    them in another partitioning: shared entities start from the exported vectors exactly,
-    new ones exactly as a run without init_from starts them."""
+def relation_names(dataset: Path) -> list[str]:
+    return [r.name for r in load_manifest(dataset).relations]
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory) -> Path:
+    """An "old" graph of the first 40% of CoDEx-S's training edges (P=2; 41 of its 42 relations),
+    trained one epoch and exported, and the "new" graph of all of them (P=3)."""
+    work = tmp_path_factory.mktemp("grown")
     lines = (CODEX / "train.txt").read_text().splitlines(keepends=True)
-    (tmp_path / "old.txt").write_text("".join(lines[: len(lines) * 2 // 5]))
-    partition([tmp_path / "old.txt"], tmp_path / "old", num_partitions=2, seed=1)
-    partition([CODEX / "train.txt"], tmp_path / "new", num_partitions=3, seed=2)
-    old_config = run_config(tmp_path / "old", tmp_path / "old_run")
+    (work / "old.txt").write_text("".join(lines[: len(lines) * 2 // 5]))
+    partition([work / "old.txt"], work / "old", num_partitions=2, seed=1)
+    partition([CODEX / "train.txt"], work / "new", num_partitions=3, seed=2)
+    old_config = run_config(work / "old", work / "old_run")
     old_config["training"]["epochs"] = 1
     train(config_from_dict(old_config))
-    (tmp_path / "old_run.yaml").write_text(json.dumps(old_config))
-    assert cli_main(["export", str(tmp_path / "old_run.yaml"), "--format", "parquet", "--out", str(tmp_path / "old.parquet")]) == 0
+    (work / "old_run.yaml").write_text(json.dumps(old_config))
+    assert cli_main(["export", str(work / "old_run.yaml"), "--format", "parquet", "--out", str(work / "old.parquet")]) == 0
+    train(config_from_dict(run_config(work / "new", work / "cold")))  # the fresh start, for comparison
+    return work
 
-    summary = train(config_from_dict(run_config(tmp_path / "new", tmp_path / "warm", init_from=str(tmp_path / "old.parquet"))))
-    train(config_from_dict(run_config(tmp_path / "new", tmp_path / "cold")))
 
-    exported = {r["name"]: np.array(r["embedding"], np.float32) for r in pq.read_table(tmp_path / "old.parquet").to_pylist()}
-    warm = first_version_vectors(tmp_path / "warm", tmp_path / "new")
-    cold = first_version_vectors(tmp_path / "cold", tmp_path / "new")
+def test_a_grown_graph_starts_from_the_exported_vectors_of_the_entities_it_shares(grown, tmp_path):
+    """Shared entities start from the exported vectors exactly, new ones exactly as a run
+    without init_from starts them; relations and Adagrad state start afresh."""
+    summary = train(config_from_dict(run_config(grown / "new", tmp_path / "warm", init_from=str(grown / "old.parquet"))))
+    exported = {r["name"]: np.array(r["embedding"], np.float32) for r in pq.read_table(grown / "old.parquet").to_pylist()}
+    warm, warm_adagrad, warm_shared = first_version(tmp_path / "warm", grown / "new")
+    cold, _, cold_shared = first_version(grown / "cold", grown / "new")
     shared = exported.keys() & warm.keys()
     assert shared == exported.keys() and len(shared) < len(warm)  # the old graph's entities, and new ones
     for name, vector in warm.items():
         np.testing.assert_array_equal(vector, exported[name] if name in exported else cold[name])
+    assert not any(warm_adagrad.values())
+    for key, value in cold_shared["model"].items():
+        torch.testing.assert_close(warm_shared["model"][key], value, rtol=0, atol=0)
     assert summary["initialised_from"] == {
-        "path": str(tmp_path / "old.parquet"), "matched": {"entity": len(shared)}, "entities": {"entity": len(warm)},
+        "path": str(grown / "old.parquet"), "source": "export", "entities": {"entity": len(warm)},
+        "matched": {"entity": len(shared)}, "relations": 42, "relations_matched": 0,
     }
+
+
+def test_a_grown_graph_starts_from_the_run_directory_with_its_optimizer_state(grown, tmp_path):
+    """From the old run's checkpoint: shared entities take their vectors and Adagrad state,
+    the 41 shared relations (and their reciprocal twins, 41 rows apart there and 42 here)
+    their operator rows and Adagrad sums; the rest starts as a fresh run does."""
+    summary = train(config_from_dict(run_config(grown / "new", tmp_path / "warm", init_from=str(grown / "old_run"))))
+    old, old_adagrad, old_shared = first_version(grown / "old_run", grown / "old")
+    warm, warm_adagrad, warm_shared = first_version(tmp_path / "warm", grown / "new")
+    cold, _, cold_shared = first_version(grown / "cold", grown / "new")
+    assert any(old_adagrad.values())
+    for name in warm:
+        np.testing.assert_array_equal(warm[name], old[name] if name in old else cold[name])
+        assert warm_adagrad[name] == old_adagrad.get(name, 0.0)
+    old_relations, new_relations = relation_names(grown / "old"), relation_names(grown / "new")
+    assert len(old_relations) == 41 and len(new_relations) == 42
+    slots = [(k, old_relations.index(r)) for k, r in enumerate(new_relations) if r in old_relations]
+    fresh = [k for k, r in enumerate(new_relations) if r not in old_relations]
+    sums = {k: state["sum"] for k, state in warm_shared["optimizer"]["state"].items()}
+    old_sums = {k: state["sum"] for k, state in old_shared["optimizer"]["state"].items()}
+    for k, key in enumerate(cold_shared["model"]):  # the optimizer numbers the parameters in this order
+        for twin in (0, 1):
+            for new_row, old_row in slots:
+                torch.testing.assert_close(warm_shared["model"][key][new_row + 42 * twin], old_shared["model"][key][old_row + 41 * twin])
+                torch.testing.assert_close(sums[k][new_row + 42 * twin], old_sums[k][old_row + 41 * twin])
+            for new_row in fresh:
+                torch.testing.assert_close(warm_shared["model"][key][new_row + 42 * twin], cold_shared["model"][key][new_row + 42 * twin])
+                assert not sums[k][new_row + 42 * twin].any()
+    assert summary["initialised_from"]["source"] == "checkpoint"
+    assert summary["initialised_from"]["matched"] == {"entity": len(old)} and summary["initialised_from"]["relations_matched"] == 41
+
+
+def test_the_same_relations_take_the_whole_shared_state_and_another_model_none_of_it(grown, tmp_path, caplog):
+    partition([grown / "old.txt"], tmp_path / "same", num_partitions=1, seed=5)  # the old edges, another layout
+    train(config_from_dict(run_config(tmp_path / "same", tmp_path / "warm", init_from=str(grown / "old_run"))))
+    old, _, old_shared = first_version(grown / "old_run", grown / "old")
+    warm, _, warm_shared = first_version(tmp_path / "warm", tmp_path / "same")
+    assert warm.keys() == old.keys() and all((warm[n] == old[n]).all() for n in old)
+    for key, value in old_shared["model"].items():
+        torch.testing.assert_close(warm_shared["model"][key], value, rtol=0, atol=0)
+    assert str(warm_shared["optimizer"]) == str(old_shared["optimizer"])
+
+    other = run_config(tmp_path / "same", tmp_path / "other", init_from=str(grown / "old_run"))
+    other["model"]["operator"] = "diagonal"
+    summary = train(config_from_dict(other))
+    assert summary["initialised_from"]["relations_matched"] == 0 and summary["initialised_from"]["matched"] == {"entity": len(old)}
+    assert "model.operator='complex_diagonal'" in caplog.text
+    _, _, other_shared = first_version(tmp_path / "other", tmp_path / "same")
+    assert (other_shared["model"]["operators.0.diagonal"] == 1).all()  # the diagonal operator's fresh start
 
 
 @pytest.fixture()
@@ -118,10 +182,14 @@ def assert_no_version_written(run_dir: Path) -> None:
     assert not list(run_dir.rglob("*.tmp-*"))
 
 
-def test_a_dimension_mismatch_names_the_file_and_both_dimensions_and_writes_no_checkpoint(small, tmp_path):
+def test_a_dimension_mismatch_names_the_source_and_both_dimensions_and_writes_no_checkpoint(small, tmp_path):
     source = write_parquet_export(tmp_path / "emb.parquet", ["entity0", "entity1"], [[0.5] * 8, [1.0] * 8])
     with pytest.raises(PretrainedError, match=r"emb\.parquet holds 8-dimensional vectors for entity type 'entity', but model.dim is 16"):
         train(config_from_dict(run_config(small, tmp_path / "run", init_from=str(source))))
+    assert_no_version_written(tmp_path / "run")
+    train(config_from_dict(run_config(small, tmp_path / "earlier")))
+    with pytest.raises(PretrainedError, match=r"earlier/checkpoints/v000000 holds 16-dimensional vectors, but model.dim is 8"):
+        train(config_from_dict(run_config(small, tmp_path / "run", init_from=str(tmp_path / "earlier"), dim=8)))
     assert_no_version_written(tmp_path / "run")
 
 
@@ -141,6 +209,7 @@ def test_what_is_not_an_export_is_a_clear_error(small, tmp_path):
         (missing, r"missing.parquet, row 1: the embedding is missing"),
         (unnamed, r"unnamed.parquet, row 1: no name"),
         (tmp_path, r"holds no '<type>.embedding.npy'"),
+        (tmp_path / "run0", r"the run directory .*run0 holds no complete checkpoint"),  # the case above made it
     ]
     for k, (source, message) in enumerate(cases):
         with pytest.raises(PretrainedError, match=message):
@@ -152,10 +221,10 @@ def test_the_init_is_ignored_on_resume(small, tmp_path):
     """A run resumes from its checkpoint; init_from only decides a fresh run's first version."""
     first = train(config_from_dict(run_config(small, tmp_path / "run")))
     source = write_parquet_export(tmp_path / "emb.parquet", ["entity0"], [[7.0] * 16])
-    before = first_version_vectors(tmp_path / "run", small)
+    before = first_version(tmp_path / "run", small)[0]
     summary = train(config_from_dict(run_config(small, tmp_path / "run", init_from=str(source))))
     assert first["initialised_from"] is None and summary["initialised_from"] is None
-    np.testing.assert_array_equal(first_version_vectors(tmp_path / "run", small)["entity0"], before["entity0"])
+    np.testing.assert_array_equal(first_version(tmp_path / "run", small)[0]["entity0"], before["entity0"])
     fresh = train(config_from_dict(run_config(small, tmp_path / "run", init_from=str(source))), fresh=True)
     assert fresh["initialised_from"]["matched"] == {"entity": 1}
-    np.testing.assert_array_equal(first_version_vectors(tmp_path / "run", small)["entity0"], [7.0] * 16)
+    np.testing.assert_array_equal(first_version(tmp_path / "run", small)[0]["entity0"], [7.0] * 16)

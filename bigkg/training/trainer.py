@@ -36,6 +36,7 @@ from bigkg.losses import LOSSES
 from bigkg.model import KGModel, build_model
 from bigkg.negatives import foreign_rows
 from bigkg.optim import RowAdagrad, build_shared_optimizer, preload_cpu_kernels
+from bigkg.pretrained import PretrainedInit
 from bigkg.run_lock import lock_run_dir
 from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
@@ -46,9 +47,6 @@ from bigkg.training.metrics import MetricsLog
 from bigkg.training.step import BatchStep, LossFn
 
 log = logging.getLogger(__name__)
-
-# Model options a checkpoint cannot be resumed under if they change.
-STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "reciprocal", "encoder")
 
 Validator = Callable[[CheckpointStore], dict[str, Any]]
 
@@ -428,17 +426,12 @@ class Trainer:
             state["deferred"] = self.deferred.snapshot()
         return state
 
-    def _structure(self) -> dict[str, Any]:
-        """The model options a checkpoint's parameters depend on."""
-        model = dataclasses.asdict(self.config.model)
-        return {k: self.config.model.encoder.structure() if k == "encoder" else model[k] for k in STRUCTURAL_OPTIONS}
-
     def _meta(self) -> dict[str, Any]:
         return {
             "epoch": self.progress.epoch,
             "finished_buckets": [list(b) for b in self.progress.finished],
             "dim": self.config.model.dim,
-            "model": self._structure(),
+            "model": self.config.model.structure(),
             "partition_counts": {et.name: et.partition_counts for et in self.manifest.entity_types},
             "relations": [r.name for r in self.manifest.relations],
             "metrics_lines": self.metrics.lines,
@@ -451,9 +444,13 @@ class Trainer:
         if version is None:
             self.metrics.truncate(0)
             self.progress = Progress()
-            partitions = InitialPartitions(self.config, self.manifest)
+            pretrained = PretrainedInit(self.config) if self.config.model.init_from else None
+            if pretrained is not None:
+                pretrained.load_shared(self.model, self.shared_optimizer, [r.name for r in self.manifest.relations])
+            partitions = InitialPartitions(self.config, self.manifest, pretrained)
             version = self._write_version(self._shared_state(), partitions, base=None)
-            self.progress.initialised_from = partitions.report()  # in every later version's meta
+            if pretrained is not None:
+                self.progress.initialised_from = pretrained.report(self.manifest)  # in every later version's meta
             return version
         self._check_fits(version)
         shared = version.load_shared(self.model, self.shared_optimizer)
@@ -467,8 +464,8 @@ class Trainer:
     def _check_fits(self, version: CheckpointVersion) -> None:
         """A checkpoint of another model or dataset is a clear error, not a crash later."""
         meta = version.meta
-        model = self._structure()
-        for key in STRUCTURAL_OPTIONS:
+        model = self.config.model.structure()
+        for key in self.config.model.STRUCTURAL_OPTIONS:
             if meta["model"].get(key) != model[key]:
                 raise TrainingError(
                     f"the checkpoint {version.path} was trained with model.{key}={meta['model'].get(key)!r} but the "
