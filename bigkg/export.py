@@ -15,11 +15,15 @@ Within an entity type, rows follow global-id order (partition, then local id).
 * npz: one archive with arrays ``<type>/embedding``, ``<type>/name``,
   ``<type>/partition``, ``<type>/local_id``.
 
+``export_relations`` writes the relation operators' parameters beside them (Parquet, one
+row per relation, direction and parameter), which scoring outside bigkg needs.
+
 Every output is built under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,11 +31,14 @@ import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from bigkg.atomic import atomic_directory, atomic_file
+from bigkg.config import ModelConfig
 from bigkg.errors import BigKGError
 from bigkg.evaluation.ranking import EntitySource
 from bigkg.format import DatasetError, Manifest, read_entity_names
+from bigkg.model import KGModel
 
 FORMATS = ("parquet", "hdf5", "npy", "npz")
 ROW_GROUP_ROWS = 65536
@@ -185,3 +192,37 @@ def export_embeddings(
         "entities": {et.name: et.count for et in manifest.entity_types},
         "rows": sum(et.count for et in manifest.entity_types),
     }
+
+
+RELATION_SCHEMA = pa.schema(
+    [
+        ("relation", pa.string()),
+        ("reciprocal", pa.bool_()),  # the twin that scores heads given a tail (model.reciprocal)
+        ("operator", pa.string()),
+        ("parameter", pa.string()),
+        ("shape", pa.list_(pa.int32())),
+        ("values", pa.list_(pa.float32())),  # row-major
+    ]
+)
+
+
+def export_relations(model: KGModel, manifest: Manifest, model_config: ModelConfig, out: str | Path, *,
+                     force: bool = False) -> dict[str, Any]:
+    """Write every relation's operator parameters as Parquet: a row per relation, direction and
+    parameter (an operator without parameters, ``none``, has no rows). The schema's metadata
+    ``bigkg.model`` holds the model options scoring depends on (comparator, operators, dim)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists (use --force to replace it)")
+    names = [r.name for r in manifest.relations]
+    rows = []
+    for slot in range(model.operator_of.numel()):  # R, or 2R with the reciprocal twins after the relations
+        operator = model.operators[int(model.operator_of[slot])]
+        for parameter, values in operator.named_parameters():
+            row = values[slot].detach().to("cpu", torch.float32)
+            rows.append({"relation": names[slot % len(names)], "reciprocal": slot >= len(names), "operator": operator.name,
+                         "parameter": parameter, "shape": list(row.shape), "values": row.reshape(-1).tolist()})
+    schema = RELATION_SCHEMA.with_metadata({"bigkg.model": json.dumps(model_config.structure(), sort_keys=True)})
+    with atomic_file(out) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    return {"path": str(out), "relations": len(names), "rows": len(rows)}

@@ -18,14 +18,15 @@ bigkg partition "$DATA/train.txt" --valid "$DATA/valid.txt" --test "$DATA/test.t
 CONFIG=configs/codex-s.yaml
 RUN=runs/codex-s
 
-step "train $CONFIG (ComplEx, d=128; checkpoints and metrics.jsonl in $RUN, summary in out/train.json)"
+step "train $CONFIG (ComplEx, d=256; checkpoints and metrics.jsonl in $RUN, summary in out/train.json)"
 bigkg train "$CONFIG" --fresh --json out/train.json > /dev/null
 
 step "evaluate: filtered ranking of every test triple, both directions, against all entities"
 bigkg eval "$CONFIG" --split test --json out/eval.json
 
-step "export every entity's name and vector to Parquet"
-bigkg export "$CONFIG" --format parquet --out out/codex-s-embeddings.parquet --force
+step "export every entity's name and vector, and every relation's parameters, to Parquet"
+bigkg export "$CONFIG" --format parquet --out out/codex-s-embeddings.parquet \
+    --relations out/codex-s-relations.parquet --force
 
 IFS=$'\t' read -r HEAD REL _ < "$DATA/train.txt"
 step "query: the 5 best tails of ($HEAD, $REL, ?)"
@@ -42,5 +43,6 @@ Filtered test MRR on CoDEx-S: $MRR   (LibKGE's ComplEx: 0.465)
   run          $RUN (checkpoints/, metrics.jsonl, config.yaml)
   metrics      out/eval.json
   embeddings   out/codex-s-embeddings.parquet
+  relations    out/codex-s-relations.parquet
   plot         $RUN/training.png
 SUMMARY

@@ -12,6 +12,7 @@ import yaml
 from bigkg.config import config_to_dict
 from bigkg.evaluation import evaluate
 from launcher.cli import main
+from bigkg.format import load_manifest
 from eval_datasets import write_trained_run
 
 
@@ -54,6 +55,39 @@ def test_export_command_parquet(run, tmp_path, capsys):
         assert torch.equal(torch.tensor(r["embedding"]), by_index[r["entity_type"]][k])
     assert main(["export", str(path), "--format", "parquet", "--out", str(out)]) == 2  # exists, no --force
     assert "already exists" in capsys.readouterr().err
+
+
+def complex_score(anchor: torch.Tensor, real: torch.Tensor, imag: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """ComplEx with the dot comparator, Re(<anchor, w, conj(candidate)>), written out from the exported halves."""
+    ar, ai = anchor.chunk(2, dim=-1)
+    cr, ci = candidates.chunk(2, dim=-1)
+    return (ar * real - ai * imag) @ cr.T + (ar * imag + ai * real) @ ci.T
+
+
+def test_export_command_relations_let_scores_be_computed_outside_bigkg(tmp_path, capsys):
+    config, model, _, by_index = write_trained_run(tmp_path, overrides=["model.reciprocal=true", "model.dim=6"],
+                                                   operator="complex_diagonal")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    emb, rel = tmp_path / "emb.parquet", tmp_path / "rel.parquet"
+    assert main(["export", str(path), "--out", str(emb), "--relations", str(rel)]) == 0
+    table = pq.read_table(rel)
+    assert json.loads(table.schema.metadata[b"bigkg.model"])["comparator"] == "dot"
+    params = {(r["relation"], r["reciprocal"], r["parameter"]): torch.tensor(r["values"]) for r in table.to_pylist()}
+    relations = [r.name for r in load_manifest(config.dataset).relations]
+    assert len(params) == len(relations) * 2 * 2  # each relation and its twin: real and imag
+    vectors = {r["name"]: torch.tensor(r["embedding"]) for r in pq.read_table(emb).to_pylist()}
+    heads = torch.stack([vectors[n] for n in sorted(vectors) if n.startswith("user")])
+    tails = torch.stack([vectors[n] for n in sorted(vectors) if n.startswith("item")])
+    for r, name in enumerate(relations):
+        forward = complex_score(heads, params[(name, False, "real")], params[(name, False, "imag")], tails)
+        backward = complex_score(tails, params[(name, True, "real")], params[(name, True, "imag")], heads)
+        with torch.no_grad():
+            torch.testing.assert_close(forward, model.score_candidates("rhs", heads, torch.full((len(heads),), r), tails))
+            torch.testing.assert_close(backward, model.score_candidates("lhs", tails, torch.full((len(tails),), r), heads))
+    emb.unlink()
+    assert main(["export", str(path), "--out", str(emb), "--relations", str(rel)]) == 2  # rel exists, no --force
+    assert "rel.parquet already exists" in capsys.readouterr().err and not emb.exists()
 
 
 def test_query_command_top_tails_and_heads(run, tmp_path, capsys):

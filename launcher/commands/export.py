@@ -1,13 +1,15 @@
-"""bigkg export CONFIG --format parquet|hdf5|npy|npz --out PATH: entity vectors with their names."""
+"""bigkg export CONFIG --format parquet|hdf5|npy|npz --out PATH [--relations PATH]: entity vectors with their
+names, and the relation operators' parameters."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from bigkg.atomic import write_text_atomic
 from bigkg.evaluation.source import open_run
-from bigkg.export import FORMATS, export_embeddings
+from bigkg.export import FORMATS, ExportError, export_embeddings, export_relations
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "export"
@@ -19,17 +21,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=FORMATS, default="parquet",
                         help="parquet (one row per entity), hdf5 (a group per type), npy (a directory), npz")
     parser.add_argument("--out", required=True, help="output file (a directory for npy)")
-    parser.add_argument("--force", action="store_true", help="replace an existing output")
+    parser.add_argument("--relations", metavar="PATH",
+                        help="also write the relation operators' parameters here (Parquet: a row per relation, "
+                        "direction and parameter)")
+    parser.add_argument("--force", action="store_true", help="replace existing outputs")
     parser.add_argument("--json", metavar="PATH", help="also write a JSON summary to PATH")
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    for out in filter(None, (args.out, args.relations)):  # both outputs or neither
+        if Path(out).exists() and not args.force:
+            raise ExportError(f"{out} already exists (use --force to replace it)")
     trained = open_run(config)
     summary = export_embeddings(config.dataset, trained.manifest, trained.source, args.out, args.format, force=args.force)
     summary["checkpoint"] = trained.version.name
     print(f"wrote {summary['rows']} entities ({', '.join(f'{k}: {v}' for k, v in summary['entities'].items())}) "
           f"from checkpoint {summary['checkpoint']} to {summary['path']} ({summary['format']})")
+    if args.relations:
+        summary["relations"] = export_relations(trained.model, trained.manifest, config.model, args.relations, force=args.force)
+        print(f"wrote the parameters of {summary['relations']['relations']} relations to {args.relations} (parquet)")
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
     return 0
