@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bigkg.evaluation.filters import FilterIndex, KeyedSets, Triples, read_split
+from bigkg.evaluation.filters import FilterIndex, KeyedSets, QueryKeys, Triples, filter_stride, read_split
 from bigkg.evaluation.ranking import NonFiniteScoreError, RankingOptions, gather, rank_queries, top_k
 from bigkg.format import load_manifest
 from eval_datasets import TensorSource, write_dataset
@@ -116,7 +116,7 @@ def test_hand_worked_example():
     source = TensorSource({"ent": torch.tensor([[1.0], [1.0], [2.0], [2.0], [0.0]])}, {"ent": np.array([0, 2, 5])})
     score_fn = lambda side, a, r, c: c.transpose(-1, -2).expand(*a.shape[:-1], -1)  # noqa: E731
     # Query (0, r0, ?) with answer 1 (score 1). Known tails of (0, r0): {1, 2}: 2 is filtered.
-    filters = FilterIndex(Triples(np.array([0, 0]), np.array([0, 0]), np.array([1, 2])), 1, 5)
+    filters = FilterIndex(Triples(np.array([0, 0]), np.array([0, 0]), np.array([1, 2])), stride=5)
     ranks = rank_queries("rhs", np.array([0]), np.array([0]), np.array([1]), "ent", "ent", source, score_fn,
                          filters, RankingOptions(candidate_chunk=2))
     # Competitors left: e0 (1, a tie), e3 (2, greater), e4 (0, lower) -> 1 + 1 + 1/2.
@@ -161,7 +161,7 @@ def test_each_partition_loaded_once_per_ranking(tmp_path):
 def test_non_finite_scores_are_an_error(tmp_path):
     offsets = {"ent": np.array([0, 3])}
     source = TensorSource({"ent": torch.tensor([[1.0], [float("nan")], [0.0]])}, offsets)
-    filters = FilterIndex(Triples(np.array([0]), np.array([0]), np.array([1])), 1, 3)
+    filters = FilterIndex(Triples(np.array([0]), np.array([0]), np.array([1])), stride=3)
     with pytest.raises(NonFiniteScoreError):
         rank_queries("rhs", np.array([0]), np.array([0]), np.array([1]), "ent", "ent", source,
                      diag_score(torch.ones(1, 1)), filters, RankingOptions())
@@ -218,3 +218,28 @@ def test_score_blocks_bounded_by_batch_and_chunk(tmp_path):
     assert blocks and max(s[0] for s in blocks) <= 8 and max(s[1] for s in blocks) <= 6
     # Candidates scored per query: every entity exactly once.
     assert sum(s[0] * s[1] for s in blocks) == len(test) * n
+
+
+def known_sets(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np.ndarray) -> list[set[int]]:
+    position, answers = filters.known_answers(side, anchors, rels)
+    sets: list[set[int]] = [set() for _ in anchors]
+    for p, a in zip(position.tolist(), answers.tolist()):
+        sets[p].add(a)
+    return sets
+
+
+def test_an_index_of_the_queries_answers_them_as_the_whole_index_does_with_a_fraction_of_it(codex2):
+    """100 test triples of CoDEx-S: their keys pick under a third of the graph's triples (all
+    1,828 pick 90% of this small, hub-heavy graph), and each query, either side, gets the
+    same known answers as from every triple."""
+    manifest = load_manifest(codex2)
+    test = read_split(codex2, manifest, "test")
+    queries = test.select(np.arange(len(test)) < 100)
+    stride = filter_stride(manifest)
+    full = FilterIndex.from_dataset(codex2, manifest)
+    restricted = FilterIndex.for_queries(codex2, manifest, QueryKeys.of_triples(queries, stride))
+    assert len(restricted.tails) < len(full.tails) / 3
+    for side, anchors in (("rhs", queries.heads), ("lhs", queries.tails)):
+        assert known_sets(restricted, side, anchors, queries.rels) == known_sets(full, side, anchors, queries.rels)
+    one_side = FilterIndex.for_queries(codex2, manifest, QueryKeys.of_anchors("lhs", test.tails, test.rels, stride))
+    assert known_sets(one_side, "lhs", test.tails, test.rels) == known_sets(full, "lhs", test.tails, test.rels)

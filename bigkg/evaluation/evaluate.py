@@ -11,7 +11,7 @@ import numpy as np
 
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import Config
-from bigkg.evaluation.filters import FilterIndex, Triples, read_split
+from bigkg.evaluation.filters import FilterIndex, QueryKeys, Triples, concatenate, filter_stride, iter_split, read_split
 from bigkg.evaluation.metrics import ranking_metrics, recall_ndcg_at_k
 from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun, open_run
@@ -20,12 +20,24 @@ from bigkg.format import SPLITS, DatasetError, Manifest, manifest_path
 RANK_DEFINITION = "filtered realistic rank: 1 + #higher + #tied/2, other known true triples (train+valid+test) removed"
 
 @dataclass
-class DatasetIndex:
-    """What evaluation reads from a dataset, once: every split, the filter, who was trained."""
+class RecommendationEdges:
+    """The ``eval.rec_relation`` edges evaluation needs: every item, and per split the edges
+    of the users of the evaluated split."""
 
-    splits: dict[str, Triples]
+    items: np.ndarray  # sorted: every tail of a rec-relation edge in any split
+    edges: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (users, items)
+
+
+@dataclass
+class DatasetIndex:
+    """What evaluating one split reads from a dataset, once: the split, the known answers of its
+    queries, who was trained, and the recommendation edges when asked for. Built bucket by bucket:
+    memory holds the split, those answers and one bucket, not every edge of the graph."""
+
+    triples: Triples
     filters: FilterIndex
     seen: dict[str, np.ndarray]  # per entity type: does the entity occur in a training edge
+    rec: RecommendationEdges | None
 
     def unseen_in_training(self, manifest: Manifest, triples: Triples) -> np.ndarray:
         """Mask of the triples whose head or tail never occurs in a training edge."""
@@ -45,22 +57,38 @@ def _by_entity_type(manifest: Manifest, triples: Triples):
         yield name, lhs_code == code, rhs_code == code
 
 
-# The index of the last dataset evaluated, reused by the validations of a training run.
-_INDEX_CACHE: dict[tuple[str, int], DatasetIndex] = {}
+# The index of the last split evaluated, reused by the validations of a training run.
+_INDEX_CACHE: dict[tuple[str, int, str, int | None], DatasetIndex] = {}
 
 
-def dataset_index(root: str | Path, manifest: Manifest) -> DatasetIndex:
+def dataset_index(root: str | Path, manifest: Manifest, split: str, rec_relation: int | None = None) -> DatasetIndex:
+    """The index of ``split`` (and of ``rec_relation``'s edges), from one pass over every bucket."""
     path = manifest_path(Path(root)).resolve()
-    key = (str(path), path.stat().st_mtime_ns)
+    key = (str(path), path.stat().st_mtime_ns, split, rec_relation)
     if key not in _INDEX_CACHE:
         _INDEX_CACHE.clear()
-        splits = {s: read_split(root, manifest, s) for s in SPLITS}
+        triples = read_split(root, manifest, split)
+        keys = QueryKeys.of_triples(triples, filter_stride(manifest))
         seen = {et.name: np.zeros(et.count, dtype=bool) for et in manifest.entity_types}
-        train = splits["train"]
-        for name, heads, tails in _by_entity_type(manifest, train):
-            seen[name][train.heads[heads]] = True
-            seen[name][train.tails[tails]] = True
-        _INDEX_CACHE[key] = DatasetIndex(splits, FilterIndex.from_splits(list(splits.values()), manifest), seen)
+        rec_users = None if rec_relation is None else np.unique(triples.heads[triples.rels == rec_relation])
+        answering, items, rec_edges = [], [], {}
+        for s in SPLITS:
+            rec_parts = []
+            for part in iter_split(root, manifest, s):
+                answering.append(keys.answering(part))
+                if s == "train":
+                    for name, heads, tails in _by_entity_type(manifest, part):
+                        seen[name][part.heads[heads]] = True
+                        seen[name][part.tails[tails]] = True
+                if rec_users is not None:
+                    rec = part.select(part.rels == rec_relation)
+                    items.append(np.unique(rec.tails))
+                    rec_parts.append(rec.select(np.isin(rec.heads, rec_users)))
+            if rec_users is not None:
+                edges = concatenate(rec_parts)
+                rec_edges[s] = (edges.heads, edges.tails)
+        rec = None if rec_users is None else RecommendationEdges(np.unique(np.concatenate([np.empty(0, np.int64), *items])), rec_edges)
+        _INDEX_CACHE[key] = DatasetIndex(triples, FilterIndex(concatenate(answering), keys.stride), seen, rec)
     return _INDEX_CACHE[key]
 
 
@@ -97,37 +125,27 @@ def link_prediction_ranks(run: TrainedRun, triples: Triples, filters: FilterInde
     return out
 
 
-def recommendation_metrics(run: TrainedRun, index: DatasetIndex, split: str, ks: list[int], options: RankingOptions) -> dict[str, Any]:
+def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str, ks: list[int], options: RankingOptions) -> dict[str, Any]:
     """Recall@K and NDCG@K of the ``eval.rec_relation`` user->item relation.
 
     The items are the entities that are the tail of a rec-relation edge in any
     split; each user's candidates are all items except the user's items in the
     earlier splits (training items; when evaluating test, also validation items).
     """
-    manifest = run.manifest
     name = run.config.eval.rec_relation
-    try:
-        rel_id = manifest.relation_index(name)
-    except DatasetError as exc:
-        raise EvaluationError(f"eval.rec_relation: {exc}") from exc
-    rel = manifest.relations[rel_id]
-    edges = {}
-    for s, t in index.splits.items():
-        m = t.rels == rel_id
-        edges[s] = (t.heads[m], t.tails[m])
-    items = np.unique(np.concatenate([tails for _, tails in edges.values()]))
-    held_users, held_items = edges[split]
+    rel_id = run.manifest.relation_index(name)
+    rel = run.manifest.relations[rel_id]
+    held_users, held_items = rec.edges[split]
     users, user_row = np.unique(held_users, return_inverse=True)
     if users.size == 0:
         raise EvaluationError(f"the {split} split has no {name!r} edges for recall/ndcg")
-    known = [edges[s] for s in SPLITS[: SPLITS.index(split)]]
+    known = [rec.edges[s] for s in SPLITS[: SPLITS.index(split)]]
     ku = np.concatenate([np.empty(0, np.int64)] + [u for u, _ in known])
     ki = np.concatenate([np.empty(0, np.int64)] + [i for _, i in known])
-    row = np.minimum(np.searchsorted(users, ku), users.size - 1)
-    keep = users[row] == ku
+    row = np.searchsorted(users, ku)  # every known edge's user is one of the split's
     top, _ = top_k("rhs", users, np.full(users.size, rel_id), rel.lhs_type, rel.rhs_type, run.source, run.score_fn,
-                   max(ks), options, exclude=(row[keep], ki[keep]), candidates=items)
-    out: dict[str, Any] = {"rec_relation": name, "rec_items": int(items.size)}
+                   max(ks), options, exclude=(row, ki), candidates=rec.items)
+    out: dict[str, Any] = {"rec_relation": name, "rec_items": int(rec.items.size)}
     for k in ks:
         out.update(recall_ndcg_at_k(top, user_row, held_items, k))
     return out
@@ -143,8 +161,14 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
         raise EvaluationError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     started = time.perf_counter()
     run = open_run(config, store)
-    index = dataset_index(config.dataset, run.manifest)
-    triples = index.splits[split]
+    rec_relation = None
+    if config.eval.rec_relation:
+        try:
+            rec_relation = run.manifest.relation_index(config.eval.rec_relation)
+        except DatasetError as exc:
+            raise EvaluationError(f"eval.rec_relation: {exc}") from exc
+    index = dataset_index(config.dataset, run.manifest, split, rec_relation)
+    triples = index.triples
     if len(triples) == 0:
         raise EvaluationError(f"dataset {config.dataset} has no {split} edges to evaluate")
     options = _options(config, run.device)
@@ -168,6 +192,7 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
             "entity type per query batch, known true answers filtered"
         )
     if config.eval.rec_relation:
-        result.update(recommendation_metrics(run, index, split, config.eval.rec_k, options))
+        assert index.rec is not None
+        result.update(recommendation_metrics(run, index.rec, split, config.eval.rec_k, options))
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result

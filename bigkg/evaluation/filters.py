@@ -4,19 +4,21 @@ Entity ids inside a dataset are (partition, local id) per entity type. The
 evaluator works with *global* ids: within one entity type, partition p's rows
 come after those of partitions 0..p-1, so ``gid = offsets[p] + local``.
 
-The filter index holds every triple of train+valid+test twice: keyed by
+The filter index holds triples of train+valid+test twice: keyed by
 (relation, head) with the known tails, and keyed by (relation, tail) with the
 known heads. Each direction is a sorted int64 key array plus CSR
 (``indptr``/``values``), built with numpy sorts: about 24 bytes per triple and
 direction, with no Python object per key, and lookups are vectorised
-``searchsorted`` calls.
+``searchsorted`` calls. Evaluation needs the known answers of its own queries
+only: ``QueryKeys`` picks, bucket by bucket, the triples that answer one of them,
+so memory holds those rather than every edge of the graph.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -38,13 +40,15 @@ class Triples(NamedTuple):
     def __len__(self) -> int:  # type: ignore[override]
         return int(self.heads.shape[0])
 
+    def select(self, mask: np.ndarray) -> "Triples":
+        return Triples(self.heads[mask], self.rels[mask], self.tails[mask])
 
-def read_split(root: str | Path, manifest: Manifest, split: str) -> Triples:
-    """All edges of ``split`` from the dataset's buckets, in global ids."""
+
+def iter_split(root: str | Path, manifest: Manifest, split: str) -> Iterator[Triples]:
+    """The edges of ``split``, one bucket at a time, in global ids."""
     offsets = entity_offsets(manifest)
     lhs_types = [r.lhs_type for r in manifest.relations]
     rhs_types = [r.rhs_type for r in manifest.relations]
-    heads, rels, tails = [], [], []
     for key in sorted(manifest.bucket_counts.get(split, {})):
         i, j = (int(x) for x in key.split("_"))
         edges = read_bucket(Path(root), split, i, j)
@@ -52,13 +56,19 @@ def read_split(root: str | Path, manifest: Manifest, split: str) -> Triples:
         # Partition i of each edge's head type, partition j of its tail type.
         lhs_base = np.array([offsets[t][i] for t in lhs_types], dtype=np.int64)
         rhs_base = np.array([offsets[t][j] for t in rhs_types], dtype=np.int64)
-        heads.append(lhs_base[rel] + edges.lhs.astype(np.int64))
-        tails.append(rhs_base[rel] + edges.rhs.astype(np.int64))
-        rels.append(rel)
-    if not rels:
+        yield Triples(lhs_base[rel] + edges.lhs.astype(np.int64), rel, rhs_base[rel] + edges.rhs.astype(np.int64))
+
+
+def concatenate(parts: list[Triples]) -> Triples:
+    if not parts:
         empty = np.empty(0, dtype=np.int64)
         return Triples(empty, empty, empty)
-    return Triples(np.concatenate(heads), np.concatenate(rels), np.concatenate(tails))
+    return Triples(*(np.concatenate([getattr(p, f) for p in parts]) for f in Triples._fields))
+
+
+def read_split(root: str | Path, manifest: Manifest, split: str) -> Triples:
+    """All edges of ``split`` from the dataset's buckets, in global ids."""
+    return concatenate(list(iter_split(root, manifest, split)))
 
 
 @dataclass
@@ -105,32 +115,71 @@ class KeyedSets:
         return query_index, self.values[value_index]
 
 
+def filter_stride(manifest: Manifest) -> int:
+    """Keys are rel * stride + entity; the stride covers the largest entity type."""
+    stride = max(max((et.count for et in manifest.entity_types), default=1), 1)
+    if len(manifest.relations) * stride >= 2**63:
+        raise OverflowError(f"{len(manifest.relations)} relations x {stride} entities overflow int64 filter keys")
+    return stride
+
+
+def filter_key(rels: np.ndarray, entities: np.ndarray, stride: int) -> np.ndarray:
+    return np.asarray(rels, dtype=np.int64) * stride + np.asarray(entities, dtype=np.int64)
+
+
 class FilterIndex:
     """Known tails per (relation, head) and known heads per (relation, tail)."""
 
-    def __init__(self, triples: Triples, num_relations: int, max_entities: int):
-        self.num_relations = num_relations
-        # Keys are rel * stride + entity; the stride covers the largest entity type.
-        self.stride = max(int(max_entities), 1)
-        if num_relations * self.stride >= 2**63:
-            raise OverflowError(f"{num_relations} relations x {self.stride} entities overflow int64 filter keys")
-        self.tails = KeyedSets.build(self.key(triples.rels, triples.heads), triples.tails)
-        self.heads = KeyedSets.build(self.key(triples.rels, triples.tails), triples.heads)
-
-    def key(self, rels: np.ndarray, entities: np.ndarray) -> np.ndarray:
-        return np.asarray(rels, dtype=np.int64) * self.stride + np.asarray(entities, dtype=np.int64)
+    def __init__(self, triples: Triples, stride: int):
+        self.stride = stride
+        self.tails = KeyedSets.build(filter_key(triples.rels, triples.heads, stride), triples.tails)
+        self.heads = KeyedSets.build(filter_key(triples.rels, triples.tails, stride), triples.heads)
 
     def known_answers(self, side: str, anchors: np.ndarray, rels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(query position, answer gid) pairs: known tails (side "rhs") or heads ("lhs")."""
         sets = self.tails if side == "rhs" else self.heads
-        return sets.lookup(self.key(rels, anchors))
-
-    @classmethod
-    def from_splits(cls, parts: list[Triples], manifest: Manifest) -> "FilterIndex":
-        triples = Triples(*(np.concatenate([getattr(p, f) for p in parts]) for f in Triples._fields))
-        max_entities = max((et.count for et in manifest.entity_types), default=1)
-        return cls(triples, len(manifest.relations), max_entities)
+        return sets.lookup(filter_key(rels, anchors, self.stride))
 
     @classmethod
     def from_dataset(cls, root: str | Path, manifest: Manifest, splits: tuple[str, ...] = SPLITS) -> "FilterIndex":
-        return cls.from_splits([read_split(root, manifest, s) for s in splits], manifest)
+        """Every triple of ``splits``."""
+        return cls(concatenate([read_split(root, manifest, s) for s in splits]), filter_stride(manifest))
+
+    @classmethod
+    def for_queries(cls, root: str | Path, manifest: Manifest, keys: "QueryKeys") -> "FilterIndex":
+        """The known answers of the queries behind ``keys`` in train+valid+test, read bucket by bucket."""
+        return cls(concatenate([keys.answering(part) for s in SPLITS for part in iter_split(root, manifest, s)]), keys.stride)
+
+
+class QueryKeys:
+    """The (relation, head) keys of tail queries and the (relation, tail) keys of head queries."""
+
+    def __init__(self, stride: int, rel_heads: np.ndarray | None = None, rel_tails: np.ndarray | None = None):
+        self.stride = stride
+        self.rel_heads = np.unique(rel_heads) if rel_heads is not None else np.empty(0, np.int64)
+        self.rel_tails = np.unique(rel_tails) if rel_tails is not None else np.empty(0, np.int64)
+
+    @classmethod
+    def of_triples(cls, triples: Triples, stride: int) -> "QueryKeys":
+        """Both directions of every triple: its tail given its head, its head given its tail."""
+        return cls(stride, filter_key(triples.rels, triples.heads, stride), filter_key(triples.rels, triples.tails, stride))
+
+    @classmethod
+    def of_anchors(cls, side: str, anchors: np.ndarray, rels: np.ndarray, stride: int) -> "QueryKeys":
+        """Tails of (anchor, rel) for side "rhs", heads of (rel, anchor) for "lhs"."""
+        keys = filter_key(rels, anchors, stride)
+        return cls(stride, rel_heads=keys) if side == "rhs" else cls(stride, rel_tails=keys)
+
+    def answering(self, triples: Triples) -> Triples:
+        """The triples that answer some query: the same (relation, head) or (relation, tail).
+        A ``FilterIndex`` of them answers those queries exactly as one of every triple does."""
+        mask = _member(filter_key(triples.rels, triples.heads, self.stride), self.rel_heads)
+        mask |= _member(filter_key(triples.rels, triples.tails, self.stride), self.rel_tails)
+        return triples.select(mask)
+
+
+def _member(values: np.ndarray, sorted_unique: np.ndarray) -> np.ndarray:
+    if sorted_unique.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_unique, values), sorted_unique.size - 1)
+    return sorted_unique[pos] == values

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from bigkg.evaluation.evaluate import dataset_index
-from bigkg.evaluation.filters import entity_offsets
+from bigkg.evaluation.filters import FilterIndex, QueryKeys, entity_offsets, filter_stride
 from bigkg.evaluation.ranking import RankingOptions, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun
 from bigkg.format import DatasetError, Manifest, read_entity_names
@@ -60,7 +59,8 @@ def query(run: TrainedRun, relation: str, k: int, *, head: str | None = None, ta
     anchor_type, target_type = (rel.lhs_type, rel.rhs_type) if side == "rhs" else (rel.rhs_type, rel.lhs_type)
     anchor = find_entity(root, manifest, anchor_type, head if head is not None else tail)  # type: ignore[arg-type]
     anchors, rels = np.array([anchor]), np.array([rel_id])
-    _, known = dataset_index(root, manifest).filters.known_answers(side, anchors, rels)
+    keys = QueryKeys.of_anchors(side, anchors, rels, filter_stride(manifest))
+    _, known = FilterIndex.for_queries(root, manifest, keys).known_answers(side, anchors, rels)
     exclude = (np.zeros(known.size, dtype=np.int64), known) if exclude_known else None
     options = RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
     ids, scores = top_k(side, anchors, rels, anchor_type, target_type, run.source, run.score_fn, k, options, exclude)
