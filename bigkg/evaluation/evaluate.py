@@ -67,29 +67,48 @@ def dataset_index(root: str | Path, manifest: Manifest, split: str, rec_relation
     key = (str(path), path.stat().st_mtime_ns, split, rec_relation)
     if key not in _INDEX_CACHE:
         _INDEX_CACHE.clear()
-        triples = read_split(root, manifest, split)
-        keys = QueryKeys.of_triples(triples, filter_stride(manifest))
-        seen = {et.name: np.zeros(et.count, dtype=bool) for et in manifest.entity_types}
-        rec_users = None if rec_relation is None else np.unique(triples.heads[triples.rels == rec_relation])
-        answering, items, rec_edges = [], [], {}
-        for s in SPLITS:
-            rec_parts = []
-            for part in iter_split(root, manifest, s):
-                answering.append(keys.answering(part))
-                if s == "train":
-                    for name, heads, tails in _by_entity_type(manifest, part):
-                        seen[name][part.heads[heads]] = True
-                        seen[name][part.tails[tails]] = True
-                if rec_users is not None:
-                    rec = part.select(part.rels == rec_relation)
-                    items.append(np.unique(rec.tails))
-                    rec_parts.append(rec.select(np.isin(rec.heads, rec_users)))
-            if rec_users is not None:
-                edges = concatenate(rec_parts)
-                rec_edges[s] = (edges.heads, edges.tails)
-        rec = None if rec_users is None else RecommendationEdges(np.unique(np.concatenate([np.empty(0, np.int64), *items])), rec_edges)
-        _INDEX_CACHE[key] = DatasetIndex(triples, FilterIndex(concatenate(answering), keys.stride), seen, rec)
+        _INDEX_CACHE[key] = _build_index(root, manifest, split, rec_relation)
     return _INDEX_CACHE[key]
+
+
+def _build_index(root: str | Path, manifest: Manifest, split: str, rec_relation: int | None) -> DatasetIndex:
+    triples = read_split(root, manifest, split)
+    keys = QueryKeys.of_triples(triples, filter_stride(manifest))
+    seen = {et.name: np.zeros(et.count, dtype=bool) for et in manifest.entity_types}
+    rec = None if rec_relation is None else _RecommendationCollector(rec_relation, triples)
+    answering = []
+    for s in SPLITS:
+        for part in iter_split(root, manifest, s):
+            answering.append(keys.answering(part))
+            if s == "train":
+                for name, heads, tails in _by_entity_type(manifest, part):
+                    seen[name][part.heads[heads]] = True
+                    seen[name][part.tails[tails]] = True
+            if rec is not None:
+                rec.add(s, part)
+    filters = FilterIndex(concatenate(answering), keys.stride)
+    return DatasetIndex(triples, filters, seen, None if rec is None else rec.finish())
+
+
+class _RecommendationCollector:
+    """Gathers ``RecommendationEdges`` from the buckets: every item, and the edges of the
+    evaluated split's users."""
+
+    def __init__(self, relation: int, evaluated: Triples):
+        self.relation = relation
+        self.users = np.unique(evaluated.heads[evaluated.rels == relation])
+        self.items: list[np.ndarray] = []
+        self.parts: dict[str, list[Triples]] = {s: [] for s in SPLITS}
+
+    def add(self, split: str, part: Triples) -> None:
+        edges = part.select(part.rels == self.relation)
+        self.items.append(np.unique(edges.tails))
+        self.parts[split].append(edges.select(np.isin(edges.heads, self.users)))
+
+    def finish(self) -> RecommendationEdges:
+        items = np.unique(np.concatenate([np.empty(0, np.int64), *self.items]))
+        edges = {s: concatenate(parts) for s, parts in self.parts.items()}
+        return RecommendationEdges(items, {s: (e.heads, e.tails) for s, e in edges.items()})
 
 
 def _options(config: Config, device: str) -> RankingOptions:
