@@ -68,7 +68,7 @@ class Progress:
     best_version: str | None = None  # the checkpoint version that scored best_valid_mrr
     best_epoch: int | None = None  # the epoch index of that validation
     restored_from: dict[str, Any] | None = None  # the best version, once made the final checkpoint
-    initialised_from: dict[str, Any] | None = None  # model.init_from's path and rows matched per entity type
+    initialised_from: dict[str, Any] | None = None  # model.init_from's source and what took its values
     stale_validations: int = 0
     stopped_early: bool = False
     valid: list[dict[str, Any]] = field(default_factory=list)
