@@ -24,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from bigkg.evaluation import evaluate  # noqa: E402
 from bigkg.schedule import ORDERS  # noqa: E402
 from bigkg.training import train  # noqa: E402
 from benchmarks.fb15k237_gpu import DEFAULT_DATA, unpack  # noqa: E402
+from benchmarks.workdir import add_work_arguments, work_directory  # noqa: E402
 from partitioner.run import PartitionOptions, run_partition  # noqa: E402
 
 # By 8 epochs the test MRR has settled: distributed runs spread ~0.003 around it (0.006 at 5).
@@ -106,13 +106,10 @@ def main() -> None:
     parser.add_argument("--workers", nargs="*", type=int, default=[2, 4], help="torchrun worker counts (none: skip)")
     parser.add_argument("--repeats", type=int, default=3, help="torchrun runs per worker count")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    parser.add_argument("--work", type=Path, help="keep datasets and runs here (default: a temporary directory)")
-    parser.add_argument("--json", type=Path, help="write the rows here")
+    add_work_arguments(parser, "rows")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_directory(args.work) as work:
         raw = unpack(args.data, work)
         dataset = work / f"fb15k237_p{args.partitions}"
         run_partition(PartitionOptions(

@@ -17,12 +17,12 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.workdir import add_work_arguments, work_directory  # noqa: E402
 from bigkg.atomic import write_text_atomic  # noqa: E402
 from partitioner.generate import GraphSpec, generate_graph  # noqa: E402
 from partitioner.run import PartitionOptions, run_partition  # noqa: E402
@@ -63,13 +63,10 @@ def main() -> None:
     parser.add_argument("--relations", type=int, default=100)
     parser.add_argument("--test-fraction", type=float, default=0.001)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--work", type=Path, help="keep the graph and dataset here (default: a temporary directory)")
-    parser.add_argument("--json", type=Path, help="write the rows here")
+    add_work_arguments(parser, "rows")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_directory(args.work) as work:
         graph = generate_graph(GraphSpec(edges=args.edges, entities=args.entities, relations=args.relations), work / "graph.parquet")
         dataset = work / "dataset"
         summary = run_partition(PartitionOptions(inputs=[str(graph)], out=dataset, num_partitions=args.partitions,

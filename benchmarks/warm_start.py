@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.workdir import add_work_arguments, work_directory  # noqa: E402
 from bigkg.atomic import write_text_atomic  # noqa: E402
 from bigkg.config import load_config  # noqa: E402
 from bigkg.evaluation import evaluate  # noqa: E402
@@ -70,13 +70,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--target", type=float, default=0.40, help="valid MRR whose first reaching is reported")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the demo config (all runs)")
-    parser.add_argument("--work", type=Path, help="keep datasets and runs here (default: a temporary directory)")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    add_work_arguments(parser, "results")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
+    with work_directory(args.work) as work:
         lines = (CODEX / "train.txt").read_text().splitlines(keepends=True)
         old_edges = work / "old_train.txt"
         old_edges.write_text("".join(lines[: int(len(lines) * args.fraction)]))
