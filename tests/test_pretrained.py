@@ -217,12 +217,13 @@ def test_what_is_not_an_export_is_a_clear_error(small, tmp_path):
         assert_no_version_written(tmp_path / f"run{k}")
 
 
-def test_the_init_is_ignored_on_resume(small, tmp_path):
-    """A run resumes from its checkpoint; init_from only decides a fresh run's first version."""
+def test_the_init_is_ignored_on_resume(small, tmp_path, caplog):
+    """A run resumes from its checkpoint, saying so; init_from only decides a fresh run's first version."""
     first = train(config_from_dict(run_config(small, tmp_path / "run")))
     source = write_parquet_export(tmp_path / "emb.parquet", ["entity0"], [[7.0] * 16])
     before = first_version(tmp_path / "run", small)[0]
     summary = train(config_from_dict(run_config(small, tmp_path / "run", init_from=str(source))))
+    assert "model.init_from is not used: the run resumes from its checkpoint" in caplog.text
     assert first["initialised_from"] is None and summary["initialised_from"] is None
     np.testing.assert_array_equal(first_version(tmp_path / "run", small)[0]["entity0"], before["entity0"])
     fresh = train(config_from_dict(run_config(small, tmp_path / "run", init_from=str(source))), fresh=True)

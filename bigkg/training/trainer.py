@@ -453,6 +453,9 @@ class Trainer:
                 self.progress.initialised_from = pretrained.report(self.manifest)  # in every later version's meta
             return version
         self._check_fits(version)
+        if self.config.model.init_from:
+            log.warning("model.init_from is not used: the run resumes from its checkpoint %s (--fresh starts over "
+                        "from %s)", version.path, self.config.model.init_from)
         shared = version.load_shared(self.model, self.shared_optimizer)
         if self.deferred_in_checkpoints:
             self.deferred.restore(shared.get("deferred", []))
