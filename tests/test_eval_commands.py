@@ -11,6 +11,8 @@ import yaml
 
 from bigkg.config import config_to_dict
 from bigkg.evaluation import evaluate
+from bigkg.evaluation.query import answer_file
+from bigkg.evaluation.source import open_run
 from launcher.cli import main
 from bigkg.format import load_manifest
 from eval_datasets import write_trained_run
@@ -108,3 +110,37 @@ def test_query_command_top_tails_and_heads(run, tmp_path, capsys):
     assert printed.count("user") == 12 - len(known_heads)
     assert main(["query", str(path), "--head", "nobody", "--relation", "likes"]) == 2
     assert "nobody" in capsys.readouterr().err
+
+
+def test_query_command_answers_a_file_of_heads_into_parquet_as_single_queries_do(run, tmp_path, capsys):
+    path, config, model, splits, by_index = run
+    heads = ["user3", "user0", "user11", "user3", "user7"]
+    (tmp_path / "heads.txt").write_text("\n".join(heads) + "\n")
+    out = tmp_path / "answers.parquet"
+    args = ["query", str(path), "--heads", str(tmp_path / "heads.txt"), "--relation", "likes", "-k", "4", "--exclude-known"]
+    assert main([*args, "--out", str(out)]) == 0
+    table = pq.read_table(out)
+    assert table.schema.names == ["anchor", "rank", "answer", "score", "known"]
+    rows = table.to_pylist()
+    known = {(h, t) for s in splits.values() for h, r, t in s.tolist() if r == 0}
+    for head in set(heads):
+        h = int(head[len("user"):])
+        with torch.no_grad():
+            scores = model.score_candidates("rhs", by_index["user"][[h]], torch.tensor([0]), by_index["item"])[0]
+        ranked = [f"item{i}" for i in torch.argsort(scores, descending=True).tolist() if (h, i) not in known][:4]
+        mine = [r for r in rows if r["anchor"] == head]
+        assert [r["answer"] for r in mine] == ranked * heads.count(head)  # a repeated anchor is answered again
+        assert [r["rank"] for r in mine] == [1, 2, 3, 4] * heads.count(head) and not any(r["known"] for r in mine)
+    # batches of two anchors give the same table
+    trained = open_run(config)
+    answer_file(trained, "likes", "rhs", tmp_path / "heads.txt", 4, tmp_path / "batched.parquet", exclude_known=True, batch=2)
+    batched = pq.read_table(tmp_path / "batched.parquet").to_pylist()
+    assert [{**r, "score": None} for r in batched] == [{**r, "score": None} for r in rows]
+    assert [r["score"] for r in batched] == pytest.approx([r["score"] for r in rows], rel=1e-6)  # other matmul shapes
+
+    (tmp_path / "bad.txt").write_text("user1\nuser2\nnobody\n")
+    bad_out = tmp_path / "bad.parquet"
+    assert main(["query", str(path), "--heads", str(tmp_path / "bad.txt"), "--relation", "likes", "--out", str(bad_out)]) == 2
+    assert "bad.txt, line 3: no entity named 'nobody'" in capsys.readouterr().err and not bad_out.exists()
+    assert main(args) == 2
+    assert "give --out PATH" in capsys.readouterr().err

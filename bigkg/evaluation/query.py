@@ -1,27 +1,38 @@
-"""Top-k answers for one (head, relation, ?) or (?, relation, tail) query given by names."""
+"""Top-k answers of (head, relation, ?) or (?, relation, tail) queries given by names: one
+query, or a file of anchors answered in batches into Parquet."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from bigkg.atomic import atomic_file
 from bigkg.evaluation.filters import FilterIndex, QueryKeys, entity_offsets, filter_stride
 from bigkg.evaluation.ranking import RankingOptions, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun
 from bigkg.format import DatasetError, Manifest, read_entity_names
 
+ANSWER_SCHEMA = pa.schema(
+    [("anchor", pa.string()), ("rank", pa.int32()), ("answer", pa.string()), ("score", pa.float32()), ("known", pa.bool_())]
+)
 
-def find_entity(root: str | Path, manifest: Manifest, entity_type: str, name: str) -> int:
-    """Global id of the entity ``name`` of ``entity_type``; reads one name table at a time."""
+
+def find_entities(root: str | Path, manifest: Manifest, entity_type: str, names: pa.Array) -> np.ndarray:
+    """Global ids of ``names`` (-1 for a name the type does not have); reads each name table once."""
     offsets = entity_offsets(manifest)[entity_type]
+    gids = np.full(len(names), -1, dtype=np.int64)
     for part in range(len(offsets) - 1):
-        index = pc.index(read_entity_names(Path(root), entity_type, part), name).as_py()
-        if index >= 0:
-            return int(offsets[part] + index)
-    raise EvaluationError(f"no entity named {name!r} of type {entity_type!r} in {root}")
+        local = pc.index_in(names, value_set=read_entity_names(Path(root), entity_type, part))
+        local = local.fill_null(-1).to_numpy(zero_copy_only=False)
+        gids[local >= 0] = offsets[part] + local[local >= 0]
+    return gids
 
 
 def entity_names(root: str | Path, manifest: Manifest, entity_type: str, gids: np.ndarray) -> list[str]:
@@ -44,28 +55,90 @@ class Answer:
     known: bool  # a true triple of train/valid/test
 
 
-def query(run: TrainedRun, relation: str, k: int, *, head: str | None = None, tail: str | None = None,
-          exclude_known: bool = False) -> list[Answer]:
-    """The ``k`` best tails of (head, relation) — or heads of (relation, tail) when ``tail`` is given."""
-    if (head is None) == (tail is None):
-        raise EvaluationError("give exactly one of a head or a tail")
+@dataclass
+class AnswerBatch:
+    """The answers of consecutive anchors: row q holds anchor q's answers, best first."""
+
+    anchors: list[str]
+    names: list[list[str]]
+    scores: np.ndarray  # [n, k]
+    known: np.ndarray  # [n, k] bool
+
+
+def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k: int, *, exclude_known: bool = False,
+           batch: int = 65536, where: str = "") -> Iterator[AnswerBatch]:
+    """The ``k`` best tails (``side`` "rhs": anchors are heads) or heads ("lhs": anchors are
+    tails) of ``relation`` for every anchor name, ``batch`` anchors at a time; ``where``
+    names the anchors' origin in errors. Memory holds one batch's anchors and answers, their
+    known answers and one or two partitions of candidates."""
+    anchors = iter(anchors)
     manifest, root = run.manifest, run.config.dataset
     try:
         rel_id = manifest.relation_index(relation)
     except DatasetError as exc:
         raise EvaluationError(str(exc)) from exc
     rel = manifest.relations[rel_id]
-    side = "rhs" if head is not None else "lhs"
     anchor_type, target_type = (rel.lhs_type, rel.rhs_type) if side == "rhs" else (rel.rhs_type, rel.lhs_type)
-    anchor = find_entity(root, manifest, anchor_type, head if head is not None else tail)  # type: ignore[arg-type]
-    anchors, rels = np.array([anchor]), np.array([rel_id])
-    keys = QueryKeys.of_anchors(side, anchors, rels, filter_stride(manifest))
-    _, known = FilterIndex.for_queries(root, manifest, keys).known_answers(side, anchors, rels)
-    exclude = (np.zeros(known.size, dtype=np.int64), known) if exclude_known else None
     options = RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
-    ids, scores = top_k(side, anchors, rels, anchor_type, target_type, run.source, run.score_fn, k, options, exclude)
-    valid = ids[0] >= 0
-    ids, scores = ids[0][valid], scores[0][valid]
-    names = entity_names(root, manifest, target_type, ids)
-    known_set = set(known.tolist())
-    return [Answer(n, float(s), int(i) in known_set) for n, s, i in zip(names, scores, ids)]
+    start = 0
+    while names := list(itertools.islice(anchors, batch)):
+        gids = find_entities(root, manifest, anchor_type, pa.array(names, pa.string()))
+        if (gids < 0).any():
+            bad = int(np.flatnonzero(gids < 0)[0])
+            at = f"{where}, line {start + bad + 1}: " if where else ""
+            raise EvaluationError(f"{at}no entity named {names[bad]!r} of type {anchor_type!r} in {root}")
+        rels = np.full(len(gids), rel_id, dtype=np.int64)
+        keys = QueryKeys.of_anchors(side, gids, rels, filter_stride(manifest))
+        known_q, known_ids = FilterIndex.for_queries(root, manifest, keys).known_answers(side, gids, rels)
+        exclude = (known_q, known_ids) if exclude_known else None
+        ids, scores = top_k(side, gids, rels, anchor_type, target_type, run.source, run.score_fn, k, options, exclude)
+        is_known = np.zeros(ids.shape, dtype=bool)
+        known_pairs = set(zip(known_q.tolist(), known_ids.tolist()))
+        for q, row in enumerate(ids.tolist()):
+            is_known[q] = [(q, i) in known_pairs for i in row]
+        answer_names = entity_names(root, manifest, target_type, ids[ids >= 0])
+        rows, taken = [], 0
+        for row in ids:  # -1: a slot only excluded candidates could fill
+            valid = int((row >= 0).sum())
+            rows.append(answer_names[taken : taken + valid])
+            taken += valid
+        yield AnswerBatch(names, rows, scores, is_known)
+        start += len(names)
+
+
+def query(run: TrainedRun, relation: str, k: int, *, head: str | None = None, tail: str | None = None,
+          exclude_known: bool = False) -> list[Answer]:
+    """The ``k`` best tails of (head, relation) — or heads of (relation, tail) when ``tail`` is given."""
+    if (head is None) == (tail is None):
+        raise EvaluationError("give exactly one of a head or a tail")
+    side, anchor = ("rhs", head) if head is not None else ("lhs", tail)
+    (batch,) = answer(run, relation, side, [anchor], k, exclude_known=exclude_known)  # type: ignore[list-item]
+    return [Answer(name, float(batch.scores[0, r]), bool(batch.known[0, r])) for r, name in enumerate(batch.names[0])]
+
+
+def answer_file(run: TrainedRun, relation: str, side: str, anchors_path: str | Path, k: int, out: str | Path, *,
+                exclude_known: bool = False, batch: int = 65536) -> dict[str, int | str]:
+    """Answer every anchor named in ``anchors_path`` (one name per line) into Parquet at ``out``:
+    a row per anchor and answer (``anchor``, ``rank`` from 1, ``answer``, ``score``, ``known``),
+    written under a temporary name and renamed when complete."""
+    anchors_path = Path(anchors_path)
+    if not anchors_path.is_file():
+        raise EvaluationError(f"the anchors file {anchors_path} does not exist")
+    rows = anchors = 0
+    with open(anchors_path, encoding="utf-8") as lines, atomic_file(Path(out)) as tmp, \
+            pq.ParquetWriter(tmp, ANSWER_SCHEMA) as writer:
+        names = (line.rstrip("\r\n") for line in lines)
+        for part in answer(run, relation, side, names, k, exclude_known=exclude_known, batch=batch,
+                           where=str(anchors_path)):
+            anchors += len(part.anchors)
+            counts = [len(names) for names in part.names]
+            valid = np.arange(part.scores.shape[1]) < np.array(counts)[:, None]
+            writer.write_table(pa.table({
+                "anchor": np.repeat(part.anchors, counts).tolist(),
+                "rank": np.concatenate([np.arange(1, c + 1) for c in counts]).astype(np.int32) if counts else [],
+                "answer": [name for names in part.names for name in names],
+                "score": part.scores[valid].astype(np.float32),
+                "known": part.known[valid],
+            }, schema=ANSWER_SCHEMA))
+            rows += sum(counts)
+    return {"path": str(out), "anchors": anchors, "rows": rows}

@@ -1,4 +1,5 @@
-"""bigkg query CONFIG --head NAME --relation REL: the top-k tails (or --tail NAME: the top-k heads)."""
+"""bigkg query CONFIG --head NAME --relation REL: the top-k tails (or --tail NAME: the top-k heads);
+--heads FILE / --tails FILE answer every name of a file into Parquet (--out)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import json
 from dataclasses import asdict
 
 from bigkg.atomic import write_text_atomic
-from bigkg.evaluation.query import query
-from bigkg.evaluation.source import open_run
+from bigkg.evaluation.query import answer_file, query
+from bigkg.evaluation.source import EvaluationError, open_run
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "query"
@@ -20,15 +21,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     anchor = parser.add_mutually_exclusive_group(required=True)
     anchor.add_argument("--head", help="head entity name: rank tails")
     anchor.add_argument("--tail", help="tail entity name: rank heads")
+    anchor.add_argument("--heads", metavar="FILE", help="a file of head names, one per line: rank tails for each (needs --out)")
+    anchor.add_argument("--tails", metavar="FILE", help="a file of tail names, one per line: rank heads for each (needs --out)")
     parser.add_argument("--relation", required=True, help="relation name")
     parser.add_argument("-k", "--top", type=int, default=10, help="number of answers (default 10)")
     parser.add_argument("--exclude-known", action="store_true",
                         help="leave out answers that are already true triples of the dataset")
-    parser.add_argument("--json", metavar="PATH", help="also write the answers as JSON to PATH")
+    parser.add_argument("--out", metavar="PATH",
+                        help="with --heads/--tails: Parquet of anchor, rank, answer, score, known (a row per answer)")
+    parser.add_argument("--json", metavar="PATH", help="also write the answers (or, with --out, a summary) as JSON to PATH")
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.heads or args.tails:
+        if not args.out:
+            raise EvaluationError("--heads and --tails write their answers to a Parquet file: give --out PATH")
+        side, path = ("rhs", args.heads) if args.heads else ("lhs", args.tails)
+        summary = answer_file(open_run(config), args.relation, side, path, args.top, args.out, exclude_known=args.exclude_known)
+        print(f"wrote {summary['rows']} answers for {summary['anchors']} anchors to {summary['path']}")
+        if args.json:
+            write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+        return 0
     answers = query(open_run(config), args.relation, args.top, head=args.head, tail=args.tail,
                     exclude_known=args.exclude_known)
     what = f"({args.head}, {args.relation}, ?)" if args.head is not None else f"(?, {args.relation}, {args.tail})"
