@@ -10,7 +10,8 @@ import torch
 
 from bigkg.config import config_from_dict, config_to_dict
 from bigkg.evaluation import evaluate
-from bigkg.evaluation.source import EvaluationError
+from bigkg.evaluation.evaluate import dataset_index, link_prediction_ranks, ranking_options
+from bigkg.evaluation.source import EvaluationError, open_run
 from eval_datasets import RELS, random_triples as _triples, write_trained_run as _setup
 
 def _brute_force(model, splits, by_index, split="test"):
@@ -123,3 +124,21 @@ def test_cuda_evaluation_matches_cpu(tmp_path):
     gpu = evaluate(config_from_dict({**config_to_dict(config), "device": "cuda"}), "test")
     for key in ("mrr", "mr", "hits@1", "hits@10", "recall@10", "ndcg@10"):
         assert gpu[key] == pytest.approx(cpu[key], rel=1e-4), key
+
+
+def test_ranks_split_over_workers_add_up_to_the_unsplit_ones_bit_for_bit(tmp_path):
+    """Three workers each rank every third query batch; their ranks, summed, are the
+    single process's; evaluate gets the whole result through its sum_over_workers."""
+    config, *_ = _setup(tmp_path, overrides=["eval.query_batch=7"])
+    whole = evaluate(config, "test")
+    run = open_run(config)
+    index = dataset_index(config.dataset, run.manifest, "test")
+    unsplit = link_prediction_ranks(run, index.triples, index.filters, ranking_options(config, "cpu"))
+    shares = [link_prediction_ranks(run, index.triples, index.filters, ranking_options(config, "cpu", (w, 3))) for w in range(3)]
+    for side, ranks in unsplit.items():
+        assert all((share[side] == 0).any() for share in shares)  # each worker left batches to the others
+        np.testing.assert_array_equal(sum(share[side] for share in shares), ranks)
+    others = iter([shares[1]["rhs"] + shares[2]["rhs"], shares[1]["lhs"] + shares[2]["lhs"]])
+    result = evaluate(config, "test", shard=(0, 3), sum_over_workers=lambda values: values + next(others))
+    assert {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@10", "count")} == {
+        k: whole[k] for k in ("mrr", "mr", "hits@1", "hits@10", "count")}

@@ -6,8 +6,8 @@
 * the shared parameters (and their optimizer state) are pulled from the
   ``SharedParameterServer`` when a bucket starts and the bucket's change is pushed to it when it is done;
 * at an epoch's end every worker takes the final shared parameters, the job's
-  totals are summed, and rank 0 alone commits the checkpoint version, writes the epoch record (the
-  whole job's edges/s) and validates;
+  totals are summed, and rank 0 alone commits the checkpoint version and writes the epoch record
+  (the whole job's edges/s); every worker ranks its share of the validation queries;
 * a restarted job resumes from the latest checkpoint plus the buckets of the
   current epoch that were durably recorded since.
 """
@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -35,7 +36,7 @@ from bigkg.format import load_manifest
 from bigkg.schedule import Bucket
 from bigkg.storage import LoadedBucket, all_partition_keys
 from bigkg.training.metrics import MetricsLog
-from bigkg.training.trainer import Progress, Trainer
+from bigkg.training.trainer import Progress, Trainer, Validator, build_validator
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +178,14 @@ class DistributedTrainer(Trainer):
             payload = self.scheduler.lock.payload()
             p.next_epoch()
             self._write_epoch_checkpoint(payload)
-            if self.validator is not None and (epoch + 1) % self.config.eval.valid_every == 0:
-                self._validate(epoch)  # evaluates the version just written
+        if self.validator is not None and (epoch + 1) % self.config.eval.valid_every == 0:
+            barrier(self.device)  # rank 0's version is published: every worker ranks its share of it
+            if self.env.rank == 0:
+                self._validate(epoch)
                 self._write_epoch_checkpoint(payload)  # again, with the validation in its progress
+            else:
+                self.validator(self.store)
+        if self.env.rank == 0:
             self.exchange.collect(payload, epoch + 1)
             self.params.collect()
         # Everyone waits for rank 0's checkpoint and takes its progress (validation, early stop).
@@ -189,6 +195,16 @@ class DistributedTrainer(Trainer):
         if self.env.rank != 0:
             self.version = self.store.latest() or self.version
         self._epoch_started = time.perf_counter()
+
+    def _build_validator(self) -> Validator | None:
+        """Validation split over the workers: each ranks its share of the query batches."""
+        return build_validator(self.config, self.manifest, shard=(self.env.rank, self.env.world_size),
+                               sum_over_workers=self._sum_over_workers)
+
+    def _sum_over_workers(self, values: np.ndarray) -> np.ndarray:
+        total = torch.from_numpy(values).to(self.device)
+        dist.all_reduce(total)
+        return total.cpu().numpy()
 
     def _write_epoch_checkpoint(self, payload: dict[str, str]) -> None:
         """A checkpoint version whose partitions are hard links to the exchange's current versions."""

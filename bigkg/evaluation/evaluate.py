@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -111,7 +111,8 @@ class _RecommendationCollector:
         return RecommendationEdges(items, {s: (e.heads, e.tails) for s, e in edges.items()})
 
 
-def _options(config: Config, device: str) -> RankingOptions:
+def ranking_options(config: Config, device: str, shard: tuple[int, int] | None = None) -> RankingOptions:
+    """The ``eval`` section as ``RankingOptions``, ranking the query batches of ``shard`` only."""
     e = config.eval
     return RankingOptions(
         query_batch=e.query_batch,
@@ -119,6 +120,7 @@ def _options(config: Config, device: str) -> RankingOptions:
         num_sampled=e.num_sampled if e.mode == "sampled" else None,
         seed=config.seed,
         device=device,
+        shard=shard,
     )
 
 
@@ -170,11 +172,17 @@ def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str
     return out
 
 
-def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | None = None) -> dict[str, Any]:
+def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | None = None,
+             shard: tuple[int, int] | None = None,
+             sum_over_workers: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
     """Filtered MRR, MR, Hits@k of ``split`` (both directions), from the run's latest checkpoint.
 
     Test triples whose entities never occur in training are kept and ranked
     like the others; ``unseen_entity_triples`` says how many there were.
+
+    Split across workers, each calls this with its ``shard`` (worker, workers) and a
+    ``sum_over_workers`` that adds an array over all of them (a collective): each ranks its
+    share of the query batches, and every worker gets the whole result.
     """
     if split not in SPLITS:
         raise EvaluationError(f"split {split!r} is not one of {', '.join(SPLITS)}")
@@ -190,8 +198,11 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
     triples = index.triples
     if len(triples) == 0:
         raise EvaluationError(f"dataset {config.dataset} has no {split} edges to evaluate")
-    options = _options(config, run.device)
+    options = ranking_options(config, run.device, shard)
     ranks = link_prediction_ranks(run, triples, index.filters, options)
+    if sum_over_workers is not None:
+        ranks = {side: sum_over_workers(values) for side, values in ranks.items()}
+    options = ranking_options(config, run.device)  # recommendation metrics are not split
     hits = config.eval.hits
     result: dict[str, Any] = {
         "split": split,

@@ -66,6 +66,9 @@ class RankingOptions:
     num_sampled: int | None = None
     seed: int = 0
     device: str = "cpu"
+    # (worker, workers): rank only the query batches b with b % workers == worker; the others'
+    # ranks are 0, so summing every worker's ranks gives the unsplit ranks, bit for bit.
+    shard: tuple[int, int] | None = None
 
 
 def gather(source: EntitySource, entity_type: str, gids: np.ndarray, device: str = "cpu") -> torch.Tensor:
@@ -178,6 +181,8 @@ def rank_queries(
             continue
         vectors = source.load(target_type, part).to(device)
         for b, sl in enumerate(batches):
+            if not _mine(b, options.shard):
+                continue
             candidates = _in_partition(None if samples is None else samples[b], lo, hi)
             if candidates.size == 0:
                 continue
@@ -190,7 +195,15 @@ def rank_queries(
                     # int32 sums of the boolean masks: about twice as fast as the default int64.
                     greater[sl] += (scores > true_b).sum(dim=1, dtype=torch.int32)
                     equal[sl] += (scores == true_b).sum(dim=1, dtype=torch.int32)
-    return 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
+    ranks = 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
+    for b, sl in enumerate(batches):
+        if not _mine(b, options.shard):
+            ranks[sl] = 0.0
+    return ranks
+
+
+def _mine(batch: int, shard: tuple[int, int] | None) -> bool:
+    return shard is None or batch % shard[1] == shard[0]
 
 
 def top_k(

@@ -101,11 +101,12 @@ def build_scheduler(config: Config, manifest: Manifest) -> BucketScheduler:
     return LocalScheduler(manifest.num_partitions, config.training.bucket_order, config.seed)
 
 
-def build_validator(config: Config, manifest: Manifest) -> Validator | None:
-    """Valid-split evaluation at epoch end, when asked for and the dataset has a valid split."""
+def build_validator(config: Config, manifest: Manifest, **split_over_workers: Any) -> Validator | None:
+    """Valid-split evaluation at epoch end, when asked for and the dataset has a valid split;
+    ``split_over_workers``: ``evaluate``'s ``shard`` and ``sum_over_workers``."""
     if config.eval.valid_every == 0 or manifest.split_count("valid") == 0:
         return None
-    return lambda store: evaluate(config, split="valid", store=store)
+    return lambda store: evaluate(config, split="valid", store=store, **split_over_workers)
 
 
 def build_generator(config: Config, device: torch.device, offset: int = 0) -> torch.Generator:
@@ -183,7 +184,7 @@ class Trainer:
         self.loader = BucketLoader(
             config.dataset, self.manifest, pin_memory=self.device.type == "cuda", background=config.training.prefetch
         )
-        self.validator = build_validator(config, self.manifest)
+        self.validator = self._build_validator()
         run_dir = Path(config.run_dir)
         self.store = CheckpointStore(run_dir)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -196,6 +197,9 @@ class Trainer:
             raise
         self.held: dict[PartitionKey, PartitionState] = {}
         self.foreign: dict[PartitionKey, ForeignSample] = {}  # rows of other partitions, per bucket
+
+    def _build_validator(self) -> Validator | None:
+        return build_validator(self.config, self.manifest)
 
     def _open_run_dir(self, run_dir: Path, fresh: bool) -> CheckpointVersion:
         """Clear the run's checkpoints and metrics if ``fresh``, record the config, and
