@@ -38,9 +38,8 @@ from bigkg.distributed.audit import read_events  # noqa: E402
 from bigkg.evaluation import evaluate  # noqa: E402
 from bigkg.schedule import ORDERS  # noqa: E402
 from bigkg.training import train  # noqa: E402
-from benchmarks.fb15k237_gpu import DEFAULT_DATA, unpack  # noqa: E402
+from benchmarks.fb15k237_gpu import DEFAULT_DATA, partitioned  # noqa: E402
 from benchmarks.workdir import add_work_arguments, work_directory  # noqa: E402
-from partitioner.run import PartitionOptions, run_partition  # noqa: E402
 
 # By 8 epochs the test MRR has settled: distributed runs spread ~0.003 around it (0.006 at 5).
 SETTINGS = {
@@ -110,12 +109,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with work_directory(args.work) as work:
-        raw = unpack(args.data, work)
-        dataset = work / f"fb15k237_p{args.partitions}"
-        run_partition(PartitionOptions(
-            inputs=[str(raw / "train.txt")], out=dataset, valid=[str(raw / "valid.txt")], test=[str(raw / "test.txt")],
-            num_partitions=args.partitions, force=True, progress=False,
-        ))
+        dataset = partitioned(args.data, work, args.partitions)
         rows = []
         for order in args.orders:
             for seed in args.seeds:

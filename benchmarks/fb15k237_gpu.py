@@ -49,6 +49,7 @@ from bigkg.training.trainer import Trainer  # noqa: E402
 from benchmarks.pbg_env import in_loop_rate, locate_pbg, write_pbg_config  # noqa: E402
 from benchmarks.vs_pbg import timed  # noqa: E402
 from launcher.process_settings import prepare_training_process  # noqa: E402
+from partitioner.run import PartitionOptions, run_partition  # noqa: E402
 
 CONFIG = REPO / "benchmarks" / "configs" / "fb15k237_gpu.yaml"
 DEFAULT_DATA = (REPO / ".device" / "data" / "FB15k-237.tar.xz", REPO.parent / "shared" / "data" / "FB15k-237.tar.xz")
@@ -68,6 +69,18 @@ def unpack(source: Path, work: Path) -> Path:
     if missing:
         raise SystemExit(f"{source}: no {', '.join(s + '.txt' for s in missing)} in it")
     return folder
+
+
+def partitioned(source: Path, work: Path, partitions: int) -> Path:
+    """FB15k-237 from ``source`` (as ``unpack`` takes it) as a dataset of ``partitions``
+    partitions with its valid and test splits, under ``work``."""
+    raw = unpack(source, work)
+    dataset = work / f"fb15k237_p{partitions}"
+    run_partition(PartitionOptions(
+        inputs=[str(raw / "train.txt")], out=dataset, valid=[str(raw / "valid.txt")], test=[str(raw / "test.txt")],
+        num_partitions=partitions, force=True, progress=False,
+    ))
+    return dataset
 
 
 def partition(raw: Path, out: Path) -> float:

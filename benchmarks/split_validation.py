@@ -29,13 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.eval_speed import write_random_checkpoint  # noqa: E402
-from benchmarks.fb15k237_gpu import DEFAULT_DATA, unpack  # noqa: E402
+from benchmarks.fb15k237_gpu import DEFAULT_DATA, partitioned  # noqa: E402
 from benchmarks.workdir import add_work_arguments, work_directory  # noqa: E402
 from bigkg.atomic import write_text_atomic  # noqa: E402
 from bigkg.config import config_from_dict  # noqa: E402
 from bigkg.evaluation import evaluate  # noqa: E402
 from bigkg.format import load_manifest  # noqa: E402
-from partitioner.run import PartitionOptions, run_partition  # noqa: E402
 
 
 def free_port() -> int:
@@ -85,12 +84,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with work_directory(args.work) as work:
-        raw = unpack(args.data, work)
-        dataset = work / f"fb15k237_p{args.partitions}"
-        run_partition(PartitionOptions(
-            inputs=[str(raw / "train.txt")], out=dataset, valid=[str(raw / "valid.txt")], test=[str(raw / "test.txt")],
-            num_partitions=args.partitions, force=True, progress=False,
-        ))
+        dataset = partitioned(args.data, work, args.partitions)
         config_dict = {"dataset": str(dataset), "run_dir": str(work / "run"),
                        "model": {"dim": args.dim, "operator": "complex_diagonal", "reciprocal": True}}
         write_random_checkpoint(config_from_dict(config_dict), load_manifest(dataset))

@@ -2,23 +2,12 @@
 entities and relations are all carried over, and starting from its directory is ahead of a
 cold start after one epoch."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_helpers import run_benchmark
 
 
 def test_three_starts_are_trained_and_the_run_directory_start_is_ahead(tmp_path):
-    out = tmp_path / "warm_start.json"
-    subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "warm_start.py"), "--fraction", "0.5",
-         "--set", "training.epochs=2", "--set", "model.dim=16", "--set", "eval.valid_every=1",
-         "--set", "training.foreign_negatives=0", "--work", str(tmp_path / "work"), "--json", str(out)],
-        check=True, cwd=REPO, capture_output=True,
-    )
-    result = json.loads(out.read_text())
+    result = run_benchmark("warm_start.py", "--fraction", "0.5", "--set", "training.epochs=2", "--set", "model.dim=16",
+                           "--set", "eval.valid_every=1", "--set", "training.foreign_negatives=0", tmp_path=tmp_path)
     old_lines = (tmp_path / "work" / "old_train.txt").read_text().splitlines()
     old_entities = {name for line in old_lines for name in line.split("\t")[::2]}
     old_relations = {line.split("\t")[1] for line in old_lines}
