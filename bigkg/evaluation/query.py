@@ -92,10 +92,9 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
         known_q, known_ids = FilterIndex.for_queries(root, manifest, keys).known_answers(side, gids, rels)
         exclude = (known_q, known_ids) if exclude_known else None
         ids, scores = top_k(side, gids, rels, anchor_type, target_type, run.source, run.score_fn, k, options, exclude)
-        is_known = np.zeros(ids.shape, dtype=bool)
-        known_pairs = set(zip(known_q.tolist(), known_ids.tolist()))
-        for q, row in enumerate(ids.tolist()):
-            is_known[q] = [(q, i) in known_pairs for i in row]
+        targets = int(entity_offsets(manifest)[target_type][-1])  # (query, answer) pairs as one int64 each
+        pair = np.arange(len(gids), dtype=np.int64)[:, None] * targets + ids
+        is_known = np.isin(pair, known_q * targets + known_ids) & (ids >= 0)
         answer_names = entity_names(root, manifest, target_type, ids[ids >= 0])
         rows, taken = [], 0
         for row in ids:  # -1: a slot only excluded candidates could fill
