@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ from bigkg.evaluation import evaluate  # noqa: E402
 from bigkg.schedule import ORDERS  # noqa: E402
 from bigkg.training import train  # noqa: E402
 from benchmarks.fb15k237_gpu import DEFAULT_DATA, partitioned  # noqa: E402
+from benchmarks.torchrun import SINGLE_NODE, run_torchrun  # noqa: E402
 from benchmarks.workdir import add_work_arguments, work_directory  # noqa: E402
 
 # By 8 epochs the test MRR has settled: distributed runs spread ~0.003 around it (0.006 at 5).
@@ -83,13 +82,8 @@ def single_process(config_path: Path) -> dict[str, Any]:
 def workers(config_path: Path, count: int) -> dict[str, Any]:
     config = load_config(config_path, [])
     log = config_path.with_suffix(".log")
-    # torchrun's agent leaves a torchelastic_* folder in the temporary directory: keep it in ours
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(config_path.parent)}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(count), "--rdzv-backend", "c10d",
-               "--rdzv-endpoint", "127.0.0.1:0", "-m", "launcher", str(config_path), "--fresh"]
-    with open(log, "w") as out:
-        if subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
-            raise SystemExit(f"torchrun with {count} workers failed; see {log}")
+    if run_torchrun(config_path, ["--nproc-per-node", str(count), *SINGLE_NODE], log, launcher_args=["--fresh"]) != 0:
+        raise SystemExit(f"torchrun with {count} workers failed; see {log}")
     done = [e for e in read_events((Path(config.run_dir) / "logs").glob("*.jsonl")) if e["event"] == "done"]
     order = [tuple(e["bucket"]) for e in done]
     return {"mrr": evaluate(config, split="test")["mrr"], "buckets": len(order), "shared": shared_partition(order)}

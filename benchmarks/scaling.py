@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.torchrun import SINGLE_NODE, run_torchrun  # noqa: E402
 from bigkg.atomic import write_text_atomic  # noqa: E402
 
 
@@ -61,13 +61,10 @@ def run(dataset: Path, work: Path, workers: int, epochs: int, dim: int, threads:
         "eval": {"valid_every": 0},
         "distributed": {"timeout": 1800},
     }))
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(workers), "--rdzv-backend", "c10d",
-               "--rdzv-endpoint", "127.0.0.1:0", "-m", "launcher", str(config), "--fresh"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     started = time.perf_counter()
     log = work / f"w{workers}.log"
-    with open(log, "wb") as out:
-        code = subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    code = run_torchrun(config, ["--nproc-per-node", str(workers), *SINGLE_NODE], log, threads=threads,
+                        launcher_args=["--fresh"])
     wall = time.perf_counter() - started
     if code != 0:
         raise SystemExit(f"torchrun with {workers} worker(s) exited with {code}; its log is {log}")

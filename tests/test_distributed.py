@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 # the settings benchmarks/bucket_order.py measures, so its table speaks of these tests
 from benchmarks.bucket_order import SETTINGS, write_config as write_settings  # noqa: E402
+from benchmarks.torchrun import SINGLE_NODE, start_torchrun  # noqa: E402
 
 P = 4
 EPOCHS = SETTINGS["training"]["epochs"]
@@ -73,13 +74,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def torchrun(config: Path, *args: str, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", *args, "-m", "launcher", str(config)]
-    # torchrun's agent leaves a torchelastic_* folder in the temporary directory: keep it in the test's own
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(log.parent)}
-    return subprocess.Popen(command, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
 def finish(proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
@@ -127,7 +121,7 @@ def test_torchrun_single_node(fb4, single_mrr, tmp_path, workers, tolerance):
     run_dir = tmp_path / "run"
     config = write_config(fb4, run_dir)
     log = tmp_path / "torchrun.log"
-    proc = torchrun(config, "--nproc-per-node", str(workers), "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", log=log)
+    proc = start_torchrun(config, ["--nproc-per-node", str(workers), *SINGLE_NODE], log)
     finish(proc, log)
     reports = audit_run(run_dir)
     assert list(reports) == [0] and reports[0].complete
@@ -144,8 +138,8 @@ def test_two_nodes_on_loopback(fb4, single_mrr, tmp_path):
     config = write_config(fb4, run_dir)
     endpoint = f"127.0.0.1:{free_port()}"
     nodes = [
-        torchrun(config, "--nnodes", "2", "--node-rank", str(k), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-                 "--rdzv-endpoint", endpoint, "--rdzv-id", "two-node-test", log=tmp_path / f"node{k}.log")
+        start_torchrun(config, ["--nnodes", "2", "--node-rank", str(k), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                                "--rdzv-endpoint", endpoint, "--rdzv-id", "two-node-test"], tmp_path / f"node{k}.log")
         for k in range(2)
     ]
     for k, proc in enumerate(nodes):
@@ -167,8 +161,7 @@ def test_sigkilled_worker_job_completes(fb4, single_mrr, tmp_path):
     run_dir = tmp_path / "run"
     config = write_config(fb4, run_dir)
     log = tmp_path / "torchrun.log"
-    proc = torchrun(config, "--nproc-per-node", "2", "--max-restarts", "2", "--rdzv-backend", "c10d",
-                    "--rdzv-endpoint", "127.0.0.1:0", log=log)
+    proc = start_torchrun(config, ["--nproc-per-node", "2", "--max-restarts", "2", *SINGLE_NODE], log)
     # wait until rank 1 holds a bucket of the second epoch after some of that epoch is done
     deadline = time.monotonic() + 240
     while True:
@@ -199,7 +192,7 @@ def test_torchrun_nccl_one_gpu_per_worker(fb4, tmp_path):
     run_dir = tmp_path / "run"
     config = write_config(fb4, run_dir, device="cuda")
     log = tmp_path / "torchrun.log"
-    finish(torchrun(config, "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", log=log), log)
+    finish(start_torchrun(config, ["--nproc-per-node", "2", *SINGLE_NODE], log), log)
     text = log.read_text()
     assert "nccl, world size 2, device cuda:0" in text and "device cuda:1" in text
     check_complete(run_dir, audit_run(run_dir))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +20,9 @@ from bigkg.evaluation import evaluate
 from bigkg.training import train
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.torchrun import SINGLE_NODE, run_torchrun  # noqa: E402
 
 
 def write_config(path: Path, dataset: Path, run_dir: Path, **training) -> Path:
@@ -41,12 +43,9 @@ def test_rank0_commits_the_best_version_at_the_end(codex2, tmp_path):
     # lr 50 ruins valid MRR but keeps the losses finite
     ruin = write_config(tmp_path / "ruin.yaml", codex2, run_dir, epochs=3, lr=50.0)
     log, summary_path = tmp_path / "torchrun.log", tmp_path / "summary.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--rdzv-backend", "c10d",
-               "--rdzv-endpoint", "127.0.0.1:0", "-m", "launcher", str(ruin), "--json", str(summary_path)]
-    with open(log, "w") as out:
-        done = subprocess.run(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)})  # torchrun's folder
-    assert done.returncode == 0, log.read_text()[-5000:]
+    code = run_torchrun(ruin, ["--nproc-per-node", "2", *SINGLE_NODE], log, launcher_args=["--json", str(summary_path)],
+                        timeout=300)
+    assert code == 0, log.read_text()[-5000:]
     assert "[rank 1]" in log.read_text()  # really two workers
 
     summary = json.loads(summary_path.read_text())
