@@ -24,6 +24,7 @@ class RecommendationEdges:
     """The ``eval.rec_relation`` edges evaluation needs: every item, and per split the edges
     of the users of the evaluated split."""
 
+    relation: int
     items: np.ndarray  # sorted: every tail of a rec-relation edge in any split
     edges: dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (users, items)
 
@@ -108,7 +109,7 @@ class _RecommendationCollector:
     def finish(self) -> RecommendationEdges:
         items = np.unique(np.concatenate([np.empty(0, np.int64), *self.items]))
         edges = {s: concatenate(parts) for s, parts in self.parts.items()}
-        return RecommendationEdges(items, {s: (e.heads, e.tails) for s, e in edges.items()})
+        return RecommendationEdges(self.relation, items, {s: (e.heads, e.tails) for s, e in edges.items()})
 
 
 def ranking_options(config: Config, device: str, shard: tuple[int, int] | None = None) -> RankingOptions:
@@ -154,8 +155,7 @@ def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str
     earlier splits (training items; when evaluating test, also validation items).
     """
     name = run.config.eval.rec_relation
-    rel_id = run.manifest.relation_index(name)
-    rel = run.manifest.relations[rel_id]
+    rel = run.manifest.relations[rec.relation]
     held_users, held_items = rec.edges[split]
     users, user_row = np.unique(held_users, return_inverse=True)
     if users.size == 0:
@@ -164,7 +164,7 @@ def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str
     ku = np.concatenate([np.empty(0, np.int64)] + [u for u, _ in known])
     ki = np.concatenate([np.empty(0, np.int64)] + [i for _, i in known])
     row = np.searchsorted(users, ku)  # every known edge's user is one of the split's
-    top, _ = top_k("rhs", users, np.full(users.size, rel_id), rel.lhs_type, rel.rhs_type, run.source, run.score_fn,
+    top, _ = top_k("rhs", users, np.full(users.size, rec.relation), rel.lhs_type, rel.rhs_type, run.source, run.score_fn,
                    max(ks), options, exclude=(row, ki), candidates=rec.items)
     out: dict[str, Any] = {"rec_relation": name, "rec_items": int(rec.items.size)}
     for k in ks:
@@ -198,11 +198,9 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
     triples = index.triples
     if len(triples) == 0:
         raise EvaluationError(f"dataset {config.dataset} has no {split} edges to evaluate")
-    options = ranking_options(config, run.device, shard)
-    ranks = link_prediction_ranks(run, triples, index.filters, options)
+    ranks = link_prediction_ranks(run, triples, index.filters, ranking_options(config, run.device, shard))
     if sum_over_workers is not None:
         ranks = {side: sum_over_workers(values) for side, values in ranks.items()}
-    options = ranking_options(config, run.device)  # recommendation metrics are not split
     hits = config.eval.hits
     result: dict[str, Any] = {
         "split": split,
@@ -221,8 +219,7 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
             f"{config.eval.num_sampled} uniform draws (with replacement, duplicates dropped) of the answer's "
             "entity type per query batch, known true answers filtered"
         )
-    if config.eval.rec_relation:
-        assert index.rec is not None
-        result.update(recommendation_metrics(run, index.rec, split, config.eval.rec_k, options))
+    if index.rec is not None:  # not split over workers: each computes them whole
+        result.update(recommendation_metrics(run, index.rec, split, config.eval.rec_k, ranking_options(config, run.device)))
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result

@@ -80,6 +80,8 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
     rel = manifest.relations[rel_id]
     anchor_type, target_type = (rel.lhs_type, rel.rhs_type) if side == "rhs" else (rel.rhs_type, rel.lhs_type)
     options = RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
+    stride = filter_stride(manifest)
+    targets = int(entity_offsets(manifest)[target_type][-1])  # (query, answer) pairs as one int64 each
     start = 0
     while names := list(itertools.islice(anchors, batch)):
         gids = find_entities(root, manifest, anchor_type, pa.array(names, pa.string()))
@@ -88,11 +90,10 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
             at = f"{where}, line {start + bad + 1}: " if where else ""
             raise EvaluationError(f"{at}no entity named {names[bad]!r} of type {anchor_type!r} in {root}")
         rels = np.full(len(gids), rel_id, dtype=np.int64)
-        keys = QueryKeys.of_anchors(side, gids, rels, filter_stride(manifest))
+        keys = QueryKeys.of_anchors(side, gids, rels, stride)
         known_q, known_ids = FilterIndex.for_queries(root, manifest, keys).known_answers(side, gids, rels)
         exclude = (known_q, known_ids) if exclude_known else None
         ids, scores = top_k(side, gids, rels, anchor_type, target_type, run.source, run.score_fn, k, options, exclude)
-        targets = int(entity_offsets(manifest)[target_type][-1])  # (query, answer) pairs as one int64 each
         pair = np.arange(len(gids), dtype=np.int64)[:, None] * targets + ids
         is_known = np.isin(pair, known_q * targets + known_ids) & (ids >= 0)
         answer_names = entity_names(root, manifest, target_type, ids[ids >= 0])
@@ -126,16 +127,16 @@ def answer_file(run: TrainedRun, relation: str, side: str, anchors_path: str | P
     rows = anchors = 0
     with open(anchors_path, encoding="utf-8") as lines, atomic_file(Path(out)) as tmp, \
             pq.ParquetWriter(tmp, ANSWER_SCHEMA) as writer:
-        names = (line.rstrip("\r\n") for line in lines)
-        for part in answer(run, relation, side, names, k, exclude_known=exclude_known, batch=batch,
+        anchor_names = (line.rstrip("\r\n") for line in lines)
+        for part in answer(run, relation, side, anchor_names, k, exclude_known=exclude_known, batch=batch,
                            where=str(anchors_path)):
             anchors += len(part.anchors)
-            counts = [len(names) for names in part.names]
+            counts = [len(row) for row in part.names]
             valid = np.arange(part.scores.shape[1]) < np.array(counts)[:, None]
             writer.write_table(pa.table({
                 "anchor": np.repeat(part.anchors, counts).tolist(),
-                "rank": np.concatenate([np.arange(1, c + 1) for c in counts]).astype(np.int32) if counts else [],
-                "answer": [name for names in part.names for name in names],
+                "rank": np.concatenate([np.arange(1, c + 1) for c in counts]).astype(np.int32),
+                "answer": [name for row in part.names for name in row],
                 "score": part.scores[valid].astype(np.float32),
                 "known": part.known[valid],
             }, schema=ANSWER_SCHEMA))

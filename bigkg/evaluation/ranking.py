@@ -170,6 +170,8 @@ def rank_queries(
 
     offsets = source.partition_offsets(target_type)
     batches = _batches(n, options.query_batch)
+    # (worker, workers): this worker ranks the batches b with b % workers == worker
+    mine = [options.shard is None or b % options.shard[1] == options.shard[0] for b in range(len(batches))]
     samples = None
     if options.num_sampled is not None:
         rng = np.random.default_rng(options.seed)
@@ -181,7 +183,7 @@ def rank_queries(
             continue
         vectors = source.load(target_type, part).to(device)
         for b, sl in enumerate(batches):
-            if not _mine(b, options.shard):
+            if not mine[b]:
                 continue
             candidates = _in_partition(None if samples is None else samples[b], lo, hi)
             if candidates.size == 0:
@@ -197,13 +199,9 @@ def rank_queries(
                     equal[sl] += (scores == true_b).sum(dim=1, dtype=torch.int32)
     ranks = 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
     for b, sl in enumerate(batches):
-        if not _mine(b, options.shard):
-            ranks[sl] = 0.0
+        if not mine[b]:
+            ranks[sl] = 0.0  # another worker's: summed in from its ranks
     return ranks
-
-
-def _mine(batch: int, shard: tuple[int, int] | None) -> bool:
-    return shard is None or batch % shard[1] == shard[0]
 
 
 def top_k(
