@@ -11,6 +11,7 @@ import numpy as np
 
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import Config
+from bigkg.evaluation.breakdown import breakdown, relation_categories
 from bigkg.evaluation.filters import FilterIndex, QueryKeys, Triples, concatenate, filter_stride, iter_split, read_split
 from bigkg.evaluation.metrics import ranking_metrics, recall_ndcg_at_k
 from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
@@ -174,11 +175,14 @@ def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str
 
 def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | None = None,
              shard: tuple[int, int] | None = None,
-             sum_over_workers: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+             sum_over_workers: Callable[[np.ndarray], np.ndarray] | None = None,
+             by_relation: bool = False) -> dict[str, Any]:
     """Filtered MRR, MR, Hits@k of ``split`` (both directions), from the run's latest checkpoint.
 
     Test triples whose entities never occur in training are kept and ranked
     like the others; ``unseen_entity_triples`` says how many there were.
+    ``by_relation`` adds the metrics per relation and per relation category (one more
+    pass over the training edges).
 
     Split across workers, each calls this with its ``shard`` (worker, workers) and a
     ``sum_over_workers`` that adds an array over all of them (a collective): each ranks its
@@ -214,6 +218,9 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
         "heads": ranking_metrics(ranks["lhs"], hits),
         "rank": RANK_DEFINITION,
     }
+    if by_relation:
+        names = [r.name for r in run.manifest.relations]
+        result.update(breakdown(triples, ranks, names, relation_categories(config.dataset, run.manifest), hits))
     if config.eval.mode == "sampled":
         result["sampling"] = (
             f"{config.eval.num_sampled} uniform draws (with replacement, duplicates dropped) of the answer's "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -44,13 +44,17 @@ class Triples(NamedTuple):
         return Triples(self.heads[mask], self.rels[mask], self.tails[mask])
 
 
-def iter_split(root: str | Path, manifest: Manifest, split: str) -> Iterator[Triples]:
-    """The edges of ``split``, one bucket at a time, in global ids."""
+def iter_split(root: str | Path, manifest: Manifest, split: str,
+               buckets: Callable[[int, int], bool] | None = None) -> Iterator[Triples]:
+    """The edges of ``split``, one bucket at a time, in global ids; only the buckets (i, j) for
+    which ``buckets(i, j)`` holds, when given."""
     offsets = entity_offsets(manifest)
     lhs_types = [r.lhs_type for r in manifest.relations]
     rhs_types = [r.rhs_type for r in manifest.relations]
     for key in sorted(manifest.bucket_counts.get(split, {})):
         i, j = (int(x) for x in key.split("_"))
+        if buckets is not None and not buckets(i, j):
+            continue
         edges = read_bucket(Path(root), split, i, j)
         rel = edges.rel.astype(np.int64)
         # Partition i of each edge's head type, partition j of its tail type.

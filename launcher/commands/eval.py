@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--split", choices=("train", "valid", "test"), help="split to rank (default: eval.split)")
     parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH")
+    parser.add_argument("--by-relation", action="store_true",
+                        help="also report MRR per relation and per category (1-1, 1-N, N-1, N-N from the training edges)")
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -32,6 +34,8 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     for label, m in (("both", result), ("tails", result["tails"]), ("heads", result["heads"])):
         lines.append(f"{label:8}{m['mrr']:8.4f}{m['mr']:10.2f}" + "".join(f"{m[h]:9.4f}" for h in hits) + f"{m['count']:9d}")
+    if "relations" in result:
+        lines += _breakdown_lines(result)
     rec = sorted((k for k in result if k.startswith(("recall@", "ndcg@"))), key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
     if rec:
         lines.append(f"{result['rec_relation']} ({result['rec_users']} users): " + ", ".join(f"{k} {result[k]:.4f}" for k in rec))
@@ -39,9 +43,24 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _breakdown_lines(result: dict[str, Any]) -> list[str]:
+    """MRR of both directions, tails and heads per category, then per relation (largest first)."""
+    head = f"{'MRR both':>10}{'tails':>8}{'heads':>8}{'count':>8}"
+    lines = [f"{'category':10}{'relations':>10}" + head]
+    for category, m in result["categories"].items():
+        lines.append(f"{category:10}{m['relations']:10d}{m['mrr']:10.4f}{m['tails']['mrr']:8.4f}{m['heads']['mrr']:8.4f}{m['count']:8d}")
+    width = max(len("relation"), *(len(name) for name in result["relations"]))
+    lines.append(f"{'relation':{width}}{'category':>9}" + head)
+    by_count = sorted(result["relations"].items(), key=lambda item: -item[1]["count"])
+    for name, m in by_count:
+        lines.append(f"{name:{width}}{m['category'] or '-':>9}{m['mrr']:10.4f}{m['tails']['mrr']:8.4f}"
+                     f"{m['heads']['mrr']:8.4f}{m['count']:8d}")
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    result = evaluate(config, args.split or config.eval.split)
+    result = evaluate(config, args.split or config.eval.split, by_relation=args.by_relation)
     print(format_table(result))
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
