@@ -35,9 +35,7 @@ class RowAdagrad:
         if _numba_ok(table, state, grads):
             _step_numba(table, state, ids, grads, self.lr, self.eps, self._scratch_for(table))
             return
-        all_ids = ids[0] if len(ids) == 1 else torch.cat(list(ids))
-        rows, inverse = torch.unique(all_ids, return_inverse=True)
-        _step_torch(table, state, rows, list(zip(inverse.split([len(i) for i in ids]), grads)), self.lr, self.eps)
+        _step_torch(table, state, ids, grads, self.lr, self.eps)
 
     def _scratch_for(self, table: Tensor) -> RowScratch:
         """This thread's scratch, large enough for ``table``."""
@@ -63,9 +61,6 @@ class RowScratch:
         return self.sums
 
 
-Pieces = list[tuple[Tensor, Tensor]]  # (row slot of each gradient row, gradient rows)
-
-
 def preload_cpu_kernels() -> threading.Thread:
     """Load the compiled CPU update in a background thread. Its first call in a process
     loads numba's cached machine code, ~0.4 s (mostly LLVM's set-up), which the first
@@ -86,13 +81,29 @@ def _numba_ok(table: Tensor, state: Tensor, grads: Sequence[Tensor]) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
 
 
-def _step_torch(table: Tensor, state: Tensor, rows: Tensor, pieces: Pieces, lr: float, eps: float) -> None:
+def _step_torch(table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor], lr: float, eps: float) -> None:
+    """The update in torch ops that never wait for the device (the GPU path).
+
+    ``torch.unique`` would make the host wait for the number of distinct rows before it
+    can allocate. Instead the ids are sorted and each run of equal ids gets a slot, with one
+    slot per id: the slots past the last run keep a zero gradient sum and name the largest
+    row again. Adding zero to a row changes nothing, which is why state and table are
+    updated with ``index_add_`` and never with a copy.
+    """
+    all_ids = ids[0] if len(ids) == 1 else torch.cat(list(ids))
+    sorted_ids, order = torch.sort(all_ids)
+    run_starts = torch.ones_like(sorted_ids, dtype=torch.bool)
+    run_starts[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    sorted_slots = torch.cumsum(run_starts, 0) - 1
+    slots = torch.empty_like(sorted_slots).scatter_(0, order, sorted_slots)
+    rows = sorted_ids[-1:].repeat(sorted_ids.shape[0]).scatter_(0, sorted_slots, sorted_ids)
     summed = torch.zeros(rows.shape[0], table.shape[1], dtype=table.dtype, device=table.device)
-    for slots, grad in pieces:  # piece by piece: no concatenated copy of the gradients
-        summed.index_add_(0, slots, grad)
-    accumulated = state.index_select(0, rows).add_(summed.pow(2).mean(dim=1))
-    state.index_copy_(0, rows, accumulated)
-    step = summed / accumulated.sqrt_().add_(eps).unsqueeze(1)
+    start = 0
+    for grad in grads:  # piece by piece: no concatenated copy of the gradients
+        summed.index_add_(0, slots[start : start + grad.shape[0]], grad)
+        start += grad.shape[0]
+    state.index_add_(0, rows, summed.pow(2).mean(dim=1))
+    step = summed / state.index_select(0, rows).sqrt_().add_(eps).unsqueeze(1)
     table.index_add_(0, rows, step, alpha=-lr)
 
 

@@ -66,8 +66,7 @@ def test_row_adagrad_matches_dense_reference(kernel):
     before = table.clone()
     optimizer = RowAdagrad(0.3)
     if kernel is _step_torch:
-        rows, inverse = torch.unique(torch.cat(ids), return_inverse=True)
-        kernel(table, state, rows, list(zip(inverse.split([4, 2]), grads)), optimizer.lr, optimizer.eps)
+        kernel(table, state, ids, grads, optimizer.lr, optimizer.eps)
     elif kernel is _step_numba:
         scratch = RowScratch(50, 8)
         scratch.sums_for(16).fill(float("nan"))  # an earlier step's leftovers
