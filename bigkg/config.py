@@ -38,7 +38,7 @@ def opt(default: Any, help: str, choices: tuple[Any, ...] | None = None, minimum
 
 OPERATORS = ("none", "translation", "diagonal", "complex_diagonal", "rotate", "linear", "affine")
 COMPARATORS = ("dot", "cos", "l2", "squared_l2")
-LOSSES = ("softmax", "logistic", "ranking")
+LOSSES = ("softmax", "logistic", "ranking", "self_adversarial")
 REGULARIZERS = ("none", "n3", "l2")
 NEGATIVE_MODES = ("batched", "all")
 BUCKET_ORDERS = ("inside_out", "outside_in", "random", "affinity")
@@ -135,7 +135,10 @@ class TrainingConfig:
         True, "shallow model without relation operator, dot comparator, softmax loss, batched negatives "
         "without anchors: compute the loss's gradient in closed form rather than by autograd (the same "
         "update, fewer products and tensor operations); false: always autograd")
-    margin: float = opt(0.1, "margin of the ranking loss", minimum=0.0)
+    margin: float = opt(0.1, "margin of the ranking loss; γ of the self_adversarial loss, added to every score", minimum=0.0)
+    adversarial_temperature: float = opt(
+        1.0, "self_adversarial loss: negatives are weighted by the softmax of this times their score "
+        "(0: equal weights, the logistic loss with γ)", minimum=0.0)
     lr: float = opt(0.1, "learning rate of the row-wise Adagrad on entity embeddings", minimum=0.0)
     shared_optimizer: str = opt("adagrad", "optimizer of the shared (relation, encoder) parameters", ("adagrad", "adam"))
     shared_lr: float | None = opt(None, "learning rate of the shared optimizer (default: lr)", minimum=0.0)

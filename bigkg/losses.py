@@ -7,6 +7,7 @@ per-positive loss [..., N]; the trainer multiplies by edge weights and sums.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -34,4 +35,20 @@ def ranking_loss(scores: Tensor, positive_index: Tensor, margin: float) -> Tenso
     return F.relu(margin - positive + scores).masked_fill(mask, 0.0).sum(-1)
 
 
-LOSSES = {"softmax": softmax_loss, "logistic": logistic_loss, "ranking": ranking_loss}
+def self_adversarial_loss(scores: Tensor, positive_index: Tensor, margin: float, temperature: float = 1.0) -> Tensor:
+    """RotatE's loss (Sun et al., 2019; DGL-KE's ``-adv``): −log σ(γ + positive) plus the
+    negatives' −log σ(−γ − negative), each weighted by the softmax of ``temperature`` × its
+    score, so hard negatives count most. The weights are constants, not differentiated. γ is
+    ``margin``: with the l2 comparator (score −distance) this is −log σ(γ − d).
+    """
+    mask = positive_mask(scores, positive_index)
+    positive = scores.gather(-1, positive_index.unsqueeze(-1)).squeeze(-1)
+    loss = F.softplus(-(positive + margin))
+    if scores.shape[-1] == 1:  # no candidate but the positive
+        return loss
+    weights = torch.softmax((temperature * scores.detach()).masked_fill(mask, float("-inf")), dim=-1)
+    return loss + (weights * F.softplus(scores + margin)).sum(-1)
+
+
+LOSSES = {"softmax": softmax_loss, "logistic": logistic_loss, "ranking": ranking_loss,
+          "self_adversarial": self_adversarial_loss}

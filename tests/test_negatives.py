@@ -5,7 +5,7 @@ import torch
 
 from bigkg.config import config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
-from bigkg.losses import LOSSES
+from bigkg.losses import LOSSES, self_adversarial_loss
 from bigkg.model import build_model
 from bigkg.negatives import ChunkPlan, chunk_positive_index, foreign_rows, positive_mask, uniform_negatives
 
@@ -48,6 +48,26 @@ def test_losses_count_the_positive_once_and_never_as_a_negative():
     logistic = LOSSES["logistic"](scores, positive, 0.1)
     sp = torch.nn.functional.softplus
     torch.testing.assert_close(logistic[1], sp(torch.tensor(-3.0)) + (sp(torch.tensor(0.0)) + sp(torch.tensor(3.0))) / 2)
+
+
+def test_self_adversarial_loss_weights_negatives_by_their_softmax_and_does_not_differentiate_the_weights():
+    scores = torch.tensor([[5.0, 1.0, 2.0], [0.0, 3.0, -1.0]], requires_grad=True)
+    positive = torch.tensor([0, 1])
+    loss = self_adversarial_loss(scores, positive, 2.0, temperature=0.5)
+    sp = torch.nn.functional.softplus
+    # row 1: the positive (column 1) has weight 0; the negatives 0 and -1 are weighted
+    # by softmax(0.5 * [0, -1])
+    w = torch.softmax(torch.tensor([0.0, -0.5]), 0)
+    expected = sp(torch.tensor(-5.0)) + w[0] * sp(torch.tensor(2.0)) + w[1] * sp(torch.tensor(1.0))
+    torch.testing.assert_close(loss[1], expected)
+    loss[1].backward()
+    # d/ds of w_k softplus(s_k + γ) with w constant is w_k σ(s_k + γ)
+    torch.testing.assert_close(scores.grad[1, 0], w[0] * torch.sigmoid(torch.tensor(2.0)))
+    torch.testing.assert_close(scores.grad[1, 2], w[1] * torch.sigmoid(torch.tensor(1.0)))
+    # temperature 0 is the logistic loss with γ; a lone positive has no negative term
+    flat = self_adversarial_loss(scores.detach(), positive, 0.0, temperature=0.0)
+    torch.testing.assert_close(flat, LOSSES["logistic"](scores.detach(), positive, 0.0))
+    torch.testing.assert_close(self_adversarial_loss(torch.tensor([[3.0]]), torch.tensor([0]), 1.0), sp(torch.tensor([-4.0])))
 
 
 def test_uniform_negatives_stay_in_the_partition():

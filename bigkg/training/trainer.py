@@ -32,7 +32,7 @@ from bigkg.device import build_device, set_cpu_threads
 from bigkg.errors import BigKGError
 from bigkg.evaluation import evaluate
 from bigkg.format import Manifest, load_manifest
-from bigkg.losses import LOSSES
+from bigkg.losses import LOSSES, self_adversarial_loss
 from bigkg.model import KGModel, build_model
 from bigkg.negatives import foreign_rows
 from bigkg.optim import RowAdagrad, build_shared_optimizer, preload_cpu_kernels
@@ -94,7 +94,10 @@ class Progress:
 
 # -- builders ------------------------------------------------------------------------
 def build_loss(config: Config) -> LossFn:
-    return LOSSES[config.training.loss]
+    loss = LOSSES[config.training.loss]
+    if loss is self_adversarial_loss:
+        return functools.partial(loss, temperature=config.training.adversarial_temperature)
+    return loss
 
 
 def build_scheduler(config: Config, manifest: Manifest) -> BucketScheduler:
