@@ -11,6 +11,7 @@ what is allowed. ``describe_options()`` lists every option for
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -135,6 +136,9 @@ class TrainingConfig:
         True, "shallow model without relation operator, dot comparator, softmax loss, batched negatives "
         "without anchors: compute the loss's gradient in closed form rather than by autograd (the same "
         "update, fewer products and tensor operations); false: always autograd")
+    relation_weights: dict[str, float] = opt(
+        {}, "per-relation loss weight, relation name -> weight (PBG's relations[].weight), multiplied with the "
+        "edges' own weights; relations not named weigh 1")
     margin: float = opt(0.1, "margin of the ranking loss; γ of the self_adversarial loss, added to every score", minimum=0.0)
     adversarial_temperature: float = opt(
         1.0, "self_adversarial loss: negatives are weighted by the softmax of this times their score "
@@ -290,6 +294,9 @@ def _check(config: Config) -> None:
             f"training.foreign_negatives: rows read from other partitions bypass model.encoder "
             f"({m.encoder.name!r}); use it with encoder 'none' only")
     t = config.training
+    for rel, weight in t.relation_weights.items():
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"training.relation_weights.{rel}: {weight!r} must be a finite number, at least 0")
     if t.workers > 1 and m.encoder.name != "none":
         raise ConfigError(
             f"training.workers: {t.workers} Hogwild threads cannot share model.encoder {m.encoder.name!r}: "

@@ -93,9 +93,11 @@ class LoadedBucket:
 class BucketLoader:
     """Reads a bucket's edges and missing partitions; one background load at a time."""
 
-    def __init__(self, root: str | Path, manifest: Manifest, *, pin_memory: bool, background: bool):
+    def __init__(self, root: str | Path, manifest: Manifest, *, pin_memory: bool, background: bool,
+                 relation_weights: np.ndarray | None = None):
         self.root = Path(root)
         self.manifest = manifest
+        self.relation_weights = relation_weights  # per relation id, multiplied into the edges' weights
         self.groups = relation_groups(manifest)
         self.pin_memory = pin_memory
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if background else None
@@ -108,6 +110,9 @@ class BucketLoader:
         lhs = torch.from_numpy(edges.lhs.astype(np.int64))
         rhs = torch.from_numpy(edges.rhs.astype(np.int64))
         weight = None if edges.weight is None else torch.from_numpy(edges.weight)
+        if self.relation_weights is not None:
+            by_relation = torch.from_numpy(self.relation_weights[edges.rel])
+            weight = by_relation if weight is None else weight * by_relation
         groups = []
         for group in self.groups:
             if len(self.groups) == 1:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bigkg.checkpoint import CheckpointStore
-from bigkg.config import config_from_dict
+from bigkg.config import ConfigError, config_from_dict
 from bigkg.format import (
     DatasetError, EntityType, Manifest, Relation, bucket_key, load_manifest, read_bucket, write_bucket,
     write_entity_names, write_manifest, BucketEdges,
@@ -25,8 +25,10 @@ from bigkg.model import build_model
 from bigkg.optim import RowAdagrad
 from bigkg.run_lock import RunDirInUse
 from bigkg.schedule import Bucket
+from bigkg.storage import BucketLoader, all_partition_keys
 from bigkg.training import TrainingError, train
-from bigkg.training.trainer import Trainer
+from bigkg.training.trainer import Trainer, build_relation_weights
+from eval_datasets import RELS, TYPES, random_triples, write_dataset
 from launcher.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -333,3 +335,46 @@ def test_a_foreign_pool_is_read_per_bucket_and_drawn_from_per_batch(codex2, tmp_
     assert sample.rows.shape == (200, 16) and sample.per_batch == 16
     picks, leaf = sample.draw(torch.Generator().manual_seed(0))
     torch.testing.assert_close(leaf, sample.rows[picks], rtol=0, atol=0)
+
+
+# -- per-relation weights ------------------------------------------------------------------
+def test_relation_weights_multiply_the_edges_own_weights(tmp_path):
+    rel = np.array([0, 1, 2, 1], dtype=np.int32)
+    edges = BucketEdges(np.arange(4, dtype=np.int32), np.arange(4, dtype=np.int32), rel, np.array([1, 2, 3, 4], np.float32))
+    write_bucket(tmp_path, "train", 0, 0, edges)
+    manifest = Manifest(1, [EntityType("entity", [4])], [Relation(f"r{k}", "entity", "entity") for k in range(3)],
+                        {"train": {bucket_key(0, 0): 4}}, has_weights=True)
+    config = config_from_dict(small_config(tmp_path, tmp_path / "run", training={"relation_weights": {"r1": 0.5, "r2": 3}}))
+    loader = BucketLoader(tmp_path, manifest, pin_memory=False, background=False,
+                          relation_weights=build_relation_weights(config, manifest))
+    (group,) = loader.load(Bucket(0, 0), None, frozenset(all_partition_keys(manifest))).edges
+    assert group.weight.tolist() == [1.0, 1.0, 9.0, 2.0]
+
+
+def test_a_relation_of_weight_zero_moves_none_of_its_entities(tmp_path):
+    """Items occur only in 'likes' and 'similar' edges, users also in 'follows' ones: weighing
+    the first two 0 leaves every item where the initial vectors put it, and users not."""
+    rng = np.random.default_rng(0)
+    write_dataset(tmp_path / "data", TYPES, RELS, {"train": random_triples(rng, 300)}, num_partitions=2)
+
+    def trained(name: str, weights: dict[str, float]) -> dict[str, list[torch.Tensor]]:
+        run = tmp_path / name
+        train(config_from_dict(small_config(tmp_path / "data", run, model={"operator": "none"},
+                                            training={"epochs": 1, "relation_weights": weights})))
+        version = CheckpointStore(run).latest()
+        return {t: [version.load_partition(t, p)[0] for p in range(2)] for t in TYPES}
+
+    untrained = trained("none", {"likes": 0, "similar": 0, "follows": 0})
+    follows_only = trained("follows", {"likes": 0, "similar": 0})
+    everything = trained("all", {})
+    assert all(torch.equal(a, b) for a, b in zip(untrained["item"], follows_only["item"]))
+    assert not any(torch.equal(a, b) for a, b in zip(untrained["user"], follows_only["user"]))
+    assert not any(torch.equal(a, b) for a, b in zip(untrained["item"], everything["item"]))
+
+
+def test_relation_weights_name_a_missing_relation_or_a_negative_weight(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="training.relation_weights.*'likes'"):
+        train(config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_weights": {"likes": 2}})))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ConfigError, match="training.relation_weights.r1: -1.0"):
+        config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_weights": {"r1": -1}}))

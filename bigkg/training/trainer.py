@@ -31,7 +31,7 @@ from bigkg.config import Config, ConfigError, config_to_yaml
 from bigkg.device import build_device, set_cpu_threads
 from bigkg.errors import BigKGError
 from bigkg.evaluation import evaluate
-from bigkg.format import Manifest, load_manifest
+from bigkg.format import DatasetError, Manifest, load_manifest
 from bigkg.losses import LOSSES, self_adversarial_loss
 from bigkg.model import KGModel, build_model
 from bigkg.negatives import foreign_rows
@@ -98,6 +98,20 @@ def build_loss(config: Config) -> LossFn:
     if loss is self_adversarial_loss:
         return functools.partial(loss, temperature=config.training.adversarial_temperature)
     return loss
+
+
+def build_relation_weights(config: Config, manifest: Manifest) -> np.ndarray | None:
+    """``training.relation_weights`` per relation id (float32, 1 where not named); None when none is set."""
+    named = config.training.relation_weights
+    if not named:
+        return None
+    weights = np.ones(len(manifest.relations), dtype=np.float32)
+    for name, weight in named.items():
+        try:
+            weights[manifest.relation_index(name)] = weight
+        except DatasetError as exc:
+            raise ConfigError(f"training.relation_weights: {exc} in dataset {config.dataset}") from exc
+    return weights
 
 
 def build_scheduler(config: Config, manifest: Manifest) -> BucketScheduler:
@@ -185,7 +199,8 @@ class Trainer:
             preload_cpu_kernels()
         self.scheduler = scheduler or build_scheduler(config, self.manifest)
         self.loader = BucketLoader(
-            config.dataset, self.manifest, pin_memory=self.device.type == "cuda", background=config.training.prefetch
+            config.dataset, self.manifest, pin_memory=self.device.type == "cuda", background=config.training.prefetch,
+            relation_weights=build_relation_weights(config, self.manifest),
         )
         self.validator = self._build_validator()
         run_dir = Path(config.run_dir)
