@@ -34,25 +34,29 @@ def random_split(first_edge: int, n: int, seed: int, valid_frac: float, test_fra
     return out
 
 
+SELF_LOOP, RARE = -1, -2  # keys of dropped edges
+
+
 @numba.njit(cache=True)
 def route(head, tail, split, ent_part, ent_local, num_partitions, drop_self_loops, key, lhs, rhs):
     """Bucket key (split * P * P + i * P + j) and local ids of every edge.
 
-    Self-loops get key -1 when dropped; returns how many were dropped.
+    A dropped self-loop gets key SELF_LOOP, an edge with a dropped entity (partition -1)
+    key RARE.
     """
     pp = num_partitions * num_partitions
-    dropped = 0
     for k in range(len(head)):
         h = head[k]
         t = tail[k]
         if drop_self_loops and h == t:
-            key[k] = -1
-            dropped += 1
+            key[k] = SELF_LOOP
+            continue
+        if ent_part[h] < 0 or ent_part[t] < 0:
+            key[k] = RARE
             continue
         key[k] = split[k] * pp + ent_part[h] * num_partitions + ent_part[t]
         lhs[k] = ent_local[h]
         rhs[k] = ent_local[t]
-    return dropped
 
 
 @numba.njit(cache=True)

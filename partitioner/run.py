@@ -43,7 +43,7 @@ from bigkg.format import (
 )
 from partitioner.assign import ASSIGNMENTS, assign_partitions
 from partitioner.errors import PartitionError
-from partitioner.kernels import SPLIT_IDS, add_counts, random_split, route
+from partitioner.kernels import RARE, SELF_LOOP, SPLIT_IDS, add_counts, random_split, route
 from partitioner.readers import EdgeBatch, InputFormat, detect_format, read_edges
 from partitioner.schema import DEFAULT_TYPE, Schema, load_schema
 from partitioner.spill import EdgeLog, SpillFile
@@ -65,6 +65,8 @@ class PartitionOptions:
     assign: str = "random"
     dedup: bool = False
     drop_self_loops: bool = False
+    entity_min_count: int = 0  # drop entities with fewer training edges, and their edges
+    relation_min_count: int = 0  # drop relations with fewer training edges, and their edges
     input_format: InputFormat = field(default_factory=InputFormat)
     seed: int = 0
     force: bool = False
@@ -162,6 +164,9 @@ class Partitioner:
             raise PartitionError(f"--partitions must be at least 1, got {opts.num_partitions}")
         if opts.assign not in ASSIGNMENTS:
             raise PartitionError(f"unknown --assign {opts.assign!r}; choose from {list(ASSIGNMENTS)}")
+        for name, count in (("--entity-min-count", opts.entity_min_count), ("--relation-min-count", opts.relation_min_count)):
+            if count < 0:
+                raise PartitionError(f"{name} must be at least 0, got {count}")
         if opts.input_format.on_bad_line not in ("error", "skip"):
             raise PartitionError(f"--on-bad-line must be error or skip, got {opts.input_format.on_bad_line!r}")
         self.opts = opts
@@ -232,27 +237,46 @@ class Partitioner:
             files = ", ".join(str(s.path) for s in self.sources if s.split != "valid" and s.split != "test")
             raise PartitionError(f"no training edges in the input ({files}): the input is empty or every line was bad")
 
+    def number_relations(self) -> None:
+        """The relations kept (at least ``relation_min_count`` training edges) get ids 0..R-1 in
+        order of first appearance; ``rel_map`` maps a pass-1 id to its id, or -1."""
+        rel_train = self.rel_train.ensure(len(self.relations))[: len(self.relations)]
+        self.kept_relations = np.flatnonzero(rel_train >= self.opts.relation_min_count)
+        self.rel_map = np.full(len(self.relations), -1, dtype=np.int32)
+        self.rel_map[self.kept_relations] = np.arange(len(self.kept_relations), dtype=np.int32)
+
     def assign(self) -> None:
+        """Partition and local id of every entity kept (at least ``entity_min_count`` training
+        edges, counted in pass 1); partition -1 for those dropped."""
         n = len(self.entities)
         degree = self.degree.ensure(n)[:n]
-        self.ent_part = np.zeros(n, dtype=np.int32)
+        self.ent_part = np.full(n, -1, dtype=np.int32)
         self.ent_local = np.zeros(n, dtype=np.int64)
         self.members: list[np.ndarray] = []  # per type: entry ids, in global order
         self.partition_counts: list[list[int]] = []
+        self.rare_entities: dict[str, int] = {}
         types = self.entities.types
-        for t in range(len(self.types)):
-            entries = np.flatnonzero(types == t)
+        kept = degree >= self.opts.entity_min_count
+        for t, type_name in enumerate(self.types):
+            of_type = types == t
+            entries = np.flatnonzero(of_type & kept)
+            self.rare_entities[type_name] = int(np.count_nonzero(of_type)) - len(entries)
             rng = np.random.default_rng([self.opts.seed, t])
             part, local = assign_partitions(degree[entries], self.P, self.opts.assign, rng)
             self.ent_part[entries] = part
             self.ent_local[entries] = local
             self.members.append(entries)
             self.partition_counts.append(np.bincount(part, minlength=self.P).tolist())
+        if not any(sum(c) for c in self.partition_counts):
+            raise PartitionError(f"--entity-min-count {self.opts.entity_min_count} drops every entity")
+        if len(self.kept_relations) == 0:
+            raise PartitionError(f"--relation-min-count {self.opts.relation_min_count} drops every relation")
         self.id_dtype = id_dtype_for(max(max(c) for c in self.partition_counts))
 
     # -- pass 2 ------------------------------------------------------------------------
     def spill(self, log: EdgeLog, spill: SpillFile) -> None:
         self.self_loops = Counter({s: 0 for s in SPLITS})
+        self.rare_edges = Counter({s: 0 for s in SPLITS})
         self.unseen_edges = Counter({s: 0 for s in SPLITS})
         degree = self.degree.array
         bar = tqdm(total=log.count, desc="pass 2/2", unit="edge", unit_scale=True, disable=not self.show_progress)
@@ -264,13 +288,16 @@ class Partitioner:
                 lhs = np.empty(n, dtype=np.int64)
                 rhs = np.empty(n, dtype=np.int64)
                 route(head, tail, split, self.ent_part, self.ent_local, self.P, self.opts.drop_self_loops, key, lhs, rhs)
+                rel = self.rel_map[block["rel"]]
+                key[(key >= 0) & (rel < 0)] = RARE
                 kept = key >= 0
                 unseen = kept & ((degree[head] == 0) | (degree[tail] == 0))
                 for name, sid in SPLIT_IDS.items():
                     in_split = split == sid
-                    self.self_loops[name] += int(np.count_nonzero(in_split & ~kept))
+                    self.self_loops[name] += int(np.count_nonzero(in_split & (key == SELF_LOOP)))
+                    self.rare_edges[name] += int(np.count_nonzero(in_split & (key == RARE)))
                     self.unseen_edges[name] += int(np.count_nonzero(in_split & unseen))
-                spill.add(key, lhs, rhs, block["rel"], block.get("weight"))
+                spill.add(key, lhs, rhs, rel, block.get("weight"))
                 bar.update(n)
         spill.flush()
 
@@ -308,7 +335,7 @@ class Partitioner:
         sizes = [(train.get(bucket_key(i, j), 0), bucket_key(i, j)) for i in range(self.P) for j in range(self.P)]
         largest = max(sizes, key=lambda s: s[0])
         smallest = min(sizes, key=lambda s: s[0])
-        rel_train = self.rel_train.ensure(len(self.relations))[: len(self.relations)]
+        rel_train = self.rel_train.ensure(len(self.relations))[self.kept_relations]
         return {
             "edges": {s: sum(bucket_counts[s].values()) for s in SPLITS},
             "input_edges": dict(self.input_edges),
@@ -316,22 +343,24 @@ class Partitioner:
             "bad_lines_by_file": {k: v for k, v in sorted(self.bad_lines.items()) if v},
             "duplicates_dropped": dict(self.duplicates),
             "self_loops_dropped": dict(self.self_loops),
+            "rare_dropped": {"entities": self.rare_entities, "relations": len(self.relations) - len(self.kept_relations),
+                             "edges": dict(self.rare_edges)},
             "entities": {name: int(len(self.members[t])) for t, name in enumerate(self.types)},
             "entities_not_in_train": {
                 name: int(np.count_nonzero(degree[self.members[t]] == 0)) for t, name in enumerate(self.types)
             },
             "edges_with_entity_not_in_train": {s: self.unseen_edges[s] for s in ("valid", "test")},
-            "relations": len(self.relations),
+            "relations": len(self.kept_relations),
             "relations_not_in_train": int(np.count_nonzero(rel_train == 0)),
             "largest_train_bucket": {"bucket": largest[1], "edges": largest[0]},
             "smallest_train_bucket": {"bucket": smallest[1], "edges": smallest[0]},
         }
 
     def relation_list(self) -> list[Relation]:
-        names = self.relations.names(np.arange(len(self.relations))).to_pylist()
+        names = self.relations.names(self.kept_relations).to_pylist()
         if self.schema is None:
             return [Relation(name, DEFAULT_TYPE, DEFAULT_TYPE) for name in names]
-        return [Relation(name, self.types[lt], self.types[rt]) for name, (lt, rt) in zip(names, self.rel_types)]
+        return [Relation(name, self.types[lt], self.types[rt]) for name, (lt, rt) in zip(names, self.rel_types[self.kept_relations])]
 
 
 def run_partition(opts: PartitionOptions) -> dict[str, Any]:
@@ -375,6 +404,7 @@ def _build(part: Partitioner, out: Path, pool: ThreadPoolExecutor, stop_hashing:
         try:
             part.build_dictionaries(log)
             pass1 = time.perf_counter()
+            part.number_relations()
             part.assign()
             spill = SpillFile(
                 tmp / "spill.bin",
@@ -414,6 +444,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     ents = ", ".join(f"{name} {count:,}" for name, count in summary["entities"].items())
     edges = ", ".join(f"{s} {n:,}" for s, n in summary["edges"].items())
     unseen = summary["edges_with_entity_not_in_train"]
+    rare = summary["rare_dropped"]
     lines = [
         f"dataset      {summary['dataset']} ({summary['num_partitions']} partitions)",
         f"entities     {ents}",
@@ -425,7 +456,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"not in train {sum(summary['entities_not_in_train'].values()):,} entities; kept edges using them: "
         f"valid {unseen['valid']:,}, test {unseen['test']:,}",
         f"dropped      bad lines {summary['bad_lines_skipped']:,}, duplicates "
-        f"{sum(summary['duplicates_dropped'].values()):,}, self-loops {sum(summary['self_loops_dropped'].values()):,}",
+        f"{sum(summary['duplicates_dropped'].values()):,}, self-loops {sum(summary['self_loops_dropped'].values()):,}, "
+        f"edges of rare entities or relations {sum(rare['edges'].values()):,} ({sum(rare['entities'].values()):,} "
+        f"entities, {rare['relations']:,} relations)",
         f"time         {summary['timings_s']['total']:.2f} s ({summary['edges_per_s']:,.0f} edges/s)",
     ]
     return "\n".join(lines)

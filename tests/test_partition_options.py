@@ -176,3 +176,37 @@ def test_bad_schema_file_is_named(tmp_path, text, message):
     schema.write_text(text)
     with pytest.raises(PartitionError, match=message):
         partition([src], tmp_path / "o", schema=schema)
+
+
+def test_min_counts_drop_rare_entities_and_relations_with_every_edge_that_uses_them(small_graph, tmp_path):
+    """Entities and relations are counted in the training edges; their edges go from every split."""
+    with gzip.open(small_graph, "rt") as fh:
+        lines = [line.split("\t")[:3] for line in fh]
+    cut = int(0.8 * len(lines))
+    for name, rows in (("train.tsv", lines[:cut]), ("test.tsv", lines[cut:])):
+        (tmp_path / name).write_text("".join("\t".join(row) + "\n" for row in rows))
+    summary = partition([tmp_path / "train.tsv"], tmp_path / "o", test=[str(tmp_path / "test.tsv")], num_partitions=3,
+                        entity_min_count=12, relation_min_count=800)
+    degree = Counter(e for h, _, t in lines[:cut] for e in (h, t))
+    rel_count = Counter(r for _, r, _ in lines[:cut])
+    rare = {e for h, _, t in lines for e in (h, t) if degree[e] < 12}
+    rare_rel = {r for _, r, _ in lines if rel_count[r] < 800}
+    assert rare and rare_rel  # the thresholds bite
+
+    def kept(rows):
+        return Counter((h, r, t) for h, r, t in rows if h not in rare and t not in rare and r not in rare_rel)
+
+    assert split_triples(tmp_path / "o", "train") == kept(lines[:cut])
+    assert split_triples(tmp_path / "o", "test") == kept(lines[cut:])
+    names = {n for p in range(3) for n in read_entity_names(tmp_path / "o", "entity", p).to_pylist()}
+    assert names == {e for h, _, t in lines for e in (h, t)} - rare
+    assert not {r.name for r in load_manifest(tmp_path / "o").relations} & rare_rel
+    assert summary["rare_dropped"]["entities"] == {"entity": len(rare)}
+    assert summary["rare_dropped"]["relations"] == len(rare_rel)
+    assert sum(summary["rare_dropped"]["edges"].values()) == len(lines) - sum(summary["edges"].values())
+
+
+def test_a_min_count_that_drops_everything_is_refused(small_graph, tmp_path):
+    with pytest.raises(PartitionError, match="--entity-min-count 1000000 drops every entity"):
+        partition([small_graph], tmp_path / "o", entity_min_count=1_000_000)
+    assert not (tmp_path / "o").exists()

@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     graph.add_argument("--dedup", action="store_true", help="drop repeated (head, relation, tail) edges within a split")
     graph.add_argument("--drop-self-loops", action=argparse.BooleanOptionalAction, default=False,
                        help="drop edges whose head is their tail (default: keep)")
+    graph.add_argument("--entity-min-count", type=int, default=0, metavar="N",
+                       help="drop entities with fewer than N training edges, and every edge with one (default 0: keep all)")
+    graph.add_argument("--relation-min-count", type=int, default=0, metavar="N",
+                       help="drop relations with fewer than N training edges, and their edges (default 0: keep all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the partition assignment and random splits")
     parser.add_argument("--buffer-edges", type=int, default=1 << 21, help="edges buffered before each spill")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write a machine-readable summary here")
@@ -70,6 +74,8 @@ def options_from_args(args: argparse.Namespace) -> PartitionOptions:
         assign=args.assign,
         dedup=args.dedup,
         drop_self_loops=args.drop_self_loops,
+        entity_min_count=args.entity_min_count,
+        relation_min_count=args.relation_min_count,
         input_format=InputFormat(
             fmt=args.format,
             delimiter=args.delimiter,
