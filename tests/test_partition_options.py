@@ -149,6 +149,10 @@ def test_bad_options_are_refused(tmp_path, small_graph):
         (dict(valid_fraction=0.6, test_fraction=0.5), "leave some edges"),
         (dict(valid_fraction=0.1, valid=[str(small_graph)]), "not both"),
         (dict(assign="metis"), "unknown --assign"),
+        (dict(seed=-1), "--seed must be at least 0, got -1"),
+        (dict(buffer_edges=0), "--buffer-edges must be at least 1, got 0"),
+        (dict(batch_rows=0), "--batch-rows must be at least 1, got 0"),
+        (dict(delimiter="::"), "--delimiter must be one character, got '::'"),
     ]:
         with pytest.raises(PartitionError, match=message):
             partition([small_graph], tmp_path / "o", **kwargs)
