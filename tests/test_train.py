@@ -188,6 +188,40 @@ def test_missing_dataset_and_other_format_version(tiny, tmp_path):
         train(config_from_dict(small_config(tiny, tmp_path / "run")))
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _drop_rhs(path: Path) -> None:
+    import h5py
+
+    with h5py.File(path, "a") as fh:
+        del fh["rhs"]
+
+
+def _edit_manifest(root: Path, **fields) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**manifest, **fields}))
+
+
+@pytest.mark.parametrize("damage, where, words", [
+    (lambda root: (root / "manifest.json").write_text("[1, 2]"), "manifest.json", "expected a JSON object"),
+    (lambda root: (root / "manifest.json").write_bytes(b"\xff{"), "manifest.json", "is not valid JSON"),
+    (lambda root: _edit_manifest(root, num_partitions="2"), "manifest.json", "num_partitions is '2'"),
+    (lambda root: _edit_manifest(root, relations=[{"name": "r0", "lhs_type": "entity", "rhs_type": "user"}]),
+     "manifest.json", "relation 'r0' has types 'entity', 'user'"),
+    (lambda root: _truncate(root / "edges/train/bucket_1_0.h5"), "edges/train/bucket_1_0.h5", "cannot read bucket file"),
+    (lambda root: _drop_rhs(root / "edges/train/bucket_1_0.h5"), "edges/train/bucket_1_0.h5", "'rhs' doesn't exist"),
+    # A lost bucket file must not train silently on fewer edges than the manifest counts.
+    (lambda root: (root / "edges/train/bucket_1_0.h5").unlink(), "edges/train/bucket_1_0.h5", "manifest counts 60 edges"),
+])
+def test_damaged_dataset_is_an_error_naming_the_file(tiny, tmp_path, damage, where, words):
+    damage(tiny)
+    with pytest.raises(DatasetError) as err:
+        train(config_from_dict(small_config(tiny, tmp_path / "run", training={"epochs": 1, "bucket_order": "random"})))
+    assert str(tiny / where) in str(err.value) and words in str(err.value)
+
+
 def test_dimension_change_on_resume_is_a_clear_error(tiny, tmp_path):
     train(config_from_dict(small_config(tiny, tmp_path / "run", training={"epochs": 1})))
     with pytest.raises(TrainingError, match="model.dim=16.*32.*--fresh"):

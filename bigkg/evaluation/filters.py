@@ -51,7 +51,7 @@ def iter_split(root: str | Path, manifest: Manifest, split: str) -> Iterator[Tri
     rhs_types = [r.rhs_type for r in manifest.relations]
     for key in sorted(manifest.bucket_counts.get(split, {})):
         i, j = (int(x) for x in key.split("_"))
-        edges = read_bucket(Path(root), split, i, j)
+        edges = read_bucket(Path(root), split, i, j, expected=manifest.bucket_counts[split][key])
         rel = edges.rel.astype(np.int64)
         # Partition i of each edge's head type, partition j of its tail type.
         lhs_base = np.array([offsets[t][i] for t in lhs_types], dtype=np.int64)
