@@ -17,6 +17,7 @@ import torch
 
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import config_from_dict
+from bigkg.errors import BigKGError
 from bigkg.format import (
     DatasetError, EntityType, Manifest, Relation, bucket_key, load_manifest, read_bucket, write_bucket,
     write_entity_names, write_manifest, BucketEdges,
@@ -222,6 +223,13 @@ def test_damaged_dataset_is_an_error_naming_the_file(tiny, tmp_path, damage, whe
     assert str(tiny / where) in str(err.value) and words in str(err.value)
 
 
+def test_run_dir_that_cannot_be_made_is_an_error_naming_it(tiny, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for run_dir, problem in ((tmp_path / "a-file" / "run", "Not a directory"), (tmp_path / "a-file", "is not a directory")):
+        with pytest.raises(BigKGError, match=f"run_dir {run_dir}: cannot create it: .*{problem}"):
+            train(config_from_dict(small_config(tiny, run_dir)))
+
+
 def test_dimension_change_on_resume_is_a_clear_error(tiny, tmp_path):
     train(config_from_dict(small_config(tiny, tmp_path / "run", training={"epochs": 1})))
     with pytest.raises(TrainingError, match="model.dim=16.*32.*--fresh"):
@@ -250,6 +258,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsy
 HOLDER = """
 import json, sys
 from bigkg.config import config_from_dict
+from bigkg.errors import BigKGError
 from bigkg.training.trainer import Trainer
 trainer = Trainer(config_from_dict(json.loads(sys.argv[1])))
 print("holding", flush=True)
@@ -289,6 +298,7 @@ THREADS_PROBE = """
 import json, sys
 import numba, torch
 from bigkg.config import config_from_dict
+from bigkg.errors import BigKGError
 from bigkg.training.trainer import Trainer
 def counts():
     return f"{numba.get_num_threads()},{torch.get_num_threads()}"
