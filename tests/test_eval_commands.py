@@ -59,6 +59,20 @@ def test_export_command_parquet(run, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_export_command_writes_both_outputs_or_neither(run, tmp_path, capsys):
+    path, *_ = run
+    emb, blocker = tmp_path / "emb.parquet", tmp_path / "a-file"
+    blocker.write_text("")
+    # The relations cannot be written (a file is in the way of their directory): no embeddings either.
+    assert main(["export", str(path), "--out", str(emb), "--relations", str(blocker / "rel.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {blocker / 'rel.parquet'}" in err and "Traceback" not in err
+    # The same file for both: the relations would overwrite the embeddings.
+    assert main(["export", str(path), "--out", str(emb), "--relations", str(emb), "--force"]) == 2
+    assert "--out and --relations both name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a-file", "config.yaml", "data", "run"])
+
+
 def complex_score(anchor: torch.Tensor, real: torch.Tensor, imag: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """ComplEx with the dot comparator, Re(<anchor, w, conj(candidate)>), written out from the exported halves."""
     ar, ai = anchor.chunk(2, dim=-1)
