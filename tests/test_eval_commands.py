@@ -158,3 +158,17 @@ def test_query_command_answers_a_file_of_heads_into_parquet_as_single_queries_do
     assert "bad.txt, line 3: no entity named 'nobody'" in capsys.readouterr().err and not bad_out.exists()
     assert main(args) == 2
     assert "give --out PATH" in capsys.readouterr().err
+
+
+def test_query_command_bad_k_and_anchors_that_are_not_utf8_name_the_value_and_line(run, tmp_path, capsys):
+    path, *_ = run
+    assert main(["query", str(path), "--head", "user3", "--relation", "likes", "-k", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert "-k must be at least 1, got -5" in err and "Traceback" not in err
+    heads = tmp_path / "heads.txt"
+    heads.write_bytes(b"user3\nuser\xff1\n")
+    out = tmp_path / "answers.parquet"
+    assert main(["query", str(path), "--heads", str(heads), "--relation", "likes", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{heads}, line 2: not valid UTF-8 text" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("answers.parquet*"))
