@@ -11,7 +11,7 @@ import torch
 from bigkg.atomic import OutputError
 from bigkg.evaluation.filters import entity_offsets
 from bigkg.export import ExportError, export_embeddings
-from bigkg.format import load_manifest
+from bigkg.format import DatasetError, load_manifest
 from eval_datasets import TensorSource, write_dataset
 
 
@@ -123,3 +123,13 @@ def test_output_in_an_unwritable_place_is_an_error_naming_it(dataset, tmp_path):
         export_embeddings(root, manifest, source, folder, "parquet", force=True)
     assert blocker.read_text() == "keep me" and [p.name for p in folder.iterdir()] == ["inner"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "data", "folder"]
+
+
+def test_damaged_entity_table_is_an_error_naming_it(dataset, tmp_path):
+    root, manifest, source, _ = dataset
+    table = root / "entities" / "item" / "part_1.parquet"
+    table.write_text("not parquet")
+    out = tmp_path / "emb.parquet"
+    with pytest.raises(DatasetError, match=f"cannot read entity table {table}"):
+        export_embeddings(root, manifest, source, out, "parquet")
+    assert not list(tmp_path.glob("emb.parquet*"))
