@@ -15,7 +15,24 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from bigkg.errors import BigKGError
+
 TMP_MARKER = ".tmp-"
+
+
+class OutputError(BigKGError):
+    """An output that cannot be created where asked: a missing or read-only directory, a directory in the way."""
+
+
+def write_problem(exc: OSError) -> str:
+    """Why a file or directory could not be created, in words."""
+    if isinstance(exc, FileExistsError) and exc.filename:  # mkdir met a file where a directory is needed
+        return f"{exc.filename} is not a directory"
+    return exc.strerror or str(exc)
+
+
+def _cannot_write(final: Path, exc: OSError) -> OutputError:
+    return OutputError(f"cannot write {final}: {write_problem(exc)}")
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -75,8 +92,15 @@ def atomic_file(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
     whose completion fsyncs the whole tree once.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.is_dir():
+        raise OutputError(f"cannot write {final}: it is a directory")
     tmp = temporary_sibling(final)
+    try:
+        # Created here so that an unwritable place fails now, naming the output, not deep inside a writer.
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch(exist_ok=False)
+    except OSError as exc:
+        raise _cannot_write(final, exc) from exc
     try:
         yield tmp
         if durable:
@@ -104,9 +128,12 @@ def atomic_directory(path: str | os.PathLike[str], *, force: bool = False) -> It
     final = Path(path)
     if final.exists() and not force:
         raise FileExistsError(f"output directory {final} already exists (use --force to replace it)")
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(final)
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise _cannot_write(final, exc) from exc
     try:
         yield tmp
         fsync_tree(tmp)

@@ -79,12 +79,14 @@ def partition_relpath(entity_type: str, part: int) -> Path:
     return Path("partitions") / entity_type / f"part_{part}.pt"
 
 
-def read_tensor_file(path: Path) -> Any:
+def read_tensor_file(path: Path, *, mmap: bool = False) -> Any:
     """A torch file of tensors (no pickled code), loaded to the CPU; errors name the file."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (OSError, RuntimeError) as exc:
         raise CheckpointError(f"cannot read {path}: {exc}") from exc
+    except Exception as exc:  # a damaged file fails anywhere in the unpickler: EOFError, KeyError, ...
+        raise CheckpointError(f"cannot read {path}: damaged, not a torch file ({type(exc).__name__}: {exc})") from exc
 
 
 _CRC32_SETTING = threading.Lock()
@@ -116,17 +118,18 @@ def write_partition_file(path: Path, state: PartitionState) -> None:
 def read_partition_file(path: Path) -> tuple[Tensor, Tensor]:
     """(embeddings [n, d], adagrad [n]) stored in one partition file."""
     data = read_tensor_file(path)
+    if not (isinstance(data, dict) and all(isinstance(data.get(k), Tensor) for k in ("embeddings", "adagrad"))):
+        raise CheckpointError(f"{path} is not a partition file: it lacks the embeddings and adagrad tensors")
     return data["embeddings"], data["adagrad"]
 
 
 def read_partition_rows(path: Path, rows: Tensor) -> Tensor:
     """Embeddings of some rows of a partition file, memory-mapped: only the pages holding
     those rows are read."""
-    try:
-        table = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["embeddings"]
-    except (OSError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from exc
-    return table.index_select(0, rows)
+    data = read_tensor_file(path, mmap=True)
+    if not (isinstance(data, dict) and isinstance(data.get("embeddings"), Tensor)):
+        raise CheckpointError(f"{path} is not a partition file: it lacks the embeddings tensor")
+    return data["embeddings"].index_select(0, rows)
 
 
 class CheckpointVersion:
@@ -137,9 +140,11 @@ class CheckpointVersion:
         self.name = self.path.name
         meta_path = self.path / "meta.json"
         try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_bytes())
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
             raise CheckpointError(f"checkpoint {self.path} is unreadable: {exc}") from exc
+        if not isinstance(self.meta, dict):
+            raise CheckpointError(f"{meta_path} is not a JSON object")
         if self.meta.get("format_version") != CHECKPOINT_FORMAT:
             raise CheckpointError(
                 f"{meta_path} has checkpoint format {self.meta.get('format_version')!r}; "
@@ -270,7 +275,7 @@ class CheckpointStore:
         pointer = self.root / LATEST_NAME
         if not pointer.is_file():
             return None
-        name = pointer.read_text().strip()
+        name = pointer.read_bytes().decode("utf-8", "replace").strip()  # any bytes: the check below names them
         if not _VERSION_RE.match(name) or not (self.root / name).is_dir():
             raise CheckpointError(f"{pointer} names {name!r}, which is not a complete checkpoint version")
         return name

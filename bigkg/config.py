@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Hashable, Iterator
 
 import yaml
 
@@ -188,7 +189,7 @@ class DistributedConfig:
 class Config:
     dataset: str = opt("", "partitioned dataset directory (made by 'bigkg partition')")
     run_dir: str = opt("", "directory of this run: config, metrics, checkpoints, plots")
-    seed: int = opt(0, "seed of initialisation, shuffling and negative sampling")
+    seed: int = opt(0, "seed of initialisation, shuffling and negative sampling", minimum=0)
     device: str = opt("cpu", "'cpu', 'cuda', 'cuda:N', or 'auto' (cuda when available)")
     model: ModelConfig = opt(ModelConfig(), "model section")
     training: TrainingConfig = opt(TrainingConfig(), "training section")
@@ -238,12 +239,19 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, str):  # YAML 1.1 reads 1e30 (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        # nan passes every bound check and inf overflows timeouts; both would go wrong silently or late.
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -286,7 +294,7 @@ def _check(config: Config) -> None:
     complex_ops = {"complex_diagonal", "rotate"} & ({m.operator} | set(m.relation_operators.values()))
     if complex_ops and m.dim % 2:
         raise ConfigError(f"model.dim: {m.dim} must be even for the {sorted(complex_ops)[0]} operator")
-    if not (config.device in ("cpu", "cuda", "auto") or config.device.startswith("cuda:")):
+    if not (config.device in ("cpu", "cuda", "auto") or re.fullmatch(r"cuda:\d+", config.device)):
         raise ConfigError(f"device: {config.device!r} is not allowed; choose cpu, cuda, cuda:N or auto")
     _check_encoder(m.encoder)
     if config.training.foreign_negatives and m.encoder.name != "none":
@@ -295,8 +303,8 @@ def _check(config: Config) -> None:
             f"({m.encoder.name!r}); use it with encoder 'none' only")
     t = config.training
     for rel, weight in t.relation_weights.items():
-        if not math.isfinite(weight) or weight < 0:
-            raise ConfigError(f"training.relation_weights.{rel}: {weight!r} must be a finite number, at least 0")
+        if weight < 0:  # non-finite numbers are refused when read
+            raise ConfigError(f"training.relation_weights.{rel}: {weight!r} is below the minimum 0")
     if t.workers > 1 and m.encoder.name != "none":
         raise ConfigError(
             f"training.workers: {t.workers} Hogwild threads cannot share model.encoder {m.encoder.name!r}: "
@@ -306,8 +314,9 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"training.foreign_pool: {t.foreign_pool} must be 0 or at least training.foreign_negatives "
             f"({t.foreign_negatives}), which must be set")
-    if config.eval.hits and min(config.eval.hits) < 1:
-        raise ConfigError(f"eval.hits: every k must be at least 1, got {config.eval.hits}")
+    for key, ks in (("eval.hits", config.eval.hits), ("eval.rec_k", config.eval.rec_k)):
+        if ks and min(ks) < 1:
+            raise ConfigError(f"{key}: every k must be at least 1, got {ks}")
 
 
 def _check_encoder(e: EncoderConfig) -> None:
@@ -343,7 +352,7 @@ def _set_dotted(data: dict[str, Any], override: str) -> None:
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
         target = nxt
     try:
-        target[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        target[parts[-1]] = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {override!r}: value is not valid YAML: {exc}") from exc
 
@@ -365,13 +374,39 @@ def _deep_copy(data: Any) -> Any:
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping: plain YAML keeps the
+    last silently, so a second ``training:`` section would replace the first one whole."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<' merges may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark, f"found duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML as ``yaml.safe_load`` does, but a duplicate key is a ``yaml.YAMLError``."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A config file's YAML mapping, unchecked (``config_from_dict`` checks it); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        return yaml.safe_load(path.read_text()) or {}
+        return load_yaml(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
 

@@ -16,6 +16,7 @@ so a bucket of a few edges is a file of a few kilobytes.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -155,9 +156,11 @@ def load_manifest(root: str | Path) -> Manifest:
             f"{root} has no {MANIFEST_NAME}: it is not a bigkg dataset, or its partitioning did not finish"
         )
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_bytes())
+    except ValueError as exc:  # invalid JSON or not UTF-8
         raise DatasetError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path} is malformed: expected a JSON object, got {type(data).__name__}")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise DatasetError(
@@ -165,9 +168,43 @@ def load_manifest(root: str | Path) -> Manifest:
             "Re-partition the input with this version."
         )
     try:
-        return Manifest.from_dict(data)
+        manifest = Manifest.from_dict(data)
     except (KeyError, TypeError) as exc:
         raise DatasetError(f"{path} is malformed: {exc}") from exc
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DatasetError(f"{path} is malformed: {problem}")
+    return manifest
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _manifest_problem(m: Manifest) -> str | None:
+    """What makes a parsed manifest unusable (wrong types or references), or None; readers
+    index arrays and open files with these values, so a hand-edited one would fail far away."""
+    if not _is_count(m.num_partitions) or m.num_partitions < 1:
+        return f"num_partitions is {m.num_partitions!r}, not a positive integer"
+    for et in m.entity_types:
+        counts = et.partition_counts
+        if not isinstance(counts, list) or len(counts) != m.num_partitions or not all(map(_is_count, counts)):
+            return f"entity type {et.name!r}: partition_counts {counts!r} is not {m.num_partitions} counts"
+    types = {et.name for et in m.entity_types}
+    for rel in m.relations:
+        if rel.lhs_type not in types or rel.rhs_type not in types:
+            return f"relation {rel.name!r} has types {rel.lhs_type!r}, {rel.rhs_type!r}; the entity types are {sorted(types)}"
+    if not isinstance(m.bucket_counts, dict):
+        return f"bucket_counts is {m.bucket_counts!r}, not an object"
+    for split, counts in m.bucket_counts.items():
+        if not isinstance(counts, dict) or not all(
+            _is_count(n) and re.fullmatch(r"\d+_\d+", k) and max(map(int, k.split("_"))) < m.num_partitions
+            for k, n in counts.items()
+        ):
+            return f"bucket_counts[{split!r}] is not an object of 'i_j' buckets below num_partitions and edge counts"
+    if m.id_dtype not in ("int32", "int64"):
+        return f"id_dtype is {m.id_dtype!r}, not int32 or int64"
+    return None
 
 
 # -- entity names -------------------------------------------------------------
@@ -188,9 +225,13 @@ def read_entity_names(root: Path, entity_type: str, part: int) -> pa.Array:
     path = entity_names_path(root, entity_type, part)
     if not path.is_file():
         raise DatasetError(f"missing entity table {path}")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path, columns=["name"]).column("name").combine_chunks()
+    try:
+        return pq.read_table(path, columns=["name"]).column("name").combine_chunks()
+    except (pa.ArrowException, OSError, KeyError) as exc:  # not Parquet, truncated, or no name column
+        raise DatasetError(f"cannot read entity table {path}: {exc}") from exc
 
 
 # -- buckets --------------------------------------------------------------------
@@ -271,12 +312,25 @@ def write_bucket(root: Path, split: str, i: int, j: int, edges: BucketEdges, *, 
         writer.append(edges.lhs, edges.rhs, edges.rel, edges.weight)
 
 
-def read_bucket(root: Path, split: str, i: int, j: int) -> BucketEdges:
-    """All edges of bucket (i, j) of ``split``; empty arrays when it has none."""
+def read_bucket(root: Path, split: str, i: int, j: int, *, expected: int | None = None) -> BucketEdges:
+    """All edges of bucket (i, j) of ``split``; empty arrays when it has none.
+
+    ``expected``, the manifest's count, makes a missing file or one holding another number
+    of edges an error instead of a split that is silently smaller.
+    """
     path = bucket_path(root, split, i, j)
     if not path.is_file():
+        if expected:
+            raise DatasetError(f"missing bucket file {path}: the manifest counts {expected} edges in it")
         empty = np.empty(0, dtype=np.int64)
         return BucketEdges(empty, empty, empty.astype(np.int32), None)
-    with h5py.File(path, "r") as fh:
-        weight = fh["weight"][...] if "weight" in fh else None
-        return BucketEdges(fh["lhs"][...], fh["rhs"][...], fh["rel"][...], weight)
+    try:
+        with h5py.File(path, "r") as fh:
+            weight = fh["weight"][...] if "weight" in fh else None
+            edges = BucketEdges(fh["lhs"][...], fh["rhs"][...], fh["rel"][...], weight)
+    except (OSError, KeyError) as exc:  # truncated or not HDF5, or a dataset missing
+        raise DatasetError(f"cannot read bucket file {path}: {exc}") from exc
+    lengths = {len(a) for a in edges if a is not None}
+    if len(lengths) > 1 or (expected is not None and lengths != {expected}):
+        raise DatasetError(f"bucket file {path} holds datasets of {sorted(lengths)} edges; the manifest counts {expected}")
+    return edges

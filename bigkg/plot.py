@@ -32,11 +32,14 @@ def series(records: list[dict[str, Any]]) -> tuple[list[tuple[int, float]], list
     """
     loss: dict[int, float] = {}
     mrr: dict[int, float] = {}
-    for r in records:
-        if r.get("type") == "epoch" and ("loss_per_edge" in r or "loss" in r):
-            loss[int(r["epoch"]) + 1] = float(r.get("loss_per_edge", r.get("loss")))
-        elif r.get("type") == "valid" and "mrr" in r:
-            mrr[int(r["epoch"]) + 1] = float(r["mrr"])
+    for line, r in enumerate(records, 1):
+        try:
+            if r.get("type") == "epoch" and ("loss_per_edge" in r or "loss" in r):
+                loss[int(r["epoch"]) + 1] = float(r.get("loss_per_edge", r.get("loss")))
+            elif r.get("type") == "valid" and "mrr" in r:
+                mrr[int(r["epoch"]) + 1] = float(r["mrr"])
+        except (KeyError, TypeError, ValueError) as exc:  # a hand-edited or foreign record
+            raise PlotError(f"line {line}: {r.get('type')} record without a numeric epoch and value: {r}") from exc
     return sorted(loss.items()), sorted(mrr.items())
 
 
@@ -71,4 +74,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     log = run_dir / "metrics.jsonl"
     if not log.is_file():
         raise PlotError(f"{log} does not exist: train first (bigkg train)")
-    return plot_training(MetricsLog(log).read(), out or run_dir / PLOT_NAME, title=f"{run_dir.name}")
+    try:
+        return plot_training(MetricsLog(log).read(), out or run_dir / PLOT_NAME, title=f"{run_dir.name}")
+    except PlotError as exc:  # about the log's records: name the log
+        raise PlotError(f"{log}: {exc}") from exc

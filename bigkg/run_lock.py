@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import IO
 
+from bigkg.atomic import OutputError, write_problem
 from bigkg.errors import BigKGError
 
 
@@ -25,8 +26,11 @@ class RunDirInUse(BigKGError):
 
 def lock_run_dir(run_dir: Path) -> IO[str]:
     """Take ``run_dir``'s training lock; the returned file holds it until closed."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / "train.lock", "a+")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / "train.lock", "a+")
+    except OSError as exc:  # a read-only or missing place: the config's run_dir is at fault
+        raise OutputError(f"run_dir {run_dir}: cannot create it: {write_problem(exc)}") from exc
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -105,7 +105,8 @@ class BucketLoader:
 
     def load(self, bucket: Bucket, version: CheckpointVersion, skip: frozenset[PartitionKey]) -> LoadedBucket:
         """Edges of ``bucket`` and its partitions not in ``skip`` (already held), on the CPU."""
-        edges = read_bucket(self.root, "train", bucket.lhs, bucket.rhs)
+        edges = read_bucket(self.root, "train", bucket.lhs, bucket.rhs,
+                            expected=self.manifest.bucket_count("train", bucket.lhs, bucket.rhs))
         rel = torch.from_numpy(edges.rel.astype(np.int64))
         lhs = torch.from_numpy(edges.lhs.astype(np.int64))
         rhs = torch.from_numpy(edges.rhs.astype(np.int64))

@@ -86,6 +86,10 @@ def generate_chunks(spec: GraphSpec, chunk_edges: int = 1 << 20) -> Iterator[pa.
     """
     if spec.edges < 1 or spec.entities < 1 or spec.relations < 1:
         raise PartitionError("--edges, --entities and --relations must all be at least 1")
+    if spec.seed < 0:  # numpy seeds only from non-negative integers
+        raise PartitionError(f"--seed must be at least 0, got {spec.seed}")
+    if not math.isfinite(spec.alpha):  # nan or inf ranks make a graph of garbage ids, silently
+        raise PartitionError(f"--alpha must be a finite number, got {spec.alpha}")
     rng = np.random.default_rng(spec.seed)
     maps = [_bijection(spec.entities, rng), _bijection(spec.relations, rng), _bijection(spec.entities, rng)]
     blocks_per_chunk = max(1, chunk_edges // BLOCK)

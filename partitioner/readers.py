@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from partitioner.errors import PartitionError
 
 FIELDS = ("head", "relation", "tail")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -163,10 +165,14 @@ def _clean(
     return EdgeBatch(columns[0], columns[1], columns[2], weight), n_bad
 
 
-def _as_strings(array: pa.Array) -> pa.Array:
+def _as_strings(path: Path, name: str, array: pa.Array) -> pa.Array:
+    """Names as strings; numbers are cast, a column of another type (lists, structs) is an error."""
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
         return array
-    return pc.cast(array, pa.string())
+    try:
+        return pc.cast(array, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise PartitionError(f"{path}: column {name!r} has type {array.type}, which cannot be read as names") from exc
 
 
 # -- Parquet -----------------------------------------------------------------------
@@ -181,7 +187,7 @@ def _read_parquet(path: Path, spec: InputFormat, bad_lines: Counter) -> Iterator
         raise PartitionError(f"{path}: empty input (no rows)")
     first_row = 0
     for batch in pf.iter_batches(batch_size=spec.batch_rows, columns=used):
-        cols = [_as_strings(batch.column(k)) for k in range(3)] + [batch.column(k) for k in range(3, len(used))]
+        cols = [_as_strings(path, used[k], batch.column(k)) for k in range(3)] + [batch.column(k) for k in range(3, len(used))]
         start = first_row
         edges, n_bad = _clean(path, cols, spec, lambda row: start + row + 1, None, "row")
         bad_lines[str(path)] += n_bad
@@ -203,6 +209,24 @@ def _first_lines(path: Path, limit: int = 1000) -> list[str]:
 
 def _split_fields(line: str, fmt: str, delimiter: str) -> list[str]:
     return next(csv.reader([line], delimiter=delimiter)) if fmt == "csv" else line.split(delimiter)
+
+
+_ARROW_ROW = re.compile(r"Row #(\d+): CSV conversion error to string: invalid UTF8 data")
+
+
+def _arrow_call(path: Path, call: Callable[[], T]) -> T:
+    """``call()``, with Arrow's errors on bad text as a PartitionError naming the file (and line).
+
+    Arrow reads the first block when the reader is opened, so both opening and reading
+    can fail; its row numbers count the file's lines from 1, header included.
+    """
+    try:
+        return call()
+    except pa.ArrowInvalid as exc:
+        utf8 = _ARROW_ROW.search(str(exc))
+        if utf8:
+            raise PartitionError(f"{path}: line {utf8.group(1)}: not valid UTF-8 text") from exc
+        raise PartitionError(f"{path}: {exc}") from exc
 
 
 def _read_text(path: Path, fmt: str, spec: InputFormat, bad_lines: Counter) -> Iterator[EdgeBatch]:
@@ -232,7 +256,7 @@ def _read_text(path: Path, fmt: str, spec: InputFormat, bad_lines: Counter) -> I
         invalid.append(row.number)
         return "skip"
 
-    reader = pcsv.open_csv(
+    reader = _arrow_call(path, lambda: pcsv.open_csv(
         pa.input_stream(str(path), compression="detect"),
         read_options=pcsv.ReadOptions(
             column_names=names, skip_rows=header_lines, use_threads=False, block_size=spec.block_bytes
@@ -248,16 +272,14 @@ def _read_text(path: Path, fmt: str, spec: InputFormat, bad_lines: Counter) -> I
             include_columns=used,
             strings_can_be_null=False,
         ),
-    )
+    ))
     delivered = 0  # rows handed out so far
     total_rows = 0
     while True:
         try:
-            batch = reader.read_next_batch()
+            batch = _arrow_call(path, reader.read_next_batch)
         except StopIteration:
             break
-        except pa.ArrowInvalid as exc:
-            raise PartitionError(f"{path}: {exc}") from exc
         skipped = np.asarray(invalid, dtype=np.int64)
         # Delivered row k (0-based, file order) sits after the rejected lines s_m
         # with s_m - header - 1 - m <= k; that count shifts its line number.

@@ -169,6 +169,13 @@ class Partitioner:
                 raise PartitionError(f"{name} must be at least 0, got {count}")
         if opts.input_format.on_bad_line not in ("error", "skip"):
             raise PartitionError(f"--on-bad-line must be error or skip, got {opts.input_format.on_bad_line!r}")
+        # Checked here: numpy's seeding, the spill buffers and Arrow's readers fail on these mid-run.
+        for option, value, minimum in (("--seed", opts.seed, 0), ("--buffer-edges", opts.buffer_edges, 1),
+                                       ("--batch-rows", opts.input_format.batch_rows, 1)):
+            if value < minimum:
+                raise PartitionError(f"{option} must be at least {minimum}, got {value}")
+        if opts.input_format.delimiter is not None and len(opts.input_format.delimiter) != 1:
+            raise PartitionError(f"--delimiter must be one character, got {opts.input_format.delimiter!r}")
         self.opts = opts
         self.P = opts.num_partitions
         self.sources = _sources(opts)

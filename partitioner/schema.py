@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from bigkg.config import load_yaml
 from partitioner.errors import PartitionError
 
 DEFAULT_TYPE = "entity"
@@ -29,8 +30,8 @@ class Schema:
 
 def load_schema(path: Path) -> Schema:
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
+        data = load_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
         raise PartitionError(f"cannot read schema file {path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise PartitionError(f"schema file {path} is not valid YAML: {exc}") from exc
@@ -44,6 +45,12 @@ def load_schema(path: Path) -> Schema:
                 f"schema file {path}: relation {rel!r} must map to [head_type, tail_type], got {pair!r}"
             )
         for t in pair:
+            # A type names directories and files of the dataset (entities/<type>/) and of exports.
+            if t in (".", "..") or any(c in t for c in "/\\\0"):
+                raise PartitionError(
+                    f"schema file {path}: relation {rel!r}: entity type {t!r} cannot name a directory; "
+                    "use a name without '/', '\\' or NUL that is not '.' or '..'"
+                )
             if t not in types:
                 types.append(t)
         relations[str(rel)] = (types.index(pair[0]), types.index(pair[1]))

@@ -102,6 +102,34 @@ def test_bad_pointer_and_format(tmp_path):
         store.latest()
 
 
+def test_damaged_pointer_and_meta_are_errors_naming_the_file(tmp_path):
+    store = CheckpointStore(tmp_path)
+    v = store.write({}, {"model": {}}, {KEYS[0]: state(0)}, KEYS[:1], base=None, keep_versions=1)
+    for text, words in [(b"[1, 2]", "meta.json is not a JSON object"), (b"\xff{", "is unreadable: 'utf-8' codec")]:
+        (v.path / "meta.json").write_bytes(text)
+        with pytest.raises(CheckpointError, match=words):
+            store.latest()
+    (store.root / "LATEST").write_bytes(b"\xff\xfe\n")
+    with pytest.raises(CheckpointError, match=f"{store.root / 'LATEST'} names .*not a complete checkpoint version"):
+        store.latest()
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "cannot read {path}: "),
+    (b"hello\n", "cannot read {path}: "),
+    (None, "{path} is not a partition file: it lacks the embeddings"),  # a torch file of other tensors
+])
+def test_damaged_partition_file_is_an_error_naming_it(tmp_path, content, words):
+    path = tmp_path / "part_0.pt"
+    if content is None:
+        torch.save({"x": torch.zeros(3)}, path)
+    else:
+        path.write_bytes(content)
+    for read in (read_partition_file, lambda p: read_partition_rows(p, torch.tensor([0]))):
+        with pytest.raises(CheckpointError, match=words.format(path=path)):
+            read(path)
+
+
 def test_pinned_versions_survive_pruning(tmp_path):
     store = CheckpointStore(tmp_path)
     v0 = store.write({}, {"model": {}}, {k: state(0) for k in KEYS}, KEYS, base=None, keep_versions=1)

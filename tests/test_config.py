@@ -39,6 +39,12 @@ def test_round_trip_through_yaml(tmp_path):
         ({"device": "tpu"}, [], ["device", "cuda"]),
         ({}, ["training.lr"], ["training.lr", "key.sub=value"]),
         ({"model": {"relation_operators": {"r": "bad"}}}, [], ["relation_operators.r", "bad"]),
+        ({}, ["training.lr=nan"], ["training.lr", "finite", "nan"]),
+        ({}, ["training.lr=.inf"], ["training.lr", "finite", "inf"]),
+        ({}, ["training.margin=1" + "0" * 400], ["training.margin", "finite"]),
+        ({"device": "cuda:x"}, [], ["device", "'cuda:x'", "cuda:N"]),
+        ({"seed": -1}, [], ["seed", "-1", "minimum"]),
+        ({"eval": {"rec_k": [0, 10]}}, [], ["eval.rec_k", "at least 1"]),
     ],
 )
 def test_errors_name_key_and_allowed(data, overrides, words):
@@ -55,6 +61,20 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
         load_config(bad)
+
+
+def test_duplicate_key_and_non_utf8_config_name_the_file(tmp_path):
+    # YAML keeps the last of two equal keys: the second section would silently replace the first.
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("training:\n  epochs: 1\nmodel:\n  dim: 8\ntraining:\n  lr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"(?s)dup.yaml.*duplicate key 'training'.*line 5"):
+        load_config(dup)
+    with pytest.raises(ConfigError, match="duplicate key 'dim'"):
+        config_from_dict({}, ["model={dim: 8, dim: 16}"])
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"seed: 1\n\xff: 2\n")
+    with pytest.raises(ConfigError, match=f"cannot read config file {binary}: 'utf-8' codec"):
+        load_config(binary)
 
 
 def test_every_option_has_help():

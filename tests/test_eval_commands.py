@@ -59,6 +59,20 @@ def test_export_command_parquet(run, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_export_command_writes_both_outputs_or_neither(run, tmp_path, capsys):
+    path, *_ = run
+    emb, blocker = tmp_path / "emb.parquet", tmp_path / "a-file"
+    blocker.write_text("")
+    # The relations cannot be written (a file is in the way of their directory): no embeddings either.
+    assert main(["export", str(path), "--out", str(emb), "--relations", str(blocker / "rel.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {blocker / 'rel.parquet'}" in err and "Traceback" not in err
+    # The same file for both: the relations would overwrite the embeddings.
+    assert main(["export", str(path), "--out", str(emb), "--relations", str(emb), "--force"]) == 2
+    assert "--out and --relations both name" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a-file", "config.yaml", "data", "run"])
+
+
 def complex_score(anchor: torch.Tensor, real: torch.Tensor, imag: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
     """ComplEx with the dot comparator, Re(<anchor, w, conj(candidate)>), written out from the exported halves."""
     ar, ai = anchor.chunk(2, dim=-1)
@@ -144,3 +158,17 @@ def test_query_command_answers_a_file_of_heads_into_parquet_as_single_queries_do
     assert "bad.txt, line 3: no entity named 'nobody'" in capsys.readouterr().err and not bad_out.exists()
     assert main(args) == 2
     assert "give --out PATH" in capsys.readouterr().err
+
+
+def test_query_command_bad_k_and_anchors_that_are_not_utf8_name_the_value_and_line(run, tmp_path, capsys):
+    path, *_ = run
+    assert main(["query", str(path), "--head", "user3", "--relation", "likes", "-k", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert "-k must be at least 1, got -5" in err and "Traceback" not in err
+    heads = tmp_path / "heads.txt"
+    heads.write_bytes(b"user3\nuser\xff1\n")
+    out = tmp_path / "answers.parquet"
+    assert main(["query", str(path), "--heads", str(heads), "--relation", "likes", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{heads}, line 2: not valid UTF-8 text" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("answers.parquet*"))

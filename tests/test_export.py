@@ -8,9 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from bigkg.atomic import OutputError
 from bigkg.evaluation.filters import entity_offsets
 from bigkg.export import ExportError, export_embeddings
-from bigkg.format import load_manifest
+from bigkg.format import DatasetError, load_manifest
 from eval_datasets import TensorSource, write_dataset
 
 
@@ -105,3 +106,30 @@ def test_failed_export_leaves_nothing(dataset, tmp_path):
     with pytest.raises(Exception, match="missing entity table"):
         export_embeddings(root, manifest, source, out, "parquet")
     assert not out.exists() and not list(tmp_path.glob("emb.parquet*"))
+
+
+def test_output_in_an_unwritable_place_is_an_error_naming_it(dataset, tmp_path):
+    root, manifest, source, _ = dataset
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    for fmt in ("parquet", "npy"):  # a file, a directory
+        out = blocker / "emb.out"  # its parent cannot be made: a file is in the way
+        with pytest.raises(OutputError, match=f"cannot write {out}: {blocker} is not a directory"):
+            export_embeddings(root, manifest, source, out, fmt)
+    # --force replaces a file, but a directory in the way stays, whole
+    folder = tmp_path / "folder"
+    (folder / "inner").mkdir(parents=True)
+    with pytest.raises(OutputError, match=f"cannot write {folder}: it is a directory"):
+        export_embeddings(root, manifest, source, folder, "parquet", force=True)
+    assert blocker.read_text() == "keep me" and [p.name for p in folder.iterdir()] == ["inner"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "data", "folder"]
+
+
+def test_damaged_entity_table_is_an_error_naming_it(dataset, tmp_path):
+    root, manifest, source, _ = dataset
+    table = root / "entities" / "item" / "part_1.parquet"
+    table.write_text("not parquet")
+    out = tmp_path / "emb.parquet"
+    with pytest.raises(DatasetError, match=f"cannot read entity table {table}"):
+        export_embeddings(root, manifest, source, out, "parquet")
+    assert not list(tmp_path.glob("emb.parquet*"))

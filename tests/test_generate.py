@@ -7,8 +7,10 @@ from collections import Counter
 import numpy as np
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+import pytest
 
 from partition_helpers import partition
+from partitioner.errors import PartitionError
 from partitioner.generate import GraphSpec, generate_graph
 
 
@@ -38,3 +40,14 @@ def test_tsv_output_with_weights_partitions(tmp_path):
     assert (weights > 0).all() and (weights <= 1.001).all()
     summary = partition([path], tmp_path / "o", weight_column="3", num_partitions=2)
     assert summary["edges"]["train"] == 2_000 and summary["entities"]["entity"] == 300
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(seed=-1), "--seed must be at least 0, got -1"),
+    (dict(alpha=float("nan")), "--alpha must be a finite number, got nan"),
+])
+def test_bad_seed_and_alpha_are_refused_and_leave_nothing(tmp_path, change, words):
+    spec = GraphSpec(**{**dict(edges=50, entities=10, relations=3), **change})
+    with pytest.raises(PartitionError, match=words):
+        generate_graph(spec, tmp_path / "g.tsv")
+    assert list(tmp_path.iterdir()) == []

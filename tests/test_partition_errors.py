@@ -149,6 +149,24 @@ def test_null_in_parquet_names_the_row(tmp_path):
         partition([src], tmp_path / "out")
 
 
+def test_parquet_column_that_is_not_names_is_named(tmp_path):
+    src = tmp_path / "edges.parquet"
+    pq.write_table(pa.table({"h": [[1], [2]], "r": ["r", "r"], "t": ["b", "c"]}), src)
+    with pytest.raises(PartitionError, match=rf"{src}: column 'h' has type list<.*cannot be read as names"):
+        partition([src], tmp_path / "out")
+    assert_nothing_left(tmp_path)
+
+
+@pytest.mark.parametrize("block_bytes", [64, 16 << 20])  # the bad line in the first block Arrow reads, or a later one
+@pytest.mark.parametrize("on_bad_line", ["error", "skip"])  # bytes that are not text cannot be skipped as a line
+def test_invalid_utf8_names_file_and_line(tmp_path, block_bytes, on_bad_line):
+    src = tmp_path / "edges.tsv"
+    src.write_bytes("".join(f"h{k}\tr\tt{k}\n" for k in range(40)).encode() + b"x\xff\tr\ty\n")
+    with pytest.raises(PartitionError, match=f"{src}: line 41: not valid UTF-8 text"):
+        partition([src], tmp_path / "out", block_bytes=block_bytes, on_bad_line=on_bad_line)
+    assert_nothing_left(tmp_path)
+
+
 def test_missing_input_file_and_unmatched_glob(tmp_path):
     with pytest.raises(PartitionError, match="does not exist"):
         partition([tmp_path / "nope.tsv"], tmp_path / "out")

@@ -149,6 +149,10 @@ def test_bad_options_are_refused(tmp_path, small_graph):
         (dict(valid_fraction=0.6, test_fraction=0.5), "leave some edges"),
         (dict(valid_fraction=0.1, valid=[str(small_graph)]), "not both"),
         (dict(assign="metis"), "unknown --assign"),
+        (dict(seed=-1), "--seed must be at least 0, got -1"),
+        (dict(buffer_edges=0), "--buffer-edges must be at least 1, got 0"),
+        (dict(batch_rows=0), "--batch-rows must be at least 1, got 0"),
+        (dict(delimiter="::"), "--delimiter must be one character, got '::'"),
     ]:
         with pytest.raises(PartitionError, match=message):
             partition([small_graph], tmp_path / "o", **kwargs)
@@ -167,6 +171,9 @@ def test_custom_delimiter_and_column_positions(tmp_path):
         ("knows: person\n", "relation 'knows' must map to \\[head_type, tail_type\\], got 'person'"),
         ("- a\n- b\n", "must map relation names"),
         ("knows: [a, b\n", "not valid YAML"),
+        ("knows: [a, b]\nknows: [c, d]\n", "(?s)not valid YAML.*duplicate key 'knows'.*line 2"),
+        ("knows: [person, ../up]\n", "relation 'knows': entity type '../up' cannot name a directory"),
+        ("knows: [person, ..]\n", "relation 'knows': entity type '..' cannot name a directory"),
     ],
 )
 def test_bad_schema_file_is_named(tmp_path, text, message):
@@ -175,6 +182,16 @@ def test_bad_schema_file_is_named(tmp_path, text, message):
     schema = tmp_path / "schema.yaml"
     schema.write_text(text)
     with pytest.raises(PartitionError, match=message):
+        partition([src], tmp_path / "o", schema=schema)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "up").exists()
+
+
+def test_schema_file_that_is_not_utf8_is_named(tmp_path):
+    src = tmp_path / "edges.tsv"
+    src.write_text("a\tknows\tb\n")
+    schema = tmp_path / "schema.yaml"
+    schema.write_bytes(b"knows: [a, b]\n\xff: [c, d]\n")
+    with pytest.raises(PartitionError, match=f"cannot read schema file {schema}: 'utf-8' codec"):
         partition([src], tmp_path / "o", schema=schema)
 
 

@@ -46,6 +46,23 @@ def test_plot_errors(tmp_path):
         plot_run(tmp_path)
 
 
+@pytest.mark.parametrize("bad_line, words", [
+    ("{bad", "line 3: not a JSON record"),  # damaged in the middle: not a kill's cut last line, so not silently cut there
+    ("[1, 2]", "line 3: expected a JSON object, got [1, 2]"),
+    ('{"type": "epoch", "epoch": "x", "loss": 1}', "line 3: epoch record without a numeric epoch and value"),
+    ('{"type": "valid", "epoch": 2, "mrr": null}', "line 3: valid record without a numeric epoch and value"),
+])
+def test_malformed_metrics_line_is_named_and_nothing_is_written(tmp_path, capsys, bad_line, words):
+    lines = [json.dumps(r) for r in RECORDS]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines[:2] + [bad_line] + lines[2:]) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"dataset": "x", "run_dir": str(tmp_path)}))
+    assert main(["plot", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'metrics.jsonl'}: {words}" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "metrics.jsonl"]
+
+
 def test_plot_command(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     config = tmp_path / "c.yaml"

@@ -17,6 +17,7 @@ import torch
 
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import ConfigError, config_from_dict
+from bigkg.errors import BigKGError
 from bigkg.format import (
     DatasetError, EntityType, Manifest, Relation, bucket_key, load_manifest, read_bucket, write_bucket,
     write_entity_names, write_manifest, BucketEdges,
@@ -190,6 +191,47 @@ def test_missing_dataset_and_other_format_version(tiny, tmp_path):
         train(config_from_dict(small_config(tiny, tmp_path / "run")))
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def _drop_rhs(path: Path) -> None:
+    import h5py
+
+    with h5py.File(path, "a") as fh:
+        del fh["rhs"]
+
+
+def _edit_manifest(root: Path, **fields) -> None:
+    manifest = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**manifest, **fields}))
+
+
+@pytest.mark.parametrize("damage, where, words", [
+    (lambda root: (root / "manifest.json").write_text("[1, 2]"), "manifest.json", "expected a JSON object"),
+    (lambda root: (root / "manifest.json").write_bytes(b"\xff{"), "manifest.json", "is not valid JSON"),
+    (lambda root: _edit_manifest(root, num_partitions="2"), "manifest.json", "num_partitions is '2'"),
+    (lambda root: _edit_manifest(root, relations=[{"name": "r0", "lhs_type": "entity", "rhs_type": "user"}]),
+     "manifest.json", "relation 'r0' has types 'entity', 'user'"),
+    (lambda root: _truncate(root / "edges/train/bucket_1_0.h5"), "edges/train/bucket_1_0.h5", "cannot read bucket file"),
+    (lambda root: _drop_rhs(root / "edges/train/bucket_1_0.h5"), "edges/train/bucket_1_0.h5", "'rhs' doesn't exist"),
+    # A lost bucket file must not train silently on fewer edges than the manifest counts.
+    (lambda root: (root / "edges/train/bucket_1_0.h5").unlink(), "edges/train/bucket_1_0.h5", "manifest counts 60 edges"),
+])
+def test_damaged_dataset_is_an_error_naming_the_file(tiny, tmp_path, damage, where, words):
+    damage(tiny)
+    with pytest.raises(DatasetError) as err:
+        train(config_from_dict(small_config(tiny, tmp_path / "run", training={"epochs": 1, "bucket_order": "random"})))
+    assert str(tiny / where) in str(err.value) and words in str(err.value)
+
+
+def test_run_dir_that_cannot_be_made_is_an_error_naming_it(tiny, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for run_dir, problem in ((tmp_path / "a-file" / "run", "Not a directory"), (tmp_path / "a-file", "is not a directory")):
+        with pytest.raises(BigKGError, match=f"run_dir {run_dir}: cannot create it: .*{problem}"):
+            train(config_from_dict(small_config(tiny, run_dir)))
+
+
 def test_dimension_change_on_resume_is_a_clear_error(tiny, tmp_path):
     train(config_from_dict(small_config(tiny, tmp_path / "run", training={"epochs": 1})))
     with pytest.raises(TrainingError, match="model.dim=16.*32.*--fresh"):
@@ -218,6 +260,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsy
 HOLDER = """
 import json, sys
 from bigkg.config import config_from_dict
+from bigkg.errors import BigKGError
 from bigkg.training.trainer import Trainer
 trainer = Trainer(config_from_dict(json.loads(sys.argv[1])))
 print("holding", flush=True)
@@ -257,6 +300,7 @@ THREADS_PROBE = """
 import json, sys
 import numba, torch
 from bigkg.config import config_from_dict
+from bigkg.errors import BigKGError
 from bigkg.training.trainer import Trainer
 def counts():
     return f"{numba.get_num_threads()},{torch.get_num_threads()}"
@@ -376,5 +420,5 @@ def test_relation_weights_name_a_missing_relation_or_a_negative_weight(tiny, tmp
     with pytest.raises(ConfigError, match="training.relation_weights.*'likes'"):
         train(config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_weights": {"likes": 2}})))
     assert not (tmp_path / "run").exists()
-    with pytest.raises(ConfigError, match="training.relation_weights.r1: -1.0"):
+    with pytest.raises(ConfigError, match="training.relation_weights.r1: -1.0 is below the minimum 0"):
         config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_weights": {"r1": -1}}))

@@ -55,7 +55,7 @@ def iter_split(root: str | Path, manifest: Manifest, split: str,
         i, j = (int(x) for x in key.split("_"))
         if buckets is not None and not buckets(i, j):
             continue
-        edges = read_bucket(Path(root), split, i, j)
+        edges = read_bucket(Path(root), split, i, j, expected=manifest.bucket_counts[split][key])
         rel = edges.rel.astype(np.int64)
         # Partition i of each edge's head type, partition j of its tail type.
         lhs_base = np.array([offsets[t][i] for t in lhs_types], dtype=np.int64)

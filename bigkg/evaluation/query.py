@@ -71,6 +71,8 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
     tails) of ``relation`` for every anchor name, ``batch`` anchors at a time; ``where``
     names the anchors' origin in errors. Memory holds one batch's anchors and answers, their
     known answers and one or two partitions of candidates."""
+    if k < 1:
+        raise EvaluationError(f"-k must be at least 1, got {k}")
     anchors = iter(anchors)
     manifest, root = run.manifest, run.config.dataset
     try:
@@ -116,6 +118,15 @@ def query(run: TrainedRun, relation: str, k: int, *, head: str | None = None, ta
     return [Answer(name, float(batch.scores[0, r]), bool(batch.known[0, r])) for r, name in enumerate(batch.names[0])]
 
 
+def _decoded_lines(lines: Iterable[bytes], path: Path) -> Iterator[str]:
+    """Each line as text without its line break; bytes that are not UTF-8 are an error naming the line."""
+    for number, raw in enumerate(lines, 1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise EvaluationError(f"{path}, line {number}: not valid UTF-8 text") from exc
+
+
 def answer_file(run: TrainedRun, relation: str, side: str, anchors_path: str | Path, k: int, out: str | Path, *,
                 exclude_known: bool = False, batch: int = 65536) -> dict[str, int | str]:
     """Answer every anchor named in ``anchors_path`` (one name per line) into Parquet at ``out``:
@@ -125,9 +136,9 @@ def answer_file(run: TrainedRun, relation: str, side: str, anchors_path: str | P
     if not anchors_path.is_file():
         raise EvaluationError(f"the anchors file {anchors_path} does not exist")
     rows = anchors = 0
-    with open(anchors_path, encoding="utf-8") as lines, atomic_file(Path(out)) as tmp, \
+    with open(anchors_path, "rb") as lines, atomic_file(Path(out)) as tmp, \
             pq.ParquetWriter(tmp, ANSWER_SCHEMA) as writer:
-        anchor_names = (line.rstrip("\r\n") for line in lines)
+        anchor_names = _decoded_lines(lines, anchors_path)
         for part in answer(run, relation, side, anchor_names, k, exclude_known=exclude_known, batch=batch,
                            where=str(anchors_path)):
             anchors += len(part.anchors)

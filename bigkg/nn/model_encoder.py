@@ -41,7 +41,8 @@ class GraphEncoder(ModelEncoder):
         """The training graph of ``partition`` of ``entity_type`` (cached, on the CPU)."""
         key = (entity_type, partition)
         if key not in self._graphs:
-            edges = read_bucket(self.dataset, "train", partition, partition)
+            edges = read_bucket(self.dataset, "train", partition, partition,
+                                expected=self.manifest.bucket_count("train", partition, partition))
             same_type = np.array(
                 [r.lhs_type == entity_type and r.rhs_type == entity_type for r in self.manifest.relations], dtype=bool
             )

@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from bigkg.atomic import write_text_atomic
+from bigkg.errors import BigKGError
+
+
+class MetricsError(BigKGError):
+    """A metrics log damaged other than by a kill, which can only cut its last line."""
 
 
 class MetricsLog:
@@ -31,14 +36,22 @@ class MetricsLog:
         self.lines = len(kept)
 
     def read(self) -> list[dict[str, Any]]:
+        """Every record, one per line. Only the last line may be cut (by a kill mid-append) and is
+        then left out; any other line that is not a JSON object is an error naming it."""
         if not self.path.is_file():
             return []
+        lines = self.path.read_bytes().splitlines()
         records = []
-        for line in self.path.read_text().splitlines():
+        for number, line in enumerate(lines, 1):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill; nothing after it was committed
+                record = json.loads(line)
+            except ValueError as exc:  # not JSON, or not UTF-8
+                if number == len(lines):
+                    break  # a line cut by a kill; nothing after it was committed
+                raise MetricsError(f"{self.path}: line {number}: not a JSON record ({exc})") from exc
+            if not isinstance(record, dict):
+                raise MetricsError(f"{self.path}: line {number}: expected a JSON object, got {record!r:.80}")
+            records.append(record)
         return records
 
     def write(self, record: dict[str, Any]) -> None:

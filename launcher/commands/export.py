@@ -4,10 +4,11 @@ names, and the relation operators' parameters."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
-from bigkg.atomic import write_text_atomic
+from bigkg.atomic import atomic_file, write_text_atomic
 from bigkg.evaluation.source import open_run
 from bigkg.export import FORMATS, ExportError, export_embeddings, export_relations
 from launcher.commands._config_args import add_config_arguments, config_from_args
@@ -30,17 +31,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.relations and Path(args.relations).resolve() == Path(args.out).resolve():
+        raise ExportError(f"--out and --relations both name {args.out}: give the relations a file of their own")
     for out in filter(None, (args.out, args.relations)):  # both outputs or neither
         if Path(out).exists() and not args.force:
             raise ExportError(f"{out} already exists (use --force to replace it)")
     trained = open_run(config)
-    summary = export_embeddings(config.dataset, trained.manifest, trained.source, args.out, args.format, force=args.force)
+    with contextlib.ExitStack() as stack:
+        relations = None
+        if args.relations:
+            # Written first under a temporary name, renamed only once the embeddings are in place too:
+            # a failure of either leaves neither (nor replaces an old one).
+            tmp = stack.enter_context(atomic_file(args.relations))
+            relations = export_relations(trained.model, trained.manifest, config.model, tmp, force=True)
+            relations["path"] = args.relations
+        summary = export_embeddings(config.dataset, trained.manifest, trained.source, args.out, args.format, force=args.force)
     summary["checkpoint"] = trained.version.name
     print(f"wrote {summary['rows']} entities ({', '.join(f'{k}: {v}' for k, v in summary['entities'].items())}) "
           f"from checkpoint {summary['checkpoint']} to {summary['path']} ({summary['format']})")
-    if args.relations:
-        summary["relations"] = export_relations(trained.model, trained.manifest, config.model, args.relations, force=args.force)
-        print(f"wrote the parameters of {summary['relations']['relations']} relations to {args.relations} (parquet)")
+    if relations is not None:
+        summary["relations"] = relations
+        print(f"wrote the parameters of {relations['relations']} relations to {args.relations} (parquet)")
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
     return 0
