@@ -106,6 +106,26 @@ def test_export_command_relations_let_scores_be_computed_outside_bigkg(tmp_path,
     assert "rel.parquet already exists" in capsys.readouterr().err and not emb.exists()
 
 
+def test_query_similar_ranks_the_entities_of_its_type_by_cosine_without_itself(run, tmp_path, capsys):
+    path, config, model, splits, by_index = run
+    out = tmp_path / "similar.json"
+    assert main(["query", str(path), "--similar", "item7", "-k", "5", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    items = by_index["item"]
+    cosine = torch.nn.functional.cosine_similarity(items[7:8], items)
+    cosine[7] = float("-inf")
+    best = torch.topk(cosine, 5)
+    assert result["entity_type"] == "item"
+    assert [n["name"] for n in result["neighbours"]] == [f"item{k}" for k in best.indices.tolist()]
+    assert [n["similarity"] for n in result["neighbours"]] == pytest.approx(best.values.tolist(), abs=1e-5)
+    printed = capsys.readouterr().out
+    assert f"item{best.indices[0].item()}" in printed.splitlines()[1]
+    assert main(["query", str(path), "--similar", "item7", "--entity-type", "user"]) == 2
+    assert "no entity named 'item7' of type 'user'" in capsys.readouterr().err
+    assert main(["query", str(path), "--head", "user3"]) == 2
+    assert "need --relation" in capsys.readouterr().err
+
+
 def test_query_command_top_tails_and_heads(run, tmp_path, capsys):
     path, config, model, splits, by_index = run
     out = tmp_path / "answers.json"

@@ -1,5 +1,6 @@
 """Top-k answers of (head, relation, ?) or (?, relation, tail) queries given by names: one
-query, or a file of anchors answered in batches into Parquet."""
+query, or a file of anchors answered in batches into Parquet; and an entity's nearest
+neighbours by the cosine of their vectors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
 
 from bigkg.atomic import atomic_file
 from bigkg.evaluation.filters import FilterIndex, QueryKeys, entity_offsets, filter_stride
@@ -106,6 +109,45 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
             taken += valid
         yield AnswerBatch(names, rows, scores, is_known)
         start += len(names)
+
+
+@dataclass
+class Neighbour:
+    name: str
+    similarity: float  # cosine of the two vectors
+
+
+def similar(run: TrainedRun, name: str, k: int, entity_type: str | None = None) -> tuple[str, list[Neighbour]]:
+    """The ``k`` entities of ``name``'s type whose vectors (through the encoder, if any) have the
+    highest cosine with ``name``'s, ``name`` left out; with the type (needed only when several
+    types have an entity of that name)."""
+    if k < 1:
+        raise EvaluationError(f"-k must be at least 1, got {k}")
+    manifest, root = run.manifest, run.config.dataset
+    types = [et.name for et in manifest.entity_types]
+    if entity_type is not None and entity_type not in types:
+        raise EvaluationError(f"no entity type {entity_type!r} in {root}; its types: {', '.join(types)}")
+    found = {t: int(find_entities(root, manifest, t, pa.array([name], pa.string()))[0])
+             for t in ([entity_type] if entity_type else types)}
+    found = {t: gid for t, gid in found.items() if gid >= 0}
+    if not found:
+        raise EvaluationError(f"no entity named {name!r}{f' of type {entity_type!r}' if entity_type else ''} in {root}")
+    if len(found) > 1:
+        raise EvaluationError(f"entity types {', '.join(sorted(found))} all have an entity named {name!r}: "
+                              "choose one with --entity-type")
+    ((kind, gid),) = found.items()
+    anchor = np.array([gid], dtype=np.int64)
+    options = RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
+    ids, scores = top_k("rhs", anchor, np.zeros(1, np.int64), kind, kind, run.source, _cosine, k, options,
+                        exclude=(np.zeros(1, np.int64), anchor))
+    valid = ids[0] >= 0
+    names = entity_names(root, manifest, kind, ids[0][valid])
+    return kind, [Neighbour(n, float(score)) for n, score in zip(names, scores[0][valid])]
+
+
+def _cosine(side: str, anchors: torch.Tensor, rels: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """A ranking score function of [n, d] anchors against [m, d] candidates: their cosines [n, m]."""
+    return F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T
 
 
 def query(run: TrainedRun, relation: str, k: int, *, head: str | None = None, tail: str | None = None,

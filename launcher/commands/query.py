@@ -1,5 +1,6 @@
 """bigkg query CONFIG --head NAME --relation REL: the top-k tails (or --tail NAME: the top-k heads);
---heads FILE / --tails FILE answer every name of a file into Parquet (--out)."""
+--heads FILE / --tails FILE answer every name of a file into Parquet (--out); --similar NAME:
+the entities whose vectors are nearest to NAME's."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import json
 from dataclasses import asdict
 
 from bigkg.atomic import write_text_atomic
-from bigkg.evaluation.query import answer_file, query
+from bigkg.config import Config
+from bigkg.evaluation.query import answer_file, query, similar
 from bigkg.evaluation.source import EvaluationError, open_run
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "query"
-HELP = "top-k tails of (head, relation) or heads of (relation, tail), by entity and relation names"
+HELP = "top-k tails of (head, relation) or heads of (relation, tail), or nearest entities, by names"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     anchor.add_argument("--tail", help="tail entity name: rank heads")
     anchor.add_argument("--heads", metavar="FILE", help="a file of head names, one per line: rank tails for each (needs --out)")
     anchor.add_argument("--tails", metavar="FILE", help="a file of tail names, one per line: rank heads for each (needs --out)")
-    parser.add_argument("--relation", required=True, help="relation name")
+    anchor.add_argument("--similar", metavar="NAME", help="entity name: the entities of its type nearest to it "
+                        "(cosine of their vectors), without a relation")
+    parser.add_argument("--relation", help="relation name (every query but --similar)")
+    parser.add_argument("--entity-type", help="with --similar: the type of NAME, when several types have that name")
     parser.add_argument("-k", "--top", type=int, default=10, help="number of answers (default 10)")
     parser.add_argument("--exclude-known", action="store_true",
                         help="leave out answers that are already true triples of the dataset")
@@ -34,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
+    if args.similar is not None:
+        return _print_similar(args, config)
+    if not args.relation:
+        raise EvaluationError("--head, --tail, --heads and --tails need --relation NAME")
     if args.heads or args.tails:
         if not args.out:
             raise EvaluationError("--heads and --tails write their answers to a Parquet file: give --out PATH")
@@ -51,4 +60,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{rank:4d}  {a.score:10.4f}  {'*' if a.known else ' '} {a.name}")
     if args.json:
         write_text_atomic(args.json, json.dumps({"query": what, "answers": [asdict(a) for a in answers]}, indent=2) + "\n")
+    return 0
+
+
+def _print_similar(args: argparse.Namespace, config: Config) -> int:
+    kind, neighbours = similar(open_run(config), args.similar, args.top, args.entity_type)
+    print(f"top {len(neighbours)} entities of type {kind} nearest to {args.similar!r} (cosine of the vectors)")
+    for rank, n in enumerate(neighbours, 1):
+        print(f"{rank:4d}  {n.similarity:8.4f}  {n.name}")
+    if args.json:
+        write_text_atomic(args.json, json.dumps({"similar": args.similar, "entity_type": kind,
+                                                 "neighbours": [asdict(n) for n in neighbours]}, indent=2) + "\n")
     return 0
