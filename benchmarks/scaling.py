@@ -46,7 +46,8 @@ def prepare(work: Path, edges: int, entities: int, partitions: int) -> Path:
     graph = work / "graph.parquet"
     dataset = work / f"data_p{partitions}"
     if not dataset.exists():
-        bigkg("generate", "--out", str(graph), "--edges", str(edges), "--entities", str(entities), "--relations", "100")
+        bigkg("generate", "--out", str(graph), "--edges", str(edges), "--entities", str(entities), "--relations", "100",
+              "--force")
         bigkg("partition", str(graph), "-P", str(partitions), "--out", str(dataset), "--no-progress")
     return dataset
 

@@ -178,6 +178,10 @@ def test_query_command_answers_a_file_of_heads_into_parquet_as_single_queries_do
     assert "bad.txt, line 3: no entity named 'nobody'" in capsys.readouterr().err and not bad_out.exists()
     assert main(args) == 2
     assert "give --out PATH" in capsys.readouterr().err
+    before = out.read_bytes()  # an existing output is replaced only with --force
+    assert main([*args, "--out", str(out), "-k", "2"]) == 2
+    assert "already exists (use --force" in capsys.readouterr().err and out.read_bytes() == before
+    assert main([*args, "--out", str(out), "-k", "2", "--force"]) == 0 and pq.read_table(out).num_rows == 2 * len(heads)
 
 
 def test_query_command_bad_k_and_anchors_that_are_not_utf8_name_the_value_and_line(run, tmp_path, capsys):

@@ -10,8 +10,12 @@ from launcher.cli import main
 
 def test_generate_then_partition_with_json_summary(tmp_path, capsys):
     graph = tmp_path / "g.tsv.gz"
-    assert main(["generate", "--out", str(graph), "--edges", "3000", "--entities", "400", "--relations", "7",
-                 "--weights", "--seed", "2"]) == 0
+    generate = ["generate", "--out", str(graph), "--edges", "3000", "--entities", "400", "--relations", "7",
+                "--weights", "--seed", "2"]
+    assert main(generate) == 0
+    assert main(generate) == 2  # the graph exists: replaced only with --force
+    assert "already exists (use --force" in capsys.readouterr().err
+    assert main(generate + ["--force"]) == 0
     summary_path = tmp_path / "summary.json"
     argv = ["partition", str(tmp_path / "*.tsv.gz"), "--out", str(tmp_path / "ds"), "-P", "3",
             "--weight-column", "3", "--columns", "0, 1, 2", "--valid-fraction", "0.1", "--assign", "degree",

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from partitioner.errors import PartitionError
 from partitioner.generate import FORMATS, GraphSpec, generate_graph
 
 NAME = "generate"
@@ -21,9 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", action="store_true", help="add a float32 weight column")
     parser.add_argument("--format", choices=["auto", *FORMATS], default="auto", help="auto: by file extension")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--force", action="store_true", help="replace an existing output file")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out.exists() and not args.force:
+        raise PartitionError(f"{args.out} already exists (use --force to replace it)")
     spec = GraphSpec(args.edges, args.entities, args.relations, args.alpha, args.seed, args.weights)
     start = time.perf_counter()
     path = generate_graph(spec, args.out, args.format)

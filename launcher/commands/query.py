@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 from bigkg.atomic import write_text_atomic
 from bigkg.config import Config
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave out answers that are already true triples of the dataset")
     parser.add_argument("--out", metavar="PATH",
                         help="with --heads/--tails: Parquet of anchor, rank, answer, score, known (a row per answer)")
+    parser.add_argument("--force", action="store_true", help="with --out: replace an existing file")
     parser.add_argument("--json", metavar="PATH", help="also write the answers (or, with --out, a summary) as JSON to PATH")
 
 
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     if args.heads or args.tails:
         if not args.out:
             raise EvaluationError("--heads and --tails write their answers to a Parquet file: give --out PATH")
+        if Path(args.out).exists() and not args.force:
+            raise EvaluationError(f"{args.out} already exists (use --force to replace it)")
         side, path = ("rhs", args.heads) if args.heads else ("lhs", args.tails)
         summary = answer_file(open_run(config), args.relation, side, path, args.top, args.out, exclude_known=args.exclude_known)
         print(f"wrote {summary['rows']} answers for {summary['anchors']} anchors to {summary['path']}")
