@@ -32,6 +32,9 @@ IFS=$'\t' read -r HEAD REL _ < "$DATA/train.txt"
 step "query: the 5 best tails of ($HEAD, $REL, ?)"
 bigkg query "$CONFIG" --head "$HEAD" --relation "$REL" -k 5
 
+step "query: the 5 entities nearest to $HEAD (cosine of the vectors)"
+bigkg query "$CONFIG" --similar "$HEAD" -k 5
+
 step "plot training loss and valid MRR per epoch"
 bigkg plot "$CONFIG"
 
