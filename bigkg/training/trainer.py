@@ -92,6 +92,9 @@ class Progress:
         return cls(**data)
 
 
+ValidationHook = Callable[[int, float], None]
+
+
 # -- builders ------------------------------------------------------------------------
 def build_loss(config: Config) -> LossFn:
     loss = LOSSES[config.training.loss]
@@ -150,12 +153,14 @@ class Trainer:
     worker_processes = True  # CPU Hogwild workers may be forked processes (bigkg.training.hogwild)
     exclusive_run_dir = True  # no other trainer may use run_dir meanwhile (bigkg.run_lock)
 
-    def __init__(self, config: Config, *, fresh: bool = False, scheduler: BucketScheduler | None = None):
+    def __init__(self, config: Config, *, fresh: bool = False, scheduler: BucketScheduler | None = None,
+                 on_validation: ValidationHook | None = None):
         if not config.dataset:
             raise ConfigError("dataset: no dataset directory given (set it in the config or with --set dataset=DIR)")
         if not config.run_dir:
             raise ConfigError("run_dir: no run directory given (set it in the config or with --set run_dir=DIR)")
         self.config = config
+        self.on_validation = on_validation
         self.manifest = load_manifest(config.dataset)
         self.device = build_device(config)
         threads = config.training.threads or max(1, (os.cpu_count() or 1) // config.training.workers)
@@ -359,6 +364,8 @@ class Trainer:
         if patience and p.stale_validations >= patience:
             log.info("valid MRR has not improved for %d validations: stopping early", patience)
             p.stopped_early = True
+        if self.on_validation is not None:
+            self.on_validation(epoch, result["mrr"])
 
     def _restore_best(self) -> None:
         """Commit the best-validated version's weights as the final version, when they are not the last ones.
@@ -527,6 +534,9 @@ class Trainer:
         }
 
 
-def train(config: Config, *, fresh: bool = False) -> dict[str, Any]:
-    """Train ``config`` (resuming from its run_dir's latest checkpoint unless ``fresh``)."""
-    return Trainer(config, fresh=fresh).train()
+def train(config: Config, *, fresh: bool = False, on_validation: ValidationHook | None = None) -> dict[str, Any]:
+    """Train ``config`` (resuming from its run_dir's latest checkpoint unless ``fresh``).
+
+    ``on_validation(epoch, valid_mrr)`` is called after each validation; an exception it
+    raises ends training there (the run keeps its last complete checkpoint)."""
+    return Trainer(config, fresh=fresh, on_validation=on_validation).train()

@@ -1,0 +1,100 @@
+"""``bigkg tune``: the search space, trials trained for real on CoDEx-S, pruning, resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from bigkg.config import config_from_dict, load_config
+from bigkg.tune import TuneError, check_search, load_space, tune
+from launcher.cli import main
+
+
+def base_config(dataset: Path, **training) -> dict:
+    return {"dataset": str(dataset), "run_dir": "unused", "seed": 0,
+            "model": {"dim": 16, "operator": "complex_diagonal", "reciprocal": True},
+            "training": {"epochs": 2, "batch_size": 1000, "threads": 1, "lr": 0.3, **training},
+            "eval": {"valid_every": 1}}
+
+
+def write_space(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("training.lr: {low: 1, high: 0.1}\n", "training.lr: a range needs numbers low < high"),
+    ("training.lr: {low: 0.1, high: 1, scale: log}\n", "training.lr: unknown field 'scale'"),
+    ("training.lr: {low: 0, high: 1, log: true}\n", "training.lr: a log range needs low > 0"),
+    ("model.dim: []\n", "model.dim: an empty list of choices"),
+    ("model.dim: 64\n", "model.dim: expected a list of choices or a mapping"),
+    ("- model.dim\n", "expected a mapping of config options"),
+])
+def test_a_bad_space_file_is_named_with_its_option(tmp_path, text, message):
+    path = write_space(tmp_path / "space.yaml", text)
+    with pytest.raises(TuneError, match=f"{path}.*{message}"):
+        load_space(path)
+
+
+def test_options_and_values_the_config_refuses_stop_the_search_before_training(codex2, tmp_path):
+    base = config_from_dict(base_config(codex2))
+    for text, message in (("training.lr_typo: [0.1]\n", "training.lr_typo"),
+                          ("model.operator: [diagonal, spline]\n", "model.operator = 'spline'")):
+        path = write_space(tmp_path / "space.yaml", text)
+        with pytest.raises(TuneError, match=message):
+            check_search(base, load_space(path), path)
+    no_validation = config_from_dict(base_config(codex2), ["eval.valid_every=0"])
+    with pytest.raises(TuneError, match="eval.valid_every is 0"):
+        check_search(no_validation, load_space(write_space(tmp_path / "s.yaml", "model.dim: [8]\n")), "s.yaml")
+
+
+def test_trials_train_for_real_and_best_yaml_is_the_best_trial(codex2, tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(base_config(codex2)))
+    space = write_space(tmp_path / "space.yaml", "training.lr: {low: 0.05, high: 1.0, log: true}\nmodel.dim: [8, 16]\n")
+    out = tmp_path / "search"
+    args = ["tune", str(config), "--space", str(space), "--out", str(out), "--sampler", "random", "--no-prune"]
+    assert main([*args, "--trials", "3", "--json", str(tmp_path / "summary.json")]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [t["state"] for t in summary["trials"]] == ["complete"] * 3
+    for trial in summary["trials"]:  # each trial's value is the best validation of its own run
+        records = [json.loads(line) for line in (out / "trials" / f"{trial['trial']:04d}" / "metrics.jsonl").open()]
+        assert trial["valid_mrr"] == max(r["mrr"] for r in records if r["type"] == "valid")
+    best = max(summary["trials"], key=lambda t: t["valid_mrr"])
+    assert summary["best"]["trial"] == best["trial"]
+    chosen = load_config(out / "best.yaml")
+    assert chosen.training.lr == best["params"]["training.lr"] and chosen.model.dim == best["params"]["model.dim"]
+    assert Path(chosen.run_dir) == out / "trials" / f"{best['trial']:04d}"
+    assert f"best: trial {best['trial']}" in capsys.readouterr().out
+    # Asked for 4 in all, the search resumes with one more trial; the first three stay as they were.
+    assert main([*args, "--trials", "4", "--json", str(tmp_path / "again.json")]) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["trials"][:3] == summary["trials"] and len(again["trials"]) == 4
+    # Another space in the same directory would mix two searches: refused.
+    other = write_space(tmp_path / "other.yaml", "training.lr: [0.1, 0.2]\n")
+    assert main(["tune", str(config), "--space", str(other), "--out", str(out), "--trials", "5"]) == 2
+    assert "holds a search of another config or space" in capsys.readouterr().err
+
+
+def test_a_trailing_trial_is_pruned_and_an_interrupted_one_is_marked_failed(codex2, tmp_path):
+    base = config_from_dict(base_config(codex2, epochs=3))
+    space = load_space(write_space(tmp_path / "space.yaml", "training.lr: {low: 0.000001, high: 1.0, log: true}\n"))
+    out = tmp_path / "search"
+    # Three trials that learn, then one whose learning rate is too small to move the vectors.
+    first = tune(base, space, out, 3, enqueue=[{"training.lr": lr} for lr in (0.2, 0.3, 0.5)])
+    assert [t["state"] for t in first["trials"]] == ["complete"] * 3
+    # A search killed mid-trial leaves it running in the journal: a later start marks it failed.
+    study = optuna.load_study(study_name="bigkg-tune", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
+    study.ask()
+    summary = tune(base, space, out, 5, enqueue=[{"training.lr": 0.000001}])
+    states = [t["state"] for t in summary["trials"]]
+    assert states[:3] == ["complete"] * 3 and states[3] == "fail"
+    slow = summary["trials"][4]
+    assert slow["state"] == "pruned" and slow["params"] == {"training.lr": 0.000001}
+    assert slow["last_epoch"] == 0  # stopped at its first validation, behind the median
+    assert summary["best"]["valid_mrr"] == max(t["valid_mrr"] for t in first["trials"])
