@@ -8,6 +8,7 @@ complete output or nothing, never a half-written file that looks whole.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import shutil
@@ -33,6 +34,22 @@ def write_problem(exc: OSError) -> str:
 
 def _cannot_write(final: Path, exc: OSError) -> OutputError:
     return OutputError(f"cannot write {final}: {write_problem(exc)}")
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _disk_full_names(final: Path) -> Iterator[None]:
+    """A full disk or quota while writing ``final`` (h5py gives no errno, only the text) becomes an
+    OutputError naming it; the caller's cleanup still removes what was half written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _DISK_FULL or "No space left on device" in str(exc):
+            raise OutputError(f"cannot write {final}: the disk is full (nothing was written; free space "
+                              f"and run again)") from exc
+        raise
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -102,9 +119,10 @@ def atomic_file(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
     except OSError as exc:
         raise _cannot_write(final, exc) from exc
     try:
-        yield tmp
-        if durable:
-            fsync_path(tmp)
+        with _disk_full_names(final):
+            yield tmp
+            if durable:
+                fsync_path(tmp)
         os.replace(tmp, final)
         if durable:
             fsync_path(final.parent)
@@ -135,8 +153,9 @@ def atomic_directory(path: str | os.PathLike[str], *, force: bool = False) -> It
     except OSError as exc:
         raise _cannot_write(final, exc) from exc
     try:
-        yield tmp
-        fsync_tree(tmp)
+        with _disk_full_names(final):
+            yield tmp
+            fsync_tree(tmp)
         if final.exists():
             trash = temporary_sibling(final)
             os.replace(final, trash)
