@@ -164,14 +164,13 @@ class Partitioner:
             raise PartitionError(f"--partitions must be at least 1, got {opts.num_partitions}")
         if opts.assign not in ASSIGNMENTS:
             raise PartitionError(f"unknown --assign {opts.assign!r}; choose from {list(ASSIGNMENTS)}")
-        for name, count in (("--entity-min-count", opts.entity_min_count), ("--relation-min-count", opts.relation_min_count)):
-            if count < 0:
-                raise PartitionError(f"{name} must be at least 0, got {count}")
         if opts.input_format.on_bad_line not in ("error", "skip"):
             raise PartitionError(f"--on-bad-line must be error or skip, got {opts.input_format.on_bad_line!r}")
         # Checked here: numpy's seeding, the spill buffers and Arrow's readers fail on these mid-run.
         for option, value, minimum in (("--seed", opts.seed, 0), ("--buffer-edges", opts.buffer_edges, 1),
-                                       ("--batch-rows", opts.input_format.batch_rows, 1)):
+                                       ("--batch-rows", opts.input_format.batch_rows, 1),
+                                       ("--entity-min-count", opts.entity_min_count, 0),
+                                       ("--relation-min-count", opts.relation_min_count, 0)):
             if value < minimum:
                 raise PartitionError(f"{option} must be at least {minimum}, got {value}")
         if opts.input_format.delimiter is not None and len(opts.input_format.delimiter) != 1:
@@ -251,6 +250,8 @@ class Partitioner:
         self.kept_relations = np.flatnonzero(rel_train >= self.opts.relation_min_count)
         self.rel_map = np.full(len(self.relations), -1, dtype=np.int32)
         self.rel_map[self.kept_relations] = np.arange(len(self.kept_relations), dtype=np.int32)
+        if len(self.kept_relations) == 0:
+            raise PartitionError(f"--relation-min-count {self.opts.relation_min_count} drops every relation")
 
     def assign(self) -> None:
         """Partition and local id of every entity kept (at least ``entity_min_count`` training
@@ -276,8 +277,6 @@ class Partitioner:
             self.partition_counts.append(np.bincount(part, minlength=self.P).tolist())
         if not any(sum(c) for c in self.partition_counts):
             raise PartitionError(f"--entity-min-count {self.opts.entity_min_count} drops every entity")
-        if len(self.kept_relations) == 0:
-            raise PartitionError(f"--relation-min-count {self.opts.relation_min_count} drops every relation")
         self.id_dtype = id_dtype_for(max(max(c) for c in self.partition_counts))
 
     # -- pass 2 ------------------------------------------------------------------------
