@@ -35,12 +35,13 @@ def relation_categories(root: str | Path, manifest: Manifest) -> list[str | None
     heads = np.zeros(num_rels, dtype=np.int64)
     tails = np.zeros(num_rels, dtype=np.int64)
     for part in range(manifest.num_partitions):
-        row = list(iter_split(root, manifest, "train", buckets=lambda i, j: i == part))
-        col = list(iter_split(root, manifest, "train", buckets=lambda i, j: j == part))
-        for t in row:
+        keys = []
+        for t in iter_split(root, manifest, "train", buckets=lambda i, j: i == part):
             edges += np.bincount(t.rels, minlength=num_rels)
-        heads += _distinct_per_relation([filter_key(t.rels, t.heads, stride) for t in row], stride, num_rels)
-        tails += _distinct_per_relation([filter_key(t.rels, t.tails, stride) for t in col], stride, num_rels)
+            keys.append(filter_key(t.rels, t.heads, stride))
+        heads += _distinct_per_relation(keys, stride, num_rels)
+        keys = [filter_key(t.rels, t.tails, stride) for t in iter_split(root, manifest, "train", buckets=lambda i, j: j == part)]
+        tails += _distinct_per_relation(keys, stride, num_rels)
     categories: list[str | None] = []
     for e, h, t in zip(edges, heads, tails):
         if e == 0:
