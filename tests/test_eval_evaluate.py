@@ -10,7 +10,7 @@ import torch
 
 from bigkg.config import config_from_dict, config_to_dict
 from bigkg.evaluation import evaluate
-from bigkg.evaluation.evaluate import dataset_index, link_prediction_ranks, ranking_options
+from bigkg.evaluation.evaluate import dataset_index, link_prediction_ranks, ranking_options, recommendation_metrics
 from bigkg.evaluation.source import EvaluationError, open_run
 from eval_datasets import RELS, random_triples as _triples, write_trained_run as _setup
 
@@ -101,6 +101,20 @@ def test_recommendation_metrics_match_brute_force(tmp_path):
     assert result["recall@5"] == pytest.approx(np.mean(recalls))
     assert result["ndcg@5"] == pytest.approx(np.mean(ndcgs))
     assert "recall@3" in result and result["rec_relation"] == "likes" and result["rec_items"] == len(items)
+    # Split over three workers (each ranks every third user), the metrics are the same to the bit.
+    run = open_run(config)
+    index = dataset_index(config.dataset, run.manifest, "test", run.manifest.relation_index("likes"))
+    shares = []
+    for worker in (1, 2):
+        sent: list[np.ndarray] = []
+        recommendation_metrics(run, index.rec, "test", [3, 5], ranking_options(config, "cpu", (worker, 3)),
+                               lambda values: sent.append(values) or values)
+        shares.append(sent)
+    assert result["rec_users"] >= 3  # every worker has users to rank
+    others = iter(a + b for a, b in zip(*shares))
+    split = recommendation_metrics(run, index.rec, "test", [3, 5], ranking_options(config, "cpu", (0, 3)),
+                                   lambda values: values + next(others))
+    assert split == {k: result[k] for k in split}
 
 
 def test_errors_without_checkpoint_or_with_bad_split(tmp_path):

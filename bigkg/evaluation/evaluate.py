@@ -13,7 +13,7 @@ from bigkg.checkpoint import CheckpointStore
 from bigkg.config import Config
 from bigkg.evaluation.breakdown import breakdown, relation_categories
 from bigkg.evaluation.filters import FilterIndex, QueryKeys, Triples, concatenate, filter_stride, iter_split, read_split
-from bigkg.evaluation.metrics import ranking_metrics, recall_ndcg_at_k
+from bigkg.evaluation.metrics import mean_recall_ndcg, ranking_metrics, recall_ndcg_per_user
 from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun, open_run
 from bigkg.format import SPLITS, DatasetError, Manifest, manifest_path
@@ -148,12 +148,15 @@ def link_prediction_ranks(run: TrainedRun, triples: Triples, filters: FilterInde
     return out
 
 
-def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str, ks: list[int], options: RankingOptions) -> dict[str, Any]:
+def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str, ks: list[int], options: RankingOptions,
+                           sum_over_workers: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
     """Recall@K and NDCG@K of the ``eval.rec_relation`` user->item relation.
 
     The items are the entities that are the tail of a rec-relation edge in any
     split; each user's candidates are all items except the user's items in the
     earlier splits (training items; when evaluating test, also validation items).
+    With ``options.shard`` (worker, workers) this worker ranks every workers-th user,
+    and ``sum_over_workers`` gathers the per-user metrics of all.
     """
     name = run.config.eval.rec_relation
     rel = run.manifest.relations[rec.relation]
@@ -161,15 +164,23 @@ def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str
     users, user_row = np.unique(held_users, return_inverse=True)
     if users.size == 0:
         raise EvaluationError(f"the {split} split has no {name!r} edges for recall/ndcg")
+    mine = np.ones(users.size, dtype=bool) if options.shard is None else np.arange(users.size) % options.shard[1] == options.shard[0]
+    position = np.cumsum(mine) - 1  # of each of my users among them
     known = [rec.edges[s] for s in SPLITS[: SPLITS.index(split)]]
     ku = np.concatenate([np.empty(0, np.int64)] + [u for u, _ in known])
     ki = np.concatenate([np.empty(0, np.int64)] + [i for _, i in known])
     row = np.searchsorted(users, ku)  # every known edge's user is one of the split's
-    top, _ = top_k("rhs", users, np.full(users.size, rec.relation), rel.lhs_type, rel.rhs_type, run.source, run.score_fn,
-                   max(ks), options, exclude=(row, ki), candidates=rec.items)
+    ranked = mine[row]
+    top_mine, _ = top_k("rhs", users[mine], np.full(int(mine.sum()), rec.relation), rel.lhs_type, rel.rhs_type, run.source,
+                        run.score_fn, max(ks), options, exclude=(position[row[ranked]], ki[ranked]), candidates=rec.items)
+    top = np.full((users.size, top_mine.shape[1]), -1, dtype=np.int64)
+    top[mine] = top_mine
     out: dict[str, Any] = {"rec_relation": name, "rec_items": int(rec.items.size)}
     for k in ks:
-        out.update(recall_ndcg_at_k(top, user_row, held_items, k))
+        recall, ndcg, has_relevant = recall_ndcg_per_user(top, user_row, held_items, k)
+        if sum_over_workers is not None:  # each user's metrics come from the worker that ranked it
+            recall, ndcg = sum_over_workers(np.where(mine, recall, 0.0)), sum_over_workers(np.where(mine, ndcg, 0.0))
+        out.update(mean_recall_ndcg(recall, ndcg, has_relevant, k))
     return out
 
 
@@ -226,7 +237,8 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
             f"{config.eval.num_sampled} uniform draws (with replacement, duplicates dropped) of the answer's "
             "entity type per query batch, known true answers filtered"
         )
-    if index.rec is not None:  # not split over workers: each computes them whole
-        result.update(recommendation_metrics(run, index.rec, split, config.eval.rec_k, ranking_options(config, run.device)))
+    if index.rec is not None:
+        result.update(recommendation_metrics(run, index.rec, split, config.eval.rec_k,
+                                             ranking_options(config, run.device, shard), sum_over_workers))
     result["seconds"] = round(time.perf_counter() - started, 3)
     return result

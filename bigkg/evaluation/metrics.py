@@ -25,16 +25,17 @@ def ranking_metrics(ranks: np.ndarray, hits: Iterable[int] = (1, 3, 10)) -> dict
     return out
 
 
-def recall_ndcg_at_k(
+def recall_ndcg_per_user(
     top_items: np.ndarray, relevant_query: np.ndarray, relevant_item: np.ndarray, k: int
-) -> dict[str, float]:
-    """Mean Recall@K and NDCG@K over the queries (users) that have relevant items.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per user (row of ``top_items``): Recall@K, NDCG@K, and whether it has relevant items
+    (the metrics of a user without any are 0).
 
-    ``top_items`` [U, >=K]: each user's recommended item ids, best first (-1 =
-    no item). ``relevant_query``/``relevant_item``: the held-out (user row,
-    item id) pairs, duplicates ignored. Recall@K = hits in the top K / number of relevant items;
-    NDCG@K = sum over hits at 0-based position i of 1/log2(i + 2), divided by
-    the same sum for an ideal list (min(K, #relevant) hits at the top).
+    ``top_items`` [U, >=K]: each user's recommended item ids, best first (-1 = no item).
+    ``relevant_query``/``relevant_item``: the held-out (user row, item id) pairs, duplicates
+    ignored. Recall@K = hits in the top K / number of relevant items; NDCG@K = sum over hits
+    at 0-based position i of 1/log2(i + 2), divided by the same sum for an ideal list
+    (min(K, #relevant) hits at the top).
     """
     top = np.asarray(top_items)[:, :k]
     num_users = top.shape[0]
@@ -49,9 +50,22 @@ def recall_ndcg_at_k(
     dcg = (is_hit * discount).sum(axis=1)
     ideal_cum = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
     idcg = ideal_cum[np.minimum(n_relevant, k)]
-    users = n_relevant > 0
-    if not users.any():
+    has_relevant = n_relevant > 0
+    recall = np.divide(is_hit.sum(axis=1), n_relevant, out=np.zeros(num_users), where=has_relevant)
+    ndcg = np.divide(dcg, idcg, out=np.zeros(num_users), where=has_relevant)
+    return recall, ndcg, has_relevant
+
+
+def mean_recall_ndcg(recall: np.ndarray, ndcg: np.ndarray, has_relevant: np.ndarray, k: int) -> dict[str, float]:
+    """``recall@K``, ``ndcg@K`` averaged over the users with relevant items, and ``rec_users``."""
+    if not has_relevant.any():
         return {f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan"), "rec_users": 0}
-    recall = is_hit.sum(axis=1)[users] / n_relevant[users]
-    ndcg = dcg[users] / idcg[users]
-    return {f"recall@{k}": float(recall.mean()), f"ndcg@{k}": float(ndcg.mean()), "rec_users": int(users.sum())}
+    return {f"recall@{k}": float(recall[has_relevant].mean()), f"ndcg@{k}": float(ndcg[has_relevant].mean()),
+            "rec_users": int(has_relevant.sum())}
+
+
+def recall_ndcg_at_k(
+    top_items: np.ndarray, relevant_query: np.ndarray, relevant_item: np.ndarray, k: int
+) -> dict[str, float]:
+    """Mean Recall@K and NDCG@K over the users that have relevant items (``recall_ndcg_per_user``)."""
+    return mean_recall_ndcg(*recall_ndcg_per_user(top_items, relevant_query, relevant_item, k), k)
