@@ -139,7 +139,7 @@ def _search_record(base: Config, space: list[Dimension]) -> dict[str, Any]:
     return {"config": config, "space": [dataclasses.asdict(dim) for dim in space]}
 
 
-def _open_study(out: Path, record: dict[str, Any], sampler: str, prune: bool, seed: int) -> optuna.Study:
+def _open_study(out: Path, record: dict[str, Any], sampler: str, prune: bool, prune_warmup: int, seed: int) -> optuna.Study:
     """The study of ``out``: created, or loaded when ``out`` holds one of the same search."""
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "search.json"
@@ -150,7 +150,7 @@ def _open_study(out: Path, record: dict[str, Any], sampler: str, prune: bool, se
     else:
         write_text_atomic(record_path, json.dumps(record, indent=1) + "\n")
     chosen = optuna.samplers.TPESampler(seed=seed) if sampler == "tpe" else optuna.samplers.RandomSampler(seed=seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=3) if prune else optuna.pruners.NopPruner()
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=prune_warmup) if prune else optuna.pruners.NopPruner()
     storage = JournalStorage(JournalFileBackend(str(out / "study.journal")))
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", sampler=chosen,
                                 pruner=pruner, load_if_exists=True)
@@ -161,16 +161,19 @@ def _open_study(out: Path, record: dict[str, Any], sampler: str, prune: bool, se
 
 
 def tune(base: Config, space: list[Dimension], out: str | Path, trials: int, *, sampler: str = "tpe",
-         prune: bool = True, enqueue: list[dict[str, Any]] = ()) -> dict[str, Any]:
+         prune: bool = True, prune_warmup: int = 0, enqueue: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """Run the search until ``trials`` trials have ended (complete, pruned or failed), resuming
-    the one in ``out``; returns the summary, and writes ``out/best.yaml``. ``enqueue``: values
-    to try first (options not named are sampled)."""
+    the one in ``out``; returns the summary, and writes ``out/best.yaml``. ``prune_warmup``:
+    validations of the first that many epochs never prune. ``enqueue``: values to try first
+    (options not named are sampled)."""
     if trials < 1:
         raise TuneError(f"--trials must be at least 1, got {trials}")
+    if prune_warmup < 0:
+        raise TuneError(f"--prune-warmup must be at least 0, got {prune_warmup}")
     if sampler not in SAMPLERS:
         raise TuneError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     out = Path(out)
-    study = _open_study(out, _search_record(base, space), sampler, prune, base.seed)
+    study = _open_study(out, _search_record(base, space), sampler, prune, prune_warmup, base.seed)
     for values in enqueue:
         study.enqueue_trial(values, skip_if_exists=True)
 

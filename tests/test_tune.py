@@ -97,4 +97,7 @@ def test_a_trailing_trial_is_pruned_and_an_interrupted_one_is_marked_failed(code
     slow = summary["trials"][4]
     assert slow["state"] == "pruned" and slow["params"] == {"training.lr": 0.000001}
     assert slow["last_epoch"] == 0  # stopped at its first validation, behind the median
+    # With a warm-up of two epochs it is judged first at its third validation.
+    later = tune(base, space, out, 6, prune_warmup=2, enqueue=[{"training.lr": 0.0000011}])["trials"][5]
+    assert later["state"] == "pruned" and later["last_epoch"] == 2
     assert summary["best"]["valid_mrr"] == max(t["valid_mrr"] for t in first["trials"])

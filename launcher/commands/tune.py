@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default) or random")
     parser.add_argument("--prune", action=argparse.BooleanOptionalAction, default=True,
                         help="stop a trial whose valid MRR trails the median of earlier trials at that epoch")
+    parser.add_argument("--prune-warmup", type=int, default=0, metavar="EPOCHS",
+                        help="never prune at the validations of the first EPOCHS epochs (slow starters; default 0)")
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
 
 
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     space = load_space(args.space)
     check_search(base, space, args.space)
-    summary = tune(base, space, args.out, args.trials, sampler=args.sampler, prune=args.prune)
+    summary = tune(base, space, args.out, args.trials, sampler=args.sampler, prune=args.prune,
+                   prune_warmup=args.prune_warmup)
     print(format_trials(summary))
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
