@@ -398,17 +398,24 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
 
 
+def read_yaml_file(path: str | Path, what: str, error: type[BigKGError]) -> Any:
+    """The contents of a YAML file; a file that cannot be read, is not UTF-8 or is not valid
+    YAML (a duplicate key included) raises ``error``, naming ``what`` and the file."""
+    path = Path(path)
+    try:
+        return load_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {what} {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {exc}") from exc
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """A config file's YAML mapping, unchecked (``config_from_dict`` checks it); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    try:
-        return load_yaml(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    return read_yaml_file(path, "config file", ConfigError) or {}
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:

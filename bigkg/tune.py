@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from bigkg.atomic import write_text_atomic
-from bigkg.config import Config, ConfigError, config_from_dict, config_to_dict, config_to_yaml, load_yaml
+from bigkg.config import Config, ConfigError, config_from_dict, config_to_dict, config_to_yaml, read_yaml_file
 from bigkg.errors import BigKGError
 from bigkg.format import load_manifest
 from bigkg.training import train
@@ -72,12 +71,7 @@ def load_space(path: str | Path) -> list[Dimension]:
     """The dimensions of a search-space file: ``option: [choices]`` or ``option: {low, high,
     log?, step?}`` per line; errors name the file and the option."""
     path = Path(path)
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TuneError(f"cannot read the search space {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise TuneError(f"{path} is not valid YAML: {exc}") from exc
+    data = read_yaml_file(path, "search space", TuneError)
     if not isinstance(data, dict) or not data:
         raise TuneError(f"{path}: expected a mapping of config options to choices or ranges")
     return [_dimension(path, str(key), spec) for key, spec in data.items()]

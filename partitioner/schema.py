@@ -13,9 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from bigkg.config import load_yaml
+from bigkg.config import read_yaml_file
 from partitioner.errors import PartitionError
 
 DEFAULT_TYPE = "entity"
@@ -29,12 +27,7 @@ class Schema:
 
 
 def load_schema(path: Path) -> Schema:
-    try:
-        data = load_yaml(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PartitionError(f"cannot read schema file {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise PartitionError(f"schema file {path} is not valid YAML: {exc}") from exc
+    data = read_yaml_file(path, "schema file", PartitionError)
     if not isinstance(data, dict) or not data:
         raise PartitionError(f"schema file {path} must map relation names to [head_type, tail_type]")
     types: list[str] = []
