@@ -5,7 +5,10 @@ config with one sample of them, in its own run directory (``OUT/trials/NNNN``), 
 it by its best validation MRR. Every validation is also reported to the pruner, which stops a
 trial that trails the earlier ones at the same epoch. The study is kept in a journal file in
 ``OUT``, so an interrupted search resumes: finished trials stay, the one cut short is marked
-failed, and only the trials still missing run. ``OUT/best.yaml`` is the best trial's config.
+failed, and only the trials still missing run. Several ``bigkg tune`` processes (one per GPU,
+or per machine on a shared filesystem) may work on one ``OUT`` at once: each trial records
+its process, and only a trial whose process is gone is taken for cut short.
+``OUT/best.yaml`` is the best trial's config.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from bigkg.atomic import write_text_atomic
+from bigkg.atomic import current_boot_id, other_process_alive, write_text_atomic
 from bigkg.config import Config, ConfigError, config_from_dict, config_to_dict, config_to_yaml, read_yaml_file
 from bigkg.errors import BigKGError
 from bigkg.format import load_manifest
@@ -149,9 +154,25 @@ def _open_study(out: Path, record: dict[str, Any], sampler: str, prune: bool, pr
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", sampler=chosen,
                                 pruner=pruner, load_if_exists=True)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        log.warning("trial %d was cut short by an earlier interruption: marked failed", trial.number)
-        study.tell(trial.number, state=TrialState.FAIL)
+        if _abandoned(trial.user_attrs.get("owner")):
+            log.warning("trial %d was cut short by an earlier interruption: marked failed", trial.number)
+            study.tell(trial.number, state=TrialState.FAIL)
     return study
+
+
+def _owner() -> dict[str, Any]:
+    """Who runs a trial: this machine, its boot and this process."""
+    return {"host": socket.gethostname(), "boot_id": current_boot_id(), "pid": os.getpid()}
+
+
+def _abandoned(owner: Any) -> bool:
+    """Whether a running trial's process is gone. One of another machine is left to it: from
+    here nobody can tell whether it still runs."""
+    if not isinstance(owner, dict):
+        return True
+    if owner.get("host") != socket.gethostname():
+        return False
+    return owner.get("boot_id") != current_boot_id() or not other_process_alive(owner.get("pid"))
 
 
 def tune(base: Config, space: list[Dimension], out: str | Path, trials: int, *, sampler: str = "tpe",
@@ -172,6 +193,7 @@ def tune(base: Config, space: list[Dimension], out: str | Path, trials: int, *, 
         study.enqueue_trial(values, skip_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("owner", _owner())
         values = {dim.key: dim.suggest(trial) for dim in space}
         config = trial_config(base, values, out / "trials" / f"{trial.number:04d}")
 
@@ -183,10 +205,12 @@ def tune(base: Config, space: list[Dimension], out: str | Path, trials: int, *, 
         summary = train(config, fresh=True, on_validation=report)
         return float(summary["best_valid_mrr"])
 
-    ended = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
-    if trials > ended:
-        # A trial whose training fails (a NaN loss at a large learning rate) fails alone.
-        study.optimize(objective, n_trials=trials - ended, catch=(BigKGError,))
+    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    if trials > len(study.get_trials(deepcopy=False, states=ended)):
+        # Until the trials of every process working on this study reach the count. A trial whose
+        # training fails (a NaN loss at a large learning rate) fails alone.
+        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=ended)],
+                       catch=(BigKGError,))
     return _finish(study, base, space, out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import optuna
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from bigkg.config import config_from_dict, load_config
+from bigkg import tune as tune_module
 from bigkg.tune import TuneError, check_search, load_space, tune
 from launcher.cli import main
 
@@ -87,17 +89,24 @@ def test_a_trailing_trial_is_pruned_and_an_interrupted_one_is_marked_failed(code
     # Three trials that learn, then one whose learning rate is too small to move the vectors.
     first = tune(base, space, out, 3, enqueue=[{"training.lr": lr} for lr in (0.2, 0.3, 0.5)])
     assert [t["state"] for t in first["trials"]] == ["complete"] * 3
-    # A search killed mid-trial leaves it running in the journal: a later start marks it failed.
+    # A search killed mid-trial leaves it running in the journal: a later start marks it failed,
+    # but not a trial another live process (another `bigkg tune` on the same study) is running.
     study = optuna.load_study(study_name="bigkg-tune", storage=optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
-    study.ask()
-    summary = tune(base, space, out, 5, enqueue=[{"training.lr": 0.000001}])
+    with subprocess.Popen(["sleep", "60"]) as alive:
+        study.ask().set_user_attr("owner", {**tune_module._owner(), "pid": alive.pid})
+        study.ask()  # killed before it recorded its process
+        summary = tune(base, space, out, 5, enqueue=[{"training.lr": 0.000001}])
+        alive.kill()
     states = [t["state"] for t in summary["trials"]]
-    assert states[:3] == ["complete"] * 3 and states[3] == "fail"
-    slow = summary["trials"][4]
+    assert states[:3] == ["complete"] * 3 and states[3:5] == ["running", "fail"]
+    slow = summary["trials"][5]
     assert slow["state"] == "pruned" and slow["params"] == {"training.lr": 0.000001}
     assert slow["last_epoch"] == 0  # stopped at its first validation, behind the median
-    # With a warm-up of two epochs it is judged first at its third validation.
-    later = tune(base, space, out, 6, prune_warmup=2, enqueue=[{"training.lr": 0.0000011}])["trials"][5]
+    # With a warm-up of two epochs it is judged first at its third validation. (The live process
+    # has ended meanwhile: its trial is marked failed now, the seventh to end.)
+    later = tune(base, space, out, 7, prune_warmup=2, enqueue=[{"training.lr": 0.0000011}])["trials"]
+    assert later[3]["state"] == "fail"
+    later = later[6]
     assert later["state"] == "pruned" and later["last_epoch"] == 2
     assert summary["best"]["valid_mrr"] == max(t["valid_mrr"] for t in first["trials"])
