@@ -132,9 +132,12 @@ def check_search(base: Config, space: list[Dimension], space_path: str | Path) -
 
 
 def _search_record(base: Config, space: list[Dimension]) -> dict[str, Any]:
-    """What a resumed search must share with the one it continues."""
+    """What a resumed search, or another process on it, must share with the search: all but
+    where and on what it runs."""
     config = config_to_dict(base)
-    config.pop("run_dir")
+    for key in ("run_dir", "device"):
+        config.pop(key)
+    config["training"].pop("threads")
     return {"config": config, "space": [dataclasses.asdict(dim) for dim in space]}
 
 
