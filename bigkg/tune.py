@@ -143,7 +143,10 @@ def _search_record(base: Config, space: list[Dimension]) -> dict[str, Any]:
 
 def _open_study(out: Path, record: dict[str, Any], sampler: str, prune: bool, prune_warmup: int, seed: int) -> optuna.Study:
     """The study of ``out``: created, or loaded when ``out`` holds one of the same search."""
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TuneError(f"--out {out}: cannot create the search's directory: {exc}") from exc
     record_path = out / "search.json"
     if record_path.is_file():
         if json.loads(record_path.read_text()) != json.loads(json.dumps(record)):

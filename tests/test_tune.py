@@ -82,6 +82,8 @@ def test_trials_train_for_real_and_best_yaml_is_the_best_trial(codex2, tmp_path,
     other = write_space(tmp_path / "other.yaml", "training.lr: [0.1, 0.2]\n")
     assert main(["tune", str(config), "--space", str(other), "--out", str(out), "--trials", "5"]) == 2
     assert "holds a search of another config or space" in capsys.readouterr().err
+    assert main([*args, "--trials", "5", "--out", str(config)]) == 2  # a file where the directory goes
+    assert f"--out {config}: cannot create the search's directory" in capsys.readouterr().err
 
 
 def test_a_trailing_trial_is_pruned_and_an_interrupted_one_is_marked_failed(codex2, tmp_path):
