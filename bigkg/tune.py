@@ -182,13 +182,17 @@ def _abandoned(owner: Any) -> bool:
 
 
 def tune(base: Config, space: list[Dimension], out: str | Path, trials: int, *, sampler: str = "tpe",
-         prune: bool = True, prune_warmup: int = 0, enqueue: list[dict[str, Any]] = ()) -> dict[str, Any]:
+         prune: bool = True, prune_warmup: int = 0, timeout: float | None = None,
+         enqueue: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """Run the search until ``trials`` trials have ended (complete, pruned or failed), resuming
     the one in ``out``; returns the summary, and writes ``out/best.yaml``. ``prune_warmup``:
-    validations of the first that many epochs never prune. ``enqueue``: values to try first
-    (options not named are sampled)."""
+    validations of the first that many epochs never prune. ``timeout``: seconds after which
+    no new trial starts (the one running finishes). ``enqueue``: values to try first (options
+    not named are sampled)."""
     if trials < 1:
         raise TuneError(f"--trials must be at least 1, got {trials}")
+    if timeout is not None and timeout <= 0:
+        raise TuneError(f"--timeout must be positive, got {timeout}")
     if prune_warmup < 0:
         raise TuneError(f"--prune-warmup must be at least 0, got {prune_warmup}")
     if sampler not in SAMPLERS:
@@ -216,7 +220,7 @@ def tune(base: Config, space: list[Dimension], out: str | Path, trials: int, *, 
         # Until the trials of every process working on this study reach the count. A trial whose
         # training fails (a NaN loss at a large learning rate) fails alone.
         study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=ended)],
-                       catch=(BigKGError,))
+                       timeout=timeout, catch=(BigKGError,))
     return _finish(study, base, space, out)
 
 

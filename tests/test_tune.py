@@ -72,15 +72,18 @@ def test_trials_train_for_real_and_best_yaml_is_the_best_trial(codex2, tmp_path,
     assert chosen.training.lr == best["params"]["training.lr"] and chosen.model.dim == best["params"]["model.dim"]
     assert Path(chosen.run_dir) == out / "trials" / f"{best['trial']:04d}"
     assert f"best: trial {best['trial']}" in capsys.readouterr().out
-    # Asked for 4 in all, the search resumes with one more trial; the first three stay as they were.
+    # Out of time after its first trial, a search stops there; a later run goes on.
+    assert main([*args, "--trials", "9", "--timeout", "0.001", "--json", str(tmp_path / "timed.json")]) == 0
+    assert len(json.loads((tmp_path / "timed.json").read_text())["trials"]) == 4
+    # Asked for 5 in all, the search resumes with one more trial; the first four stay as they were.
     # (Another device or thread count, as another process of the search would have, is the same search.)
-    assert main([*args, "--trials", "4", "--json", str(tmp_path / "again.json"), "--set", "device=auto",
+    assert main([*args, "--trials", "5", "--json", str(tmp_path / "again.json"), "--set", "device=auto",
                  "--set", "training.threads=2"]) == 0
     again = json.loads((tmp_path / "again.json").read_text())
-    assert again["trials"][:3] == summary["trials"] and len(again["trials"]) == 4
+    assert again["trials"][:3] == summary["trials"] and len(again["trials"]) == 5
     # Another space in the same directory would mix two searches: refused.
     other = write_space(tmp_path / "other.yaml", "training.lr: [0.1, 0.2]\n")
-    assert main(["tune", str(config), "--space", str(other), "--out", str(out), "--trials", "5"]) == 2
+    assert main(["tune", str(config), "--space", str(other), "--out", str(out), "--trials", "6"]) == 2
     assert "holds a search of another config or space" in capsys.readouterr().err
     assert main([*args, "--trials", "5", "--out", str(config)]) == 2  # a file where the directory goes
     assert f"--out {config}: cannot create the search's directory" in capsys.readouterr().err

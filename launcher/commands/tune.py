@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop a trial whose valid MRR trails the median of earlier trials at that epoch")
     parser.add_argument("--prune-warmup", type=int, default=0, metavar="EPOCHS",
                         help="never prune at the validations of the first EPOCHS epochs (slow starters; default 0)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="start no trial after this many seconds (the running one finishes); run again to go on")
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
 
 
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     check_search(base, space, args.space)
     summary = tune(base, space, args.out, args.trials, sampler=args.sampler, prune=args.prune,
-                   prune_warmup=args.prune_warmup)
+                   prune_warmup=args.prune_warmup, timeout=args.timeout)
     print(format_trials(summary))
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
