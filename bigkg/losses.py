@@ -47,6 +47,8 @@ def self_adversarial_loss(scores: Tensor, positive_index: Tensor, margin: float,
     if scores.shape[-1] == 1:  # no candidate but the positive
         return loss
     weights = torch.softmax((temperature * scores.detach()).masked_fill(mask, float("-inf")), dim=-1)
+    # A row whose negatives are all masked (-inf: an anchor that is its own positive) has none.
+    weights = torch.nan_to_num(weights, nan=0.0)
     return loss + (weights * F.softplus(scores + margin)).sum(-1)
 
 

@@ -14,6 +14,7 @@ its process, and only a trial whose process is gone is taken for cut short.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -36,6 +37,9 @@ from bigkg.training import train
 log = logging.getLogger(__name__)
 
 STUDY_NAME = "bigkg-tune"
+# A trial is running before its process records itself in it; one without a record this old
+# was cut short in that moment, not merely started by another process a moment ago.
+UNOWNED_GRACE_SECONDS = 300.0
 SAMPLERS = ("tpe", "random")
 _RANGE_FIELDS = {"low", "high", "log", "step"}
 
@@ -111,8 +115,8 @@ def _dimension(path: Path, key: str, spec: Any) -> Dimension:
 
 def trial_config(base: Config, values: dict[str, Any], run_dir: Path) -> Config:
     """``base`` with the sampled ``values`` and its own ``run_dir``."""
-    overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]  # JSON is YAML
-    return config_from_dict(config_to_dict(base), [*overrides, f"run_dir={run_dir}"])
+    overrides = [f"{key}={json.dumps(value)}" for key, value in {**values, "run_dir": str(run_dir)}.items()]  # JSON is YAML
+    return config_from_dict(config_to_dict(base), overrides)
 
 
 def check_search(base: Config, space: list[Dimension], space_path: str | Path) -> None:
@@ -126,9 +130,12 @@ def check_search(base: Config, space: list[Dimension], space_path: str | Path) -
     for dim in space:
         for value in dim.extremes():
             try:
-                trial_config(base, {dim.key: value}, Path("check"))
+                config = trial_config(base, {dim.key: value}, Path("check"))
             except ConfigError as exc:
                 raise TuneError(f"{space_path}: {dim.key} = {value!r}: {exc}") from exc
+            if config.training.epochs < config.eval.valid_every:
+                raise TuneError(f"{space_path}: {dim.key} = {value!r}: training.epochs {config.training.epochs} is "
+                                f"below eval.valid_every {config.eval.valid_every}, so the trial would never validate")
 
 
 def _search_record(base: Config, space: list[Dimension]) -> dict[str, Any]:
@@ -160,7 +167,7 @@ def _open_study(out: Path, record: dict[str, Any], sampler: str, prune: bool, pr
     study = optuna.create_study(storage=storage, study_name=STUDY_NAME, direction="maximize", sampler=chosen,
                                 pruner=pruner, load_if_exists=True)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _abandoned(trial.user_attrs.get("owner")):
+        if _abandoned(trial):
             log.warning("trial %d was cut short by an earlier interruption: marked failed", trial.number)
             study.tell(trial.number, state=TrialState.FAIL)
     return study
@@ -171,11 +178,13 @@ def _owner() -> dict[str, Any]:
     return {"host": socket.gethostname(), "boot_id": current_boot_id(), "pid": os.getpid()}
 
 
-def _abandoned(owner: Any) -> bool:
+def _abandoned(trial: optuna.trial.FrozenTrial) -> bool:
     """Whether a running trial's process is gone. One of another machine is left to it: from
     here nobody can tell whether it still runs."""
+    owner = trial.user_attrs.get("owner")
     if not isinstance(owner, dict):
-        return True
+        started = trial.datetime_start
+        return started is None or (datetime.datetime.now() - started).total_seconds() > UNOWNED_GRACE_SECONDS
     if owner.get("host") != socket.gethostname():
         return False
     return owner.get("boot_id") != current_boot_id() or not other_process_alive(owner.get("pid"))
@@ -213,13 +222,15 @@ def tune(base: Config, space: list[Dimension], out: str | Path, trials: int, *, 
                 raise optuna.TrialPruned(f"valid MRR {mrr:.4f} after epoch {epoch + 1}")
 
         summary = train(config, fresh=True, on_validation=report)
+        if summary["best_valid_mrr"] is None:  # e.g. stopped before its first validation
+            raise TuneError(f"trial {trial.number} ended without a validation")
         return float(summary["best_valid_mrr"])
 
-    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    if trials > len(study.get_trials(deepcopy=False, states=ended)):
-        # Until the trials of every process working on this study reach the count. A trial whose
-        # training fails (a NaN loss at a large learning rate) fails alone.
-        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=ended)],
+    # Other processes' running trials count: together they stop at ``trials``.
+    counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    if trials > len(study.get_trials(deepcopy=False, states=counted)):
+        # A trial whose training fails (a NaN loss at a large learning rate) fails alone.
+        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(trials, states=counted)],
                        timeout=timeout, catch=(BigKGError,))
     return _finish(study, base, space, out)
 

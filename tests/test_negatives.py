@@ -68,6 +68,15 @@ def test_self_adversarial_loss_weights_negatives_by_their_softmax_and_does_not_d
     flat = self_adversarial_loss(scores.detach(), positive, 0.0, temperature=0.0)
     torch.testing.assert_close(flat, LOSSES["logistic"](scores.detach(), positive, 0.0))
     torch.testing.assert_close(self_adversarial_loss(torch.tensor([[3.0]]), torch.tensor([0]), 1.0), sp(torch.tensor([-4.0])))
+    # temperature 0 with γ: the positive's term plus the mean of the negatives'
+    torch.testing.assert_close(self_adversarial_loss(scores.detach(), positive, 1.5, temperature=0.0)[0],
+                               sp(torch.tensor(-6.5)) + (sp(torch.tensor(2.5)) + sp(torch.tensor(3.5))) / 2)
+    # negatives all masked (-inf: an anchor that is its own positive) add nothing, not NaN
+    masked = torch.tensor([[2.0, float("-inf")]], requires_grad=True)
+    lone = self_adversarial_loss(masked, torch.tensor([0]), 1.0)
+    lone.sum().backward()
+    torch.testing.assert_close(lone, sp(torch.tensor([-3.0])))
+    assert torch.isfinite(masked.grad).all()
 
 
 def test_uniform_negatives_stay_in_the_partition():

@@ -52,13 +52,16 @@ def test_options_and_values_the_config_refuses_stop_the_search_before_training(c
     no_validation = config_from_dict(base_config(codex2), ["eval.valid_every=0"])
     with pytest.raises(TuneError, match="eval.valid_every is 0"):
         check_search(no_validation, load_space(write_space(tmp_path / "s.yaml", "model.dim: [8]\n")), "s.yaml")
+    with pytest.raises(TuneError, match="training.epochs = 1: training.epochs 1 is below eval.valid_every 2"):
+        check_search(config_from_dict(base_config(codex2), ["eval.valid_every=2"]),
+                     load_space(write_space(tmp_path / "s.yaml", "training.epochs: {low: 1, high: 4}\n")), "s.yaml")
 
 
 def test_trials_train_for_real_and_best_yaml_is_the_best_trial(codex2, tmp_path, capsys):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(base_config(codex2)))
     space = write_space(tmp_path / "space.yaml", "training.lr: {low: 0.05, high: 1.0, log: true}\nmodel.dim: [8, 16]\n")
-    out = tmp_path / "search"
+    out = tmp_path / "search #1: a"  # YAML would read '#' as a comment and ': ' as a mapping
     args = ["tune", str(config), "--space", str(space), "--out", str(out), "--sampler", "random", "--no-prune"]
     assert main([*args, "--trials", "3", "--json", str(tmp_path / "summary.json")]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -89,7 +92,7 @@ def test_trials_train_for_real_and_best_yaml_is_the_best_trial(codex2, tmp_path,
     assert f"--out {config}: cannot create the search's directory" in capsys.readouterr().err
 
 
-def test_a_trailing_trial_is_pruned_and_an_interrupted_one_is_marked_failed(codex2, tmp_path):
+def test_a_trailing_trial_is_pruned_and_an_interrupted_one_is_marked_failed(codex2, tmp_path, monkeypatch):
     base = config_from_dict(base_config(codex2, epochs=3))
     space = load_space(write_space(tmp_path / "space.yaml", "training.lr: {low: 0.000001, high: 1.0, log: true}\n"))
     out = tmp_path / "search"
@@ -102,18 +105,24 @@ def test_a_trailing_trial_is_pruned_and_an_interrupted_one_is_marked_failed(code
         optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))))
     with subprocess.Popen(["sleep", "60"]) as alive:
         study.ask().set_user_attr("owner", {**tune_module._owner(), "pid": alive.pid})
-        study.ask()  # killed before it recorded its process
-        summary = tune(base, space, out, 5, enqueue=[{"training.lr": 0.000001}])
+        study.ask()  # killed before it recorded its process (or another one is about to: see below)
+        with monkeypatch.context() as patch:
+            patch.setattr(tune_module, "UNOWNED_GRACE_SECONDS", 0.0)
+            # The live process's trial counts toward the six: one more runs here.
+            summary = tune(base, space, out, 6, enqueue=[{"training.lr": 0.000001}])
         alive.kill()
     states = [t["state"] for t in summary["trials"]]
     assert states[:3] == ["complete"] * 3 and states[3:5] == ["running", "fail"]
     slow = summary["trials"][5]
     assert slow["state"] == "pruned" and slow["params"] == {"training.lr": 0.000001}
-    assert slow["last_epoch"] == 0  # stopped at its first validation, behind the median
+    assert slow["last_epoch"] == 0 and len(summary["trials"]) == 6  # pruned at its first validation
+    # Within the grace period a trial without its process's record is one just started: left running.
+    study.ask()
+    assert tune(base, space, out, 6)["trials"][6]["state"] == "running"
     # With a warm-up of two epochs it is judged first at its third validation. (The live process
     # has ended meanwhile: its trial is marked failed now, the seventh to end.)
-    later = tune(base, space, out, 7, prune_warmup=2, enqueue=[{"training.lr": 0.0000011}])["trials"]
-    assert later[3]["state"] == "fail"
-    later = later[6]
+    later = tune(base, space, out, 8, prune_warmup=2, enqueue=[{"training.lr": 0.0000011}])["trials"]
+    assert later[3]["state"] == "fail" and later[6]["state"] == "running"
+    later = later[7]
     assert later["state"] == "pruned" and later["last_epoch"] == 2
     assert summary["best"]["valid_mrr"] == max(t["valid_mrr"] for t in first["trials"])
