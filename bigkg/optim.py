@@ -85,18 +85,19 @@ def _step_torch(table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequ
     """The update in torch ops that never wait for the device (the GPU path).
 
     ``torch.unique`` would make the host wait for the number of distinct rows before it
-    can allocate. Instead the ids are sorted and each run of equal ids gets a slot, with one
-    slot per id: the slots past the last run keep a zero gradient sum and name the largest
-    row again. Adding zero to a row changes nothing, which is why state and table are
-    updated with ``index_add_`` and never with a copy.
+    can allocate. Instead the ids are sorted and every id's gradient is summed into the slot
+    of the first position of its run: the other slots keep a zero sum and name their own
+    position's row. Adding zero to a row changes nothing, which is why state and table are
+    updated with ``index_add_`` and never with a copy; and as each zero goes to its own
+    id's row, no one row collects every spare slot's (atomic, on the GPU) additions.
     """
     all_ids = ids[0] if len(ids) == 1 else torch.cat(list(ids))
-    sorted_ids, order = torch.sort(all_ids)
-    run_starts = torch.ones_like(sorted_ids, dtype=torch.bool)
-    run_starts[1:] = sorted_ids[1:] != sorted_ids[:-1]
-    sorted_slots = torch.cumsum(run_starts, 0) - 1
+    rows, order = torch.sort(all_ids)
+    positions = torch.arange(rows.shape[0], device=rows.device)
+    run_starts = torch.ones_like(rows, dtype=torch.bool)
+    run_starts[1:] = rows[1:] != rows[:-1]
+    sorted_slots = torch.cummax(torch.where(run_starts, positions, 0), 0).values  # its run's first position
     slots = torch.empty_like(sorted_slots).scatter_(0, order, sorted_slots)
-    rows = sorted_ids[-1:].repeat(sorted_ids.shape[0]).scatter_(0, sorted_slots, sorted_ids)
     summed = torch.zeros(rows.shape[0], table.shape[1], dtype=table.dtype, device=table.device)
     start = 0
     for grad in grads:  # piece by piece: no concatenated copy of the gradients
