@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from bigkg.evaluation.metrics import ranking_metrics, recall_ndcg_at_k
+from bigkg.evaluation.metrics import mean_recall_ndcg, ranking_metrics, recall_ndcg_per_user
+
+
+def recall_ndcg_at_k(top, users, items, k):
+    """The means evaluation reports, from the per-user metrics."""
+    return mean_recall_ndcg(*recall_ndcg_per_user(top, users, items, k), k)
 
 
 def test_ranking_metrics_hand_worked():
@@ -29,7 +34,7 @@ def test_recall_ndcg_hand_worked():
     # User 0 relevant {7, 3}; recommended [3, 5, 7]: hits at positions 0 and 2.
     # User 1 relevant {9}; recommended [1, 2, 4]: no hit. User 2 has nothing held out: not counted.
     top = np.array([[3, 5, 7], [1, 2, 4], [9, 9, 9]])
-    m = recall_ndcg_at_k(top, np.array([0, 0, 1]), np.array([7, 3, 9]), k=3)
+    m = recall_ndcg_at_k(top, np.array([0, 0, 1]), np.array([7, 3, 9]), 3)
     dcg0 = 1 / math.log2(2) + 1 / math.log2(4)
     idcg0 = 1 / math.log2(2) + 1 / math.log2(3)
     assert m["rec_users"] == 2
@@ -40,7 +45,7 @@ def test_recall_ndcg_hand_worked():
 def test_recall_ndcg_cut_at_k_and_ideal_capped():
     # Three relevant items, K = 2: ideal DCG has 2 hits; recall divides by all 3 (the usual definition).
     top = np.array([[4, 5, 6, 7]])
-    m = recall_ndcg_at_k(top, np.array([0, 0, 0]), np.array([4, 6, 5]), k=2)
+    m = recall_ndcg_at_k(top, np.array([0, 0, 0]), np.array([4, 6, 5]), 2)
     assert m["recall@2"] == pytest.approx(2 / 3)
     assert m["ndcg@2"] == pytest.approx(1.0)
 

@@ -63,9 +63,3 @@ def mean_recall_ndcg(recall: np.ndarray, ndcg: np.ndarray, has_relevant: np.ndar
     return {f"recall@{k}": float(recall[has_relevant].mean()), f"ndcg@{k}": float(ndcg[has_relevant].mean()),
             "rec_users": int(has_relevant.sum())}
 
-
-def recall_ndcg_at_k(
-    top_items: np.ndarray, relevant_query: np.ndarray, relevant_item: np.ndarray, k: int
-) -> dict[str, float]:
-    """Mean Recall@K and NDCG@K over the users that have relevant items (``recall_ndcg_per_user``)."""
-    return mean_recall_ndcg(*recall_ndcg_per_user(top_items, relevant_query, relevant_item, k), k)
