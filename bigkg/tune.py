@@ -71,6 +71,16 @@ class Dimension:
             return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
 
+    def holds(self, value: Any) -> bool:
+        """Whether ``value`` is one of the choices, or inside the range (on its steps)."""
+        if self.choices is not None:
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.integer and value != int(value):
+            return False
+        return self.step is None or abs((value - self.low) / self.step - round((value - self.low) / self.step)) < 1e-9
+
     def extremes(self) -> list[Any]:
         """The values a check of the space tries: every choice, or both ends of the range."""
         return list(self.choices) if self.choices is not None else [self.low, self.high]
@@ -136,6 +146,21 @@ def check_search(base: Config, space: list[Dimension], space_path: str | Path) -
             if config.training.epochs < config.eval.valid_every:
                 raise TuneError(f"{space_path}: {dim.key} = {value!r}: training.epochs {config.training.epochs} is "
                                 f"below eval.valid_every {config.eval.valid_every}, so the trial would never validate")
+
+
+def base_values(base: Config, space: list[Dimension]) -> dict[str, Any]:
+    """The config's own values of the searched options, to try as a trial; an error names an
+    option whose value lies outside its choices or range."""
+    flat = config_to_dict(base)
+    values = {}
+    for dim in space:
+        value: Any = flat
+        for part in dim.key.split("."):
+            value = value[part]
+        if not dim.holds(value):
+            raise TuneError(f"the config's {dim.key} = {value!r} is outside the searched values: it cannot be tried")
+        values[dim.key] = int(value) if dim.integer else value
+    return values
 
 
 def _search_record(base: Config, space: list[Dimension]) -> dict[str, Any]:

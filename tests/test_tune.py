@@ -12,7 +12,7 @@ import yaml
 
 from bigkg.config import config_from_dict, load_config
 from bigkg import tune as tune_module
-from bigkg.tune import TuneError, check_search, load_space, tune
+from bigkg.tune import TuneError, base_values, check_search, load_space, tune
 from launcher.cli import main
 
 
@@ -52,6 +52,12 @@ def test_options_and_values_the_config_refuses_stop_the_search_before_training(c
     no_validation = config_from_dict(base_config(codex2), ["eval.valid_every=0"])
     with pytest.raises(TuneError, match="eval.valid_every is 0"):
         check_search(no_validation, load_space(write_space(tmp_path / "s.yaml", "model.dim: [8]\n")), "s.yaml")
+    outside = load_space(write_space(tmp_path / "s.yaml", "training.lr: {low: 0.5, high: 1.0}\nmodel.dim: [8, 16]\n"))
+    with pytest.raises(TuneError, match="the config's training.lr = 0.3 is outside the searched values"):
+        base_values(base, outside)
+    stepped = load_space(write_space(tmp_path / "s.yaml", "training.epochs: {low: 1, high: 9, step: 2}\n"))
+    with pytest.raises(TuneError, match="training.epochs = 2 is outside"):
+        base_values(base, stepped)  # 2 is not on the steps 1, 3, 5, ...
     with pytest.raises(TuneError, match="training.epochs = 1: training.epochs 1 is below eval.valid_every 2"):
         check_search(config_from_dict(base_config(codex2), ["eval.valid_every=2"]),
                      load_space(write_space(tmp_path / "s.yaml", "training.epochs: {low: 1, high: 4}\n")), "s.yaml")
@@ -63,9 +69,10 @@ def test_trials_train_for_real_and_best_yaml_is_the_best_trial(codex2, tmp_path,
     space = write_space(tmp_path / "space.yaml", "training.lr: {low: 0.05, high: 1.0, log: true}\nmodel.dim: [8, 16]\n")
     out = tmp_path / "search #1: a"  # YAML would read '#' as a comment and ': ' as a mapping
     args = ["tune", str(config), "--space", str(space), "--out", str(out), "--sampler", "random", "--no-prune"]
-    assert main([*args, "--trials", "3", "--json", str(tmp_path / "summary.json")]) == 0
+    assert main([*args, "--trials", "3", "--try-base", "--json", str(tmp_path / "summary.json")]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [t["state"] for t in summary["trials"]] == ["complete"] * 3
+    assert summary["trials"][0]["params"] == {"training.lr": 0.3, "model.dim": 16}  # the config's own values
     for trial in summary["trials"]:  # each trial's value is the best validation of its own run
         records = [json.loads(line) for line in (out / "trials" / f"{trial['trial']:04d}" / "metrics.jsonl").open()]
         assert trial["valid_mrr"] == max(r["mrr"] for r in records if r["type"] == "valid")

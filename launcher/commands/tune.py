@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from bigkg.atomic import write_text_atomic
-from bigkg.tune import SAMPLERS, check_search, load_space, tune
+from bigkg.tune import SAMPLERS, base_values, check_search, load_space, tune
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "tune"
@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop a trial whose valid MRR trails the median of earlier trials at that epoch")
     parser.add_argument("--prune-warmup", type=int, default=0, metavar="EPOCHS",
                         help="never prune at the validations of the first EPOCHS epochs (slow starters; default 0)")
+    parser.add_argument("--try-base", action="store_true",
+                        help="make the config's own values of the searched options a trial (the first, in a new search)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="start no trial after this many seconds (the running one finishes); run again to go on")
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
@@ -57,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     base = config_from_args(args)
     space = load_space(args.space)
     check_search(base, space, args.space)
+    enqueue = [base_values(base, space)] if args.try_base else []
     summary = tune(base, space, args.out, args.trials, sampler=args.sampler, prune=args.prune,
-                   prune_warmup=args.prune_warmup, timeout=args.timeout)
+                   prune_warmup=args.prune_warmup, timeout=args.timeout, enqueue=enqueue)
     print(format_trials(summary))
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
