@@ -306,6 +306,9 @@ class CheckpointStore:
             writer = {"boot_id": current_boot_id(), "pid": os.getpid()}
             (tmp / "meta.json").write_text(json.dumps({**meta, "format_version": CHECKPOINT_FORMAT, "writer": writer}, indent=2))
             os.replace(tmp, final)
+        except (OSError, RuntimeError) as exc:  # a full disk or an I/O error (torch.save raises either)
+            raise CheckpointError(f"cannot write checkpoint {final}: {exc} (the complete versions before it "
+                                  "are untouched: free the space and run again to resume)") from exc
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

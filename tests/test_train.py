@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from bigkg.checkpoint import CheckpointStore
+from bigkg import checkpoint
+from bigkg.checkpoint import CheckpointError, CheckpointStore
 from bigkg.config import ConfigError, config_from_dict
 from bigkg.errors import BigKGError
 from bigkg.format import (
@@ -240,6 +242,31 @@ def test_dimension_change_on_resume_is_a_clear_error(tiny, tmp_path):
     summary = train(config_from_dict(small_config(tiny, tmp_path / "run", model={"dim": 32})), fresh=True)
     assert summary["epochs_completed"] == 2
     assert CheckpointStore(tmp_path / "run").latest().load_partition("entity", 0)[0].shape == (20, 32)
+
+
+def test_a_full_disk_while_checkpointing_stops_with_the_version_named_and_the_run_resumes(tiny, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    config = config_from_dict(small_config(tiny, run_dir, training={"epochs": 2}))
+    writes = 0
+    real_write = checkpoint.write_partition_file
+
+    def fill_the_disk(path, state):
+        nonlocal writes
+        writes += 1
+        if writes == 7:  # some buckets into the run
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, state)
+
+    monkeypatch.setattr(checkpoint, "write_partition_file", fill_the_disk)
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*v0000\d\d: .*No space left on device"):
+        train(config, fresh=True)
+    store = CheckpointStore(run_dir)
+    before = store.latest()
+    assert before is not None and not list(run_dir.glob("checkpoints/*.tmp-*"))
+    before.load_partition("entity", 0)  # the version LATEST names is whole
+    monkeypatch.undo()
+    summary = train(config)  # space freed: the run resumes from that version and ends
+    assert summary["epochs_completed"] == 2 and summary["edges_trained_this_run"] > 0
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny, tmp_path, capsys):
