@@ -324,7 +324,9 @@ class Partitioner:
         def write(key: int) -> tuple[str, str, int, int]:
             split, bucket = SPLITS[key // pp], key % pp
             i, j = divmod(bucket, self.P)
-            written, dropped = spill.write_bucket(key, bucket_path(root, split, i, j), dedup=self.opts.dedup)
+            earlier = tuple(s * pp + bucket for s in range(key // pp))  # the same bucket of train (and valid)
+            written, dropped = spill.write_bucket(key, bucket_path(root, split, i, j), dedup=self.opts.dedup,
+                                                  earlier=earlier)
             return split, bucket_key(i, j), written, dropped
 
         # Threads overlap the fsync of each finished file (which releases the GIL) with other buckets.

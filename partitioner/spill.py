@@ -92,13 +92,20 @@ class SpillFile:
                 col_start += -col_start % _ALIGN
             yield cols[0], cols[1], cols[2], (cols[3] if self.has_weight else None)
 
-    def write_bucket(self, key: int, path: Path, *, dedup: bool) -> tuple[int, int]:
-        """Write ``key``'s edges to an HDF5 bucket file; returns (edges written, duplicates dropped)."""
+    def write_bucket(self, key: int, path: Path, *, dedup: bool, earlier: tuple[int, ...] = ()) -> tuple[int, int]:
+        """Write ``key``'s edges to an HDF5 bucket file; returns (edges written, duplicates dropped).
+
+        ``dedup`` drops an edge repeated within ``key`` and one that is also an edge of a key in
+        ``earlier`` (the same bucket of the splits before this one)."""
         if dedup:
-            blocks = list(self.segments(key))
+            before = [b for k in earlier for b in self.segments(k)]
+            blocks = before + list(self.segments(key))
             lhs, rhs, rel = (np.concatenate([b[k] for b in blocks]) for k in range(3))
-            weight = np.concatenate([b[3] for b in blocks]) if self.has_weight else None
-            keep = first_occurrences(lhs, rel, rhs)
+            # The earlier keys' edges come first, so the first copy of a triple they have is theirs.
+            n_before = sum(len(b[0]) for b in before)
+            keep = first_occurrences(lhs, rel, rhs)[n_before:]
+            lhs, rhs, rel = (a[n_before:] for a in (lhs, rhs, rel))
+            weight = np.concatenate([b[3] for b in blocks[len(before):]]) if self.has_weight else None
             blocks = [(lhs[keep], rhs[keep], rel[keep], weight[keep] if weight is not None else None)]
             count = int(keep.sum())
         else:

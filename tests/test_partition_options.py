@@ -113,6 +113,23 @@ def test_dedup_and_self_loops(tmp_path):
     assert summary["entities"] == {"entity": 3} and summary["entities_not_in_train"] == {"entity": 1}
 
 
+def test_dedup_drops_from_valid_and_test_the_triples_of_earlier_splits(tmp_path):
+    """Without it, an input's repeated triple lands in train and test alike and is evaluated
+    after being trained on."""
+    train, valid, test = (tmp_path / f"{s}.tsv" for s in ("train", "valid", "test"))
+    train.write_text("a\tr\tb\nc\tr\td\ne\tr\tf\n")
+    valid.write_text("a\tr\tb\ng\tr\th\ng\tr\th\n")  # one trained, one twice
+    test.write_text("c\tr\td\ng\tr\th\na\ts\tb\nb\tr\ta\n")  # trained, validated, new, reversed
+    args = dict(valid=[str(valid)], test=[str(test)], num_partitions=2)
+    kept = partition([train], tmp_path / "keep", **args)
+    assert kept["edges"] == {"train": 3, "valid": 3, "test": 4}
+    summary = partition([train], tmp_path / "o", dedup=True, **args)
+    assert summary["duplicates_dropped"] == {"train": 0, "valid": 2, "test": 2}
+    assert split_triples(tmp_path / "o", "valid") == Counter({("g", "r", "h"): 1})
+    assert split_triples(tmp_path / "o", "test") == Counter({("a", "s", "b"): 1, ("b", "r", "a"): 1})
+    assert split_triples(tmp_path / "o", "train") == file_triples(train)
+
+
 def test_local_ids_follow_first_appearance(tmp_path):
     src = tmp_path / "edges.tsv"
     names = [f"n{k}" for k in range(200)]

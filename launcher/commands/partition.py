@@ -40,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     graph.add_argument("--schema", type=Path, help="YAML file: relation -> [head_type, tail_type]")
     graph.add_argument("--assign", choices=list(ASSIGNMENTS), default="random",
                        help="entity-to-partition assignment: seeded balanced random, or degree-balanced")
-    graph.add_argument("--dedup", action="store_true", help="drop repeated (head, relation, tail) edges within a split")
+    graph.add_argument("--dedup", action="store_true",
+                       help="drop repeated (head, relation, tail) edges within a split, and from valid and test "
+                            "those of an earlier split (train, then valid)")
     graph.add_argument("--drop-self-loops", action=argparse.BooleanOptionalAction, default=False,
                        help="drop edges whose head is their tail (default: keep)")
     graph.add_argument("--entity-min-count", type=int, default=0, metavar="N",
