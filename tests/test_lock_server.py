@@ -96,7 +96,8 @@ def test_expired_lease_is_fenced(store):
 
 
 # -- real worker processes -------------------------------------------------------------
-def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_epoch: int, workers: int) -> None:
+def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_epoch: int, workers: int,
+            gate_epoch: int) -> None:
     """Train fake buckets: a read-modify-write of each held partition's counter file.
 
     The files are written in place, so any overlap of two holders (a lock bug,
@@ -114,8 +115,13 @@ def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_e
         time.sleep(0.01)
     for epoch in range(epochs):
         sched.start_epoch(epoch)
+        if epoch == gate_epoch and hang_epoch < 0:
+            # Leave the worker that hangs a bucket first: otherwise its peers, quicker on a busy
+            # machine, may take every bucket of every epoch before it asks, and it never hangs.
+            while not any(Path(out).glob("*.holding")):
+                time.sleep(0.01)
         while (bucket := sched.acquire()) is not None:
-            if 0 <= hang_epoch <= epoch:  # peers may take all of one epoch's buckets, so also later ones
+            if 0 <= hang_epoch <= epoch:
                 Path(out, f"{name}.holding").write_text(json.dumps([epoch, *bucket]))
                 time.sleep(600)  # the test SIGKILLs us here
             values = {p: int(Path(out, f"part_{p}").read_text()) for p in bucket.partitions()}
@@ -130,8 +136,10 @@ def _run_workers(tmp_path: Path, port: int, partitions: int, epochs: int, n: int
     for p in range(partitions):
         (tmp_path / f"part_{p}").write_text("0")
     ctx = multiprocessing.get_context("spawn")
+    gate = min(hang.values(), default=-1)
     procs = {
-        f"w{k}": ctx.Process(target=_worker, args=(port, f"w{k}", partitions, epochs, str(tmp_path), hang.get(f"w{k}", -1), n))
+        f"w{k}": ctx.Process(target=_worker, args=(port, f"w{k}", partitions, epochs, str(tmp_path), hang.get(f"w{k}", -1), n,
+                                                    gate))
         for k in range(n)
     }
     for p in procs.values():
