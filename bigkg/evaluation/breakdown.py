@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from bigkg.evaluation.filters import Triples, filter_key, filter_stride, iter_split
-from bigkg.evaluation.metrics import ranking_metrics
+from bigkg.evaluation.metrics import both_directions
 from bigkg.format import Manifest
 
 CATEGORIES = ("1-1", "1-N", "N-1", "N-N")
@@ -66,9 +66,7 @@ def breakdown(triples: Triples, ranks: dict[str, np.ndarray], relation_names: li
     hits = list(hits)
 
     def metrics(mask: np.ndarray) -> dict[str, Any]:
-        tails, heads = ranks["rhs"][mask], ranks["lhs"][mask]
-        return {**ranking_metrics(np.concatenate([tails, heads]), hits),
-                "tails": ranking_metrics(tails, hits), "heads": ranking_metrics(heads, hits)}
+        return both_directions(ranks["rhs"][mask], ranks["lhs"][mask], hits)
 
     relations = {}
     for r in np.unique(triples.rels).tolist():

@@ -13,7 +13,7 @@ from bigkg.checkpoint import CheckpointStore
 from bigkg.config import Config
 from bigkg.evaluation.breakdown import breakdown, relation_categories
 from bigkg.evaluation.filters import FilterIndex, QueryKeys, Triples, concatenate, filter_stride, iter_split, read_split
-from bigkg.evaluation.metrics import mean_recall_ndcg, ranking_metrics, recall_ndcg_per_user
+from bigkg.evaluation.metrics import both_directions, mean_recall_ndcg, recall_ndcg_per_user
 from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun, open_run
 from bigkg.format import SPLITS, DatasetError, Manifest, manifest_path
@@ -222,11 +222,9 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
         "checkpoint": run.version.name,
         "epoch": run.version.meta.get("epoch"),
         "mode": config.eval.mode,
-        **ranking_metrics(np.concatenate([ranks["rhs"], ranks["lhs"]]), hits),
+        **both_directions(ranks["rhs"], ranks["lhs"], hits),
         "triples": len(triples),
         "unseen_entity_triples": int(index.unseen_in_training(run.manifest, triples).sum()),
-        "tails": ranking_metrics(ranks["rhs"], hits),
-        "heads": ranking_metrics(ranks["lhs"], hits),
         "rank": RANK_DEFINITION,
     }
     if by_relation:

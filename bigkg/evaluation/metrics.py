@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -23,6 +23,13 @@ def ranking_metrics(ranks: np.ndarray, hits: Iterable[int] = (1, 3, 10)) -> dict
     for k in hits:
         out[f"hits@{k}"] = float(np.mean(ranks <= k))
     return out
+
+
+def both_directions(tail_ranks: np.ndarray, head_ranks: np.ndarray, hits: Iterable[int]) -> dict[str, Any]:
+    """The metrics of both directions together, and of each under ``tails`` and ``heads``."""
+    hits = list(hits)
+    return {**ranking_metrics(np.concatenate([tail_ranks, head_ranks]), hits),
+            "tails": ranking_metrics(tail_ranks, hits), "heads": ranking_metrics(head_ranks, hits)}
 
 
 def recall_ndcg_per_user(

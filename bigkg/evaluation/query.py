@@ -84,7 +84,7 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
         raise EvaluationError(str(exc)) from exc
     rel = manifest.relations[rel_id]
     anchor_type, target_type = (rel.lhs_type, rel.rhs_type) if side == "rhs" else (rel.rhs_type, rel.lhs_type)
-    options = RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
+    options = _options(run)
     stride = filter_stride(manifest)
     targets = int(entity_offsets(manifest)[target_type][-1])  # (query, answer) pairs as one int64 each
     start = 0
@@ -137,12 +137,17 @@ def similar(run: TrainedRun, name: str, k: int, entity_type: str | None = None) 
                               "choose one with --entity-type")
     ((kind, gid),) = found.items()
     anchor = np.array([gid], dtype=np.int64)
-    options = RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
+    options = _options(run)
     ids, scores = top_k("rhs", anchor, np.zeros(1, np.int64), kind, kind, run.source, _cosine, k, options,
                         exclude=(np.zeros(1, np.int64), anchor))
     valid = ids[0] >= 0
     names = entity_names(root, manifest, kind, ids[0][valid])
     return kind, [Neighbour(n, float(score)) for n, score in zip(names, scores[0][valid])]
+
+
+def _options(run: TrainedRun) -> RankingOptions:
+    """Ranking for queries: every candidate, the run's candidate chunk and device."""
+    return RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
 
 
 def _cosine(side: str, anchors: torch.Tensor, rels: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

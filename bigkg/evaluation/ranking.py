@@ -170,7 +170,6 @@ def rank_queries(
 
     offsets = source.partition_offsets(target_type)
     batches = _batches(n, options.query_batch)
-    # (worker, workers): this worker ranks the batches b with b % workers == worker
     mine = [options.shard is None or b % options.shard[1] == options.shard[0] for b in range(len(batches))]
     samples = None
     if options.num_sampled is not None:

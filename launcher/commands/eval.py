@@ -46,15 +46,16 @@ def format_table(result: dict[str, Any]) -> str:
 def _breakdown_lines(result: dict[str, Any]) -> list[str]:
     """MRR of both directions, tails and heads per category, then per relation (largest first)."""
     head = f"{'MRR both':>10}{'tails':>8}{'heads':>8}{'count':>8}"
+
+    def mrrs(m: dict[str, Any]) -> str:
+        return f"{m['mrr']:10.4f}{m['tails']['mrr']:8.4f}{m['heads']['mrr']:8.4f}{m['count']:8d}"
+
     lines = [f"{'category':10}{'relations':>10}" + head]
-    for category, m in result["categories"].items():
-        lines.append(f"{category:10}{m['relations']:10d}{m['mrr']:10.4f}{m['tails']['mrr']:8.4f}{m['heads']['mrr']:8.4f}{m['count']:8d}")
+    lines += [f"{category:10}{m['relations']:10d}" + mrrs(m) for category, m in result["categories"].items()]
     width = max(len("relation"), *(len(name) for name in result["relations"]))
     lines.append(f"{'relation':{width}}{'category':>9}" + head)
     by_count = sorted(result["relations"].items(), key=lambda item: -item[1]["count"])
-    for name, m in by_count:
-        lines.append(f"{name:{width}}{m['category'] or '-':>9}{m['mrr']:10.4f}{m['tails']['mrr']:8.4f}"
-                     f"{m['heads']['mrr']:8.4f}{m['count']:8d}")
+    lines += [f"{name:{width}}{m['category'] or '-':>9}" + mrrs(m) for name, m in by_count]
     return lines
 
 
