@@ -43,6 +43,7 @@ COMPARATORS = ("dot", "cos", "l2", "squared_l2")
 LOSSES = ("softmax", "logistic", "ranking", "self_adversarial")
 REGULARIZERS = ("none", "n3", "l2")
 NEGATIVE_MODES = ("batched", "all")
+NEGATIVE_SIDES = ("both", "tails", "heads")
 BUCKET_ORDERS = ("inside_out", "outside_in", "random", "affinity")
 
 
@@ -132,6 +133,12 @@ class TrainingConfig:
         0, "rows per side read per bucket (from the last checkpoint) from which each batch draws its "
         "foreign_negatives anew; 0: read foreign_negatives rows and score them in every batch of the bucket",
         minimum=0)
+    negative_sides: str = opt(
+        "both", "sides of a positive that are replaced by negatives: 'both'; 'tails': only the tail-prediction "
+        "loss (PBG's disable_lhs_negs), as for user->item relations; 'heads': only the head-prediction loss "
+        "(disable_rhs_negs). Evaluation still ranks both sides", NEGATIVE_SIDES)
+    relation_negative_sides: dict[str, str] = opt(
+        {}, "per-relation negative_sides, relation name -> both, tails or heads (overrides 'negative_sides')")
     loss: str = opt("softmax", "loss over a positive and its negatives", LOSSES)
     closed_form_softmax: bool = opt(
         True, "shallow model without relation operator, dot comparator, softmax loss, batched negatives "
@@ -302,6 +309,10 @@ def _check(config: Config) -> None:
             f"training.foreign_negatives: rows read from other partitions bypass model.encoder "
             f"({m.encoder.name!r}); use it with encoder 'none' only")
     t = config.training
+    for rel, sides in t.relation_negative_sides.items():
+        if sides not in NEGATIVE_SIDES:
+            raise ConfigError(
+                f"training.relation_negative_sides.{rel}: {sides!r} is not allowed; choose one of {', '.join(NEGATIVE_SIDES)}")
     for rel, weight in t.relation_weights.items():
         if weight < 0:  # non-finite numbers are refused when read
             raise ConfigError(f"training.relation_weights.{rel}: {weight!r} is below the minimum 0")

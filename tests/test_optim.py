@@ -15,6 +15,7 @@ from bigkg.model import build_model
 from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_shared_optimizer
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
+from bigkg.training.trainer import build_side_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,12 +105,12 @@ def foreign_candidates(mode: str | None, count: int, d: int, g: torch.Generator)
 
 
 def step_and_compare(model, config, batch, table, state, samples, pool_leaves, expected_table, expected_state,
-                     closed_form=False):
+                     closed_form=False, side_weights=None):
     """Run BatchStep on a copy of the partition and check it against the reference's update;
     foreign rows' gradients are handed back to their samples, not applied."""
     part = PartitionState(table.clone(), state.clone())
     step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
-                     build_shared_optimizer(model, config.training), torch.Generator())
+                     build_shared_optimizer(model, config.training), torch.Generator(), side_weights)
     assert step.closed_form == closed_form
     step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
     torch.testing.assert_close(part.embeddings, expected_table)
@@ -142,15 +143,28 @@ def test_closed_form_step_with_reciprocal_relations_and_regularizers(reciprocal,
     check_batch_step(3, False, "drawn", "none", reciprocal, regularizer, True)
 
 
-def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, regularizer, closed_form):
+@pytest.mark.parametrize("closed_form", [True, False])
+@pytest.mark.parametrize("sides", [{"r": "tails"}, {"r": "heads", "s": "tails"}])
+def test_batch_step_with_one_side_corrupted_per_relation(sides, closed_form):
+    """training.relation_negative_sides: a relation's edges train only their tail- (or head-)
+    prediction loss, weighted by the edges' weights; the other relation's both."""
+    check_batch_step(3, False, "drawn", "none", False, "n3", closed_form, sides)
+
+
+def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, regularizer, closed_form, sides=None):
     n, d = 30, 6
     config = config_from_dict({
         "model": {"dim": d, "operator": operator, "reciprocal": reciprocal, "regularizer": regularizer,
                   "regularization_weight": 0.01},
         "training": {"chunk_size": 4, "num_uniform_negatives": uniform, "lr": 0.5, "shared_lr": 0.2,
-                     "anchor_negatives": anchor_negatives, "closed_form_softmax": closed_form},
+                     "anchor_negatives": anchor_negatives, "closed_form_softmax": closed_form,
+                     "relation_negative_sides": sides or {}},
     })
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
+    side_weights = build_side_weights(config, manifest, torch.device("cpu"))
+    side = {"both": (1.0, 1.0), "tails": (1.0, 0.0), "heads": (0.0, 1.0)}
+    expected_sides = torch.tensor([side[(sides or {}).get(name, "both")] for name in ("r", "s")])
+    assert torch.equal(side_weights if sides else expected_sides, expected_sides)
     model = build_model(config, manifest)
     reference = build_model(config, manifest)
     g = torch.Generator().manual_seed(1)
@@ -189,7 +203,8 @@ def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, r
         if foreign is not None:
             tail_scores = torch.cat([tail_scores, reference.score_candidates("rhs", h, r, foreign_tails)], 1)
             head_scores = torch.cat([head_scores, reference.score_candidates("lhs", t, r, foreign_heads)], 1)
-        per = LOSSES["softmax"](tail_scores, pos, 0.1) + LOSSES["softmax"](head_scores, pos, 0.1)
+        tail_weight, head_weight = expected_sides[r].T
+        per = LOSSES["softmax"](tail_scores, pos, 0.1) * tail_weight + LOSSES["softmax"](head_scores, pos, 0.1) * head_weight
         loss = loss + (per * batch.weight[sl]).sum()
     reg = reference.regularization([leaf[batch.lhs], leaf[batch.rhs]], batch.rel)
     (loss if reg is None else loss + reg).backward()
@@ -198,7 +213,8 @@ def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, r
         torch.optim.Adagrad(reference.parameters(), lr=0.2).step()
 
     part = step_and_compare(model, config, batch, table, state, samples, pool_leaves,
-                            expected_table, expected_state, closed_form and not anchor_negatives and operator == "none")
+                            expected_table, expected_state, closed_form and not anchor_negatives and operator == "none",
+                            side_weights)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
     untouched = torch.ones(n, dtype=torch.bool)
@@ -206,14 +222,15 @@ def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, r
     assert torch.equal(part.embeddings[untouched], table[untouched])
 
 
-@pytest.mark.parametrize("foreign", [None, "pool", "drawn"])
-def test_all_negatives_step_equals_dense_autograd_reference(foreign):
+@pytest.mark.parametrize("foreign, sides", [(None, "both"), ("pool", "both"), ("drawn", "both"), (None, "heads")])
+def test_all_negatives_step_equals_dense_autograd_reference(foreign, sides):
     """negatives: all scores every row of the partition (then any foreign candidates); the
-    positive is its own local id. Every row gets a gradient, so every row is updated."""
+    positive is its own local id. Every row gets a gradient, so every row is updated.
+    negative_sides: heads keeps only the head-prediction loss."""
     n, d = 12, 4
     config = config_from_dict({
         "model": {"dim": d, "operator": "diagonal", "reciprocal": True},
-        "training": {"negatives": "all", "lr": 0.5, "shared_lr": 0.2},
+        "training": {"negatives": "all", "lr": 0.5, "shared_lr": 0.2, "negative_sides": sides},
     })
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e")], {})
     model, reference = build_model(config, manifest), build_model(config, manifest)
@@ -232,8 +249,9 @@ def test_all_negatives_step_equals_dense_autograd_reference(foreign):
     if foreign is not None:
         tails = torch.cat([tails, reference.score_candidates("rhs", h, batch.rel, foreign_tails)], 1)
         heads = torch.cat([heads, reference.score_candidates("lhs", t, batch.rel, foreign_heads)], 1)
-    (LOSSES["softmax"](tails, batch.rhs, 0.1) + LOSSES["softmax"](heads, batch.lhs, 0.1)).sum().backward()
+    tail_loss = LOSSES["softmax"](tails, batch.rhs, 0.1) * (sides == "both")
+    (tail_loss + LOSSES["softmax"](heads, batch.lhs, 0.1)).sum().backward()
     expected_table, expected_state = dense_row_adagrad(table, state, leaf.grad, 0.5)
 
     step_and_compare(model, config, batch, table, state, samples, pool_leaves,
-                     expected_table, expected_state)
+                     expected_table, expected_state, side_weights=build_side_weights(config, manifest, torch.device("cpu")))

@@ -443,6 +443,35 @@ def test_a_relation_of_weight_zero_moves_none_of_its_entities(tmp_path):
     assert not any(torch.equal(a, b) for a, b in zip(untrained["item"], everything["item"]))
 
 
+@pytest.mark.parametrize("operator", ["none", "complex_diagonal"])  # closed-form softmax step, autograd
+def test_a_relation_trained_on_heads_only_never_moves_its_tail_negatives(tmp_path, operator):
+    """Items 10-19 occur in no edge, so only tail-side uniform negatives of 'likes' reach them:
+    with relation_negative_sides {likes: heads} they stay where the initial vectors put them,
+    and with both sides they move."""
+    rng = np.random.default_rng(0)
+    likes = np.stack([rng.integers(0, 12, 300), np.zeros(300, dtype=int), rng.integers(0, 10, 300)], 1)
+    write_dataset(tmp_path / "data", TYPES, RELS, {"train": likes}, num_partitions=1)
+
+    def items(name: str, **training) -> torch.Tensor:
+        run = tmp_path / name
+        train(config_from_dict(small_config(tmp_path / "data", run, model={"operator": operator},
+                                            training={"epochs": 1, "num_uniform_negatives": 20, **training})))
+        return CheckpointStore(run).latest().load_partition("item", 0)[0]
+
+    initial = items("initial", relation_weights={"likes": 0})
+    heads_only = items("heads", relation_negative_sides={"likes": "heads"})
+    both = items("both")
+    assert torch.equal(heads_only[10:], initial[10:]) and not torch.equal(heads_only[:10], initial[:10])
+    assert not torch.equal(both[10:], initial[10:])
+
+
+def test_relation_negative_sides_name_a_missing_relation_or_a_bad_side(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="training.relation_negative_sides.*'likes'"):
+        train(config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_negative_sides": {"likes": "tails"}})))
+    with pytest.raises(ConfigError, match="training.relation_negative_sides.r1: 'lhs' is not allowed; choose one of both"):
+        config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_negative_sides": {"r1": "lhs"}}))
+
+
 def test_relation_weights_name_a_missing_relation_or_a_negative_weight(tiny, tmp_path):
     with pytest.raises(ConfigError, match="training.relation_weights.*'likes'"):
         train(config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_weights": {"likes": 2}})))

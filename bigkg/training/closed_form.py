@@ -55,7 +55,7 @@ def supports_closed_form(model: KGModel, t: TrainingConfig) -> bool:
 
 
 class SoftmaxDotGradients(NamedTuple):
-    loss: Tensor  # [nc, c] both sides' cross-entropy of each positive
+    loss: Tensor  # [nc, c] both sides' weighted cross-entropy of each positive
     heads: Tensor  # [nc, c, d] the positives' head rows, as queries and as candidates
     tails: Tensor  # [nc, c, d]
     head_negatives: Tensor  # [nc, u, d]
@@ -66,7 +66,7 @@ class SoftmaxDotGradients(NamedTuple):
 
 @torch.no_grad()
 def softmax_dot_gradients(
-    head_candidates: Tensor, tail_candidates: Tensor, c: int, weight: Tensor | None,
+    head_candidates: Tensor, tail_candidates: Tensor, c: int, weights: tuple[Tensor | None, Tensor | None],
     foreign_heads: Tensor | None = None, foreign_tails: Tensor | None = None,
 ) -> SoftmaxDotGradients:
     """Loss and gradients of both sides' softmax cross-entropy, chunk by chunk.
@@ -76,15 +76,17 @@ def softmax_dot_gradients(
     per side (the positives are the queries too, so nothing is concatenated).
     The tail side ranks a positive's tail among the chunk's tail candidates and
     ``foreign_tails`` [f, d] (the same for every query); the head side its head
-    among the head candidates and ``foreign_heads``. ``weight`` [nc, c] scales
-    each positive's loss (and so its gradients).
+    among the head candidates and ``foreign_heads``. ``weights``: the tail and
+    the head side's [nc, c] (or None: 1), scaling each positive's loss on that
+    side (and so its gradients).
     """
+    tail_weight, head_weight = weights
     heads, tails = head_candidates[:, :c], tail_candidates[:, :c]
     k = tail_candidates.shape[1]
     tail_scores = _base2_scores(heads, tail_candidates)
     head_scores = torch.cat([tail_scores[:, :, :c].transpose(1, 2), _base2_scores(tails, head_candidates[:, c:])], -1)
-    tail_loss, tail_grad = _softmax_gradient(_with_shared(tail_scores, heads, foreign_tails), c, weight)
-    head_loss, head_grad = _softmax_gradient(_with_shared(head_scores, tails, foreign_heads), c, weight)
+    tail_loss, tail_grad = _softmax_gradient(_with_shared(tail_scores, heads, foreign_tails), c, tail_weight)
+    head_loss, head_grad = _softmax_gradient(_with_shared(head_scores, tails, foreign_heads), c, head_weight)
     # A positive block entry is one score on both sides: its gradient is the sum of the two.
     tail_grad[:, :, :c].add_(head_grad[:, :, :c].transpose(1, 2))
     head_grad[:, :, :c].copy_(tail_grad[:, :, :c].transpose(1, 2))
@@ -107,7 +109,7 @@ def _base2_scores(queries: Tensor, candidates: Tensor) -> Tensor:
 def _softmax_gradient(scores: Tensor, c: int, weight: Tensor | None) -> tuple[Tensor, Tensor]:
     """(loss [nc, c] in nats, its gradient with respect to the natural scores, written over
     ``scores`` [nc, c, k] in base-2 units) of the cross-entropy of each query's
-    candidate i = its own index."""
+    candidate i = its own index, both scaled by ``weight`` [nc, c]."""
     positive = scores[:, :, :c].diagonal(dim1=1, dim2=2).clone()
     top = scores.amax(-1, keepdim=True)
     probs = scores.sub_(top).exp2_()  # one exponential per score: the softmax and its normaliser
@@ -117,6 +119,7 @@ def _softmax_gradient(scores: Tensor, c: int, weight: Tensor | None) -> tuple[Te
     probs[:, :, :c].diagonal(dim1=1, dim2=2).sub_(1.0)
     if weight is not None:
         probs.mul_(weight.unsqueeze(-1))
+        loss.mul_(weight)
     return loss, probs
 
 

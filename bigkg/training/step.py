@@ -102,8 +102,12 @@ class BatchStep:
         row_optimizer: RowAdagrad,
         shared_optimizer: torch.optim.Optimizer | None,
         generator: torch.Generator,
+        side_weights: Tensor | None = None,
     ):
+        """``side_weights`` [relations, 2]: per relation, the weights of its tail- and
+        head-prediction losses (``bigkg.training.trainer.build_side_weights``); None: 1 and 1."""
         self.model = model
+        self.side_weights = side_weights
         self.loss_fn = loss_fn
         self.config = config
         self.row_optimizer = row_optimizer
@@ -130,8 +134,9 @@ class BatchStep:
         gen = generator or self.generator
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         foreign_draws = [sample.draw(gen) for sample in foreign] if foreign is not None else []
+        sides = self._side_weights(batch)
         if self.closed_form:
-            return self._closed_form_step(plan, batch, lhs, rhs, gen, foreign or (), foreign_draws)
+            return self._closed_form_step(plan, batch, sides, lhs, rhs, gen, foreign or (), foreign_draws)
         foreign_leaves = [leaf for _, leaf in foreign_draws]
         left = _Rows(lkey, lstate, self.model, edges)
         right = left if lkey == rkey else _Rows(rkey, rstate, self.model, edges)
@@ -145,10 +150,11 @@ class BatchStep:
             if foreign_scores is not None:  # after the partition's rows: positives keep their local ids
                 tail_scores = torch.cat([tail_scores, foreign_scores[0]], -1)
                 head_scores = torch.cat([head_scores, foreign_scores[1]], -1)
-            per_edge = self.loss_fn(tail_scores, batch.rhs, cfg.margin) + self.loss_fn(head_scores, batch.lhs, cfg.margin)
+            per_edge = torch.stack([self.loss_fn(tail_scores, batch.rhs, cfg.margin),
+                                    self.loss_fn(head_scores, batch.lhs, cfg.margin)])
         else:
             per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen, foreign_leaves)
-        loss = (per_edge * batch.weight).sum() if batch.weight is not None else per_edge.sum()
+        loss = (per_edge * sides).sum() if sides is not None else per_edge.sum()
         reg = self.model.regularization([h, t], batch.rel)
         total = loss if reg is None else loss + reg
 
@@ -171,8 +177,16 @@ class BatchStep:
                 self.shared_optimizer.step()
         return loss.detach()
 
+    def _side_weights(self, batch: Batch) -> Tensor | None:
+        """[2, B]: the weights of each edge's tail- and head-prediction losses (the edge's
+        weight times its relation's side weights); None when all are 1."""
+        by_relation = None if self.side_weights is None else self.side_weights.index_select(0, batch.rel).T
+        if batch.weight is None:
+            return by_relation
+        return batch.weight.expand(2, -1) if by_relation is None else by_relation * batch.weight
+
     def _closed_form_step(
-        self, plan: ChunkPlan, batch: Batch, lhs: tuple[PartitionKey, PartitionState],
+        self, plan: ChunkPlan, batch: Batch, sides: Tensor | None, lhs: tuple[PartitionKey, PartitionState],
         rhs: tuple[PartitionKey, PartitionState], gen: torch.Generator,
         foreign: tuple[ForeignSample, ...], foreign_draws: list[tuple[Tensor | None, Tensor]],
     ) -> Tensor:
@@ -198,13 +212,13 @@ class BatchStep:
         loss, chunk = torch.zeros((), device=device), 0
         for start, nc, c in plan.blocks():
             end = start + nc * c
-            weight = None if batch.weight is None else batch.weight[start:end].view(nc, c)
+            weights = (None, None) if sides is None else sides[:, start:end].view(2, nc, c).unbind()
             head_ids = torch.cat([batch.lhs[start:end].view(nc, c), head_negatives[chunk : chunk + nc]], 1)
             tail_ids = torch.cat([batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc]], 1)
             head_candidates = left.index_select(0, head_ids.flatten()).view(nc, c + u, d)
             tail_candidates = right.index_select(0, tail_ids.flatten()).view(nc, c + u, d)
-            out = softmax_dot_gradients(head_candidates, tail_candidates, c, weight, foreign_heads, foreign_tails)
-            loss += out.loss.sum() if weight is None else (out.loss * weight).sum()
+            out = softmax_dot_gradients(head_candidates, tail_candidates, c, weights, foreign_heads, foreign_tails)
+            loss += out.loss.sum()
             self._add_regularizer_gradient(batch.rel[start:end], head_candidates[:, :c], tail_candidates[:, :c],
                                            out.heads, out.tails)
             left_ids += [batch.lhs[start:end], head_ids[:, c:].flatten()]
@@ -237,7 +251,7 @@ class BatchStep:
         self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator,
         foreign: list[Tensor],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-edge loss [B] over both sides, and the positives' head and tail rows.
+        """Per-edge loss [2, B] of the tail and the head side, and the positives' head and tail rows.
 
         The queries (positives' rows) and each side's candidates are separate
         leaves (``_Rows.take_candidates``); slicing one big leaf instead would
@@ -273,9 +287,9 @@ class BatchStep:
             if foreign_scores is not None:
                 scores = torch.cat([scores, (foreign_scores if whole else foreign_scores[:, start:end]).view(2, nc, c, -1)], -1)
             positive = chunk_positive_index(nc, c, device).expand(2, nc, c)
-            per_edge.append(self.loss_fn(scores, positive, margin).sum(0).flatten())
+            per_edge.append(self.loss_fn(scores, positive, margin).flatten(1))
             chunk += nc
-        return (per_edge[0] if len(per_edge) == 1 else torch.cat(per_edge)), h, t
+        return (per_edge[0] if len(per_edge) == 1 else torch.cat(per_edge, 1)), h, t
 
     def _foreign_scores(self, h: Tensor, t: Tensor, rel: Tensor, foreign: list[Tensor]) -> Tensor | None:
         """[2, B, F]: every positive's (head, rel) against the foreign tails and (tail, rel)

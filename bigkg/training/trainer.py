@@ -103,18 +103,38 @@ def build_loss(config: Config) -> LossFn:
     return loss
 
 
+def _per_relation(config: Config, manifest: Manifest, key: str, named: dict[str, Any], default: Any) -> list[Any]:
+    """One value per relation id: ``named``'s (option ``key``, relation name -> value), else ``default``."""
+    values = [default] * len(manifest.relations)
+    for name, value in named.items():
+        try:
+            values[manifest.relation_index(name)] = value
+        except DatasetError as exc:
+            raise ConfigError(f"{key}: {exc} in dataset {config.dataset}") from exc
+    return values
+
+
 def build_relation_weights(config: Config, manifest: Manifest) -> np.ndarray | None:
     """``training.relation_weights`` per relation id (float32, 1 where not named); None when none is set."""
     named = config.training.relation_weights
     if not named:
         return None
-    weights = np.ones(len(manifest.relations), dtype=np.float32)
-    for name, weight in named.items():
-        try:
-            weights[manifest.relation_index(name)] = weight
-        except DatasetError as exc:
-            raise ConfigError(f"training.relation_weights: {exc} in dataset {config.dataset}") from exc
-    return weights
+    return np.array(_per_relation(config, manifest, "training.relation_weights", named, 1.0), dtype=np.float32)
+
+
+# The (tail-prediction, head-prediction) loss weights of each ``training.negative_sides`` value.
+_SIDE_WEIGHTS = {"both": (1.0, 1.0), "tails": (1.0, 0.0), "heads": (0.0, 1.0)}
+
+
+def build_side_weights(config: Config, manifest: Manifest, device: torch.device) -> torch.Tensor | None:
+    """[relations, 2]: per relation id, the weights of its tail- and head-prediction losses
+    (``training.negative_sides``, ``training.relation_negative_sides``); None when every
+    relation corrupts both sides."""
+    t = config.training
+    sides = _per_relation(config, manifest, "training.relation_negative_sides", t.relation_negative_sides, t.negative_sides)
+    if all(side == "both" for side in sides):
+        return None
+    return torch.tensor([_SIDE_WEIGHTS[side] for side in sides], device=device)
 
 
 def build_scheduler(config: Config, manifest: Manifest) -> BucketScheduler:
@@ -171,7 +191,7 @@ class Trainer:
         self.shared_optimizer = build_shared_optimizer(self.model, config.training)
         self.step = BatchStep(
             self.model, self.loss_fn, config.training, self.row_optimizer, self.shared_optimizer,
-            build_generator(config, self.device),
+            build_generator(config, self.device), build_side_weights(config, self.manifest, self.device),
         )
         self.shuffle_generator = build_generator(config, self.device)
         self.workers = self._build_workers(threads)  # before this process starts threads: it may fork
