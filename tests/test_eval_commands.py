@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -12,6 +13,7 @@ import yaml
 from bigkg.config import config_to_dict
 from bigkg.evaluation import evaluate
 from bigkg.evaluation.query import answer_file
+from bigkg.evaluation.scoring import score_triples
 from bigkg.evaluation.source import open_run
 from launcher.cli import main
 from bigkg.format import load_manifest
@@ -196,3 +198,47 @@ def test_query_command_bad_k_and_anchors_that_are_not_utf8_name_the_value_and_li
     err = capsys.readouterr().err
     assert f"{heads}, line 2: not valid UTF-8 text" in err and "Traceback" not in err
     assert not list(tmp_path.glob("answers.parquet*"))
+
+
+def test_query_command_scores_a_file_of_triples_of_mixed_relations(run, tmp_path, capsys):
+    """Each line's score is the model's tail-prediction score of its triple, whatever its
+    relation and entity types; known marks triples of the dataset; batches change nothing."""
+    path, config, model, splits, by_index = run
+    names = {"likes": ("user", "item"), "similar": ("item", "item"), "follows": ("user", "user")}
+    rels = list(names)
+    known = {tuple(t) for s in splits.values() for t in s.tolist()}
+    lines = [(3, 0, 5), (0, 1, 7), (11, 2, 4), (3, 0, 5)] + [tuple(t) for t in splits["test"][:3].tolist()]
+    triples = tmp_path / "triples.tsv"
+    triples.write_text("".join(f"{names[rels[r]][0]}{h}\t{rels[r]}\t{names[rels[r]][1]}{t}\n" for h, r, t in lines))
+    out = tmp_path / "scores.parquet"
+    assert main(["query", str(path), "--triples", str(triples), "--out", str(out)]) == 0
+    assert f"wrote the scores of {len(lines)} triples" in capsys.readouterr().out
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["head"], r["relation"], r["tail"]) for r in rows] == [tuple(line.split("\t")) for line in
+                                                                      triples.read_text().splitlines()]
+    with torch.no_grad():
+        expected = [model.score_candidates("rhs", by_index[names[rels[r]][0]][[h]], torch.tensor([r]),
+                                           by_index[names[rels[r]][1]][[t]])[0, 0].item() for h, r, t in lines]
+    assert [r["score"] for r in rows] == pytest.approx(expected, rel=1e-5)
+    assert [r["known"] for r in rows] == [line in known for line in lines] and any(r["known"] for r in rows)
+    batched = list(score_triples(open_run(config), [(r["head"], r["relation"], r["tail"]) for r in rows], batch=3))
+    assert [len(b.heads) for b in batched] == [3, 3, 1]
+    assert np.concatenate([b.scores for b in batched]).tolist() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("user1\tlikes\n", "line 2: expected head, relation and tail separated by tabs, got 2 fields"),
+    ("user1\tloves\titem2\n", "line 2: unknown relation 'loves'"),
+    ("item1\tlikes\titem2\n", "line 2: no entity named 'item1' of type 'user'"),
+])
+def test_query_command_triples_errors_name_the_line_and_write_nothing(run, tmp_path, capsys, line, message):
+    path, *_ = run
+    triples = tmp_path / "triples.tsv"
+    triples.write_text("user0\tfollows\tuser1\n" + line)
+    out = tmp_path / "scores.parquet"
+    assert main(["query", str(path), "--triples", str(triples), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{triples}, {message}" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("scores.parquet*"))
+    assert main(["query", str(path), "--triples", str(triples)]) == 2
+    assert "give --out PATH" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,16 @@ def find_entities(root: str | Path, manifest: Manifest, entity_type: str, names:
         local = pc.index_in(names, value_set=read_entity_names(Path(root), entity_type, part))
         local = local.fill_null(-1).to_numpy(zero_copy_only=False)
         gids[local >= 0] = offsets[part] + local[local >= 0]
+    return gids
+
+
+def entity_ids(root: str | Path, manifest: Manifest, entity_type: str, names: list[str],
+               line: Callable[[int], str]) -> np.ndarray:
+    """Global ids of ``names``; a name the type lacks is an error prefixed by ``line(position)``."""
+    gids = find_entities(root, manifest, entity_type, pa.array(names, pa.string()))
+    if (gids < 0).any():
+        bad = int(np.flatnonzero(gids < 0)[0])
+        raise EvaluationError(f"{line(bad)}no entity named {names[bad]!r} of type {entity_type!r} in {root}")
     return gids
 
 
@@ -89,11 +99,8 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
     targets = int(entity_offsets(manifest)[target_type][-1])  # (query, answer) pairs as one int64 each
     start = 0
     while names := list(itertools.islice(anchors, batch)):
-        gids = find_entities(root, manifest, anchor_type, pa.array(names, pa.string()))
-        if (gids < 0).any():
-            bad = int(np.flatnonzero(gids < 0)[0])
-            at = f"{where}, line {start + bad + 1}: " if where else ""
-            raise EvaluationError(f"{at}no entity named {names[bad]!r} of type {anchor_type!r} in {root}")
+        gids = entity_ids(root, manifest, anchor_type, names,
+                          lambda k: f"{where}, line {start + k + 1}: " if where else "")
         rels = np.full(len(gids), rel_id, dtype=np.int64)
         keys = QueryKeys.of_anchors(side, gids, rels, stride)
         known_q, known_ids = FilterIndex.for_queries(root, manifest, keys).known_answers(side, gids, rels)
@@ -165,7 +172,7 @@ def query(run: TrainedRun, relation: str, k: int, *, head: str | None = None, ta
     return [Answer(name, float(batch.scores[0, r]), bool(batch.known[0, r])) for r, name in enumerate(batch.names[0])]
 
 
-def _decoded_lines(lines: Iterable[bytes], path: Path) -> Iterator[str]:
+def decoded_lines(lines: Iterable[bytes], path: Path) -> Iterator[str]:
     """Each line as text without its line break; bytes that are not UTF-8 are an error naming the line."""
     for number, raw in enumerate(lines, 1):
         try:
@@ -185,7 +192,7 @@ def answer_file(run: TrainedRun, relation: str, side: str, anchors_path: str | P
     rows = anchors = 0
     with open(anchors_path, "rb") as lines, atomic_file(Path(out)) as tmp, \
             pq.ParquetWriter(tmp, ANSWER_SCHEMA) as writer:
-        anchor_names = _decoded_lines(lines, anchors_path)
+        anchor_names = decoded_lines(lines, anchors_path)
         for part in answer(run, relation, side, anchor_names, k, exclude_known=exclude_known, batch=batch,
                            where=str(anchors_path)):
             anchors += len(part.anchors)

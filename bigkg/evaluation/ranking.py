@@ -92,7 +92,7 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def _pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+def pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
     """Score of each query's own answer, through the same ``score_fn`` as the candidates.
 
     Each query is a batch of one query and one candidate, so the cost is O(N d).
@@ -162,7 +162,7 @@ def rank_queries(
     anchor_vecs = gather(source, anchor_type, anchors, device)
     rel_t = torch.from_numpy(np.asarray(rels, dtype=np.int64)).to(device)
     with torch.no_grad():
-        true_scores = _pair_scores(score_fn, side, anchor_vecs, rel_t, gather(source, target_type, answers, device))
+        true_scores = pair_scores(score_fn, side, anchor_vecs, rel_t, gather(source, target_type, answers, device))
     if not bool(torch.isfinite(true_scores).all()):
         raise NonFiniteScoreError(f"the model gives non-finite scores to {int((~torch.isfinite(true_scores)).sum())} {side} queries")
     greater = torch.zeros(n, dtype=torch.int64, device=device)
