@@ -111,7 +111,7 @@ def dictionary_micro(names: int = 1_000_000, rows: int = 4_000_000) -> str:
     import numpy as np
     import pyarrow.compute as pc
 
-    from partitioner.strtable import StringTable
+    from bigkg.strtable import StringTable
 
     column = next(generate_chunks(GraphSpec(rows, names, 10, seed=1), chunk_edges=rows)).column("head").combine_chunks()
     kinds = np.zeros(len(column), dtype=np.int32)

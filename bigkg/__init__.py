@@ -1,9 +1,9 @@
 """bigkg: partitioned, distributed knowledge-graph embedding training.
 
-The commands' Python API, importable from the package itself (``docs/python.md``)::
+The training and query commands' Python API, importable from the package itself
+(``docs/python.md``; partitioning is ``partitioner.run.run_partition``)::
 
     import bigkg
-    bigkg.run_partition(bigkg.PartitionOptions(...))
     config = bigkg.load_config("configs/codex-s.yaml", ["training.epochs=5"])
     bigkg.train(config)
     bigkg.evaluate(config, "test")["mrr"]
@@ -26,8 +26,6 @@ _API = {
     "Config": "bigkg.config",
     "load_config": "bigkg.config",
     "config_from_dict": "bigkg.config",
-    "PartitionOptions": "partitioner.run",
-    "run_partition": "partitioner.run",
     "train": "bigkg.training.trainer",
     "evaluate": "bigkg.evaluation.evaluate",
     "open_run": "bigkg.evaluation.source",

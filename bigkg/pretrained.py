@@ -36,7 +36,7 @@ from bigkg.checkpoint import CheckpointStore, PartitionState
 from bigkg.config import Config, load_config
 from bigkg.errors import BigKGError
 from bigkg.format import Manifest, load_manifest, read_entity_names
-from partitioner.strtable import StringTable
+from bigkg.strtable import StringTable
 
 log = logging.getLogger(__name__)
 

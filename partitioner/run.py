@@ -47,7 +47,7 @@ from partitioner.kernels import RARE, SELF_LOOP, SPLIT_IDS, add_counts, random_s
 from partitioner.readers import EdgeBatch, InputFormat, detect_format, read_edges
 from partitioner.schema import DEFAULT_TYPE, Schema, load_schema
 from partitioner.spill import EdgeLog, SpillFile
-from partitioner.strtable import StringTable
+from bigkg.strtable import StringTable
 
 BUCKET_WRITERS = 4
 

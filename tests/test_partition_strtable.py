@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from partitioner.strtable import StringTable
+from bigkg.strtable import StringTable
 
 
 def test_string_table_matches_a_dict_through_growth():
