@@ -11,7 +11,7 @@ import torch
 from bigkg.config import config_from_dict, config_to_dict
 from bigkg.evaluation import evaluate
 from bigkg.evaluation.evaluate import dataset_index, link_prediction_ranks, ranking_options, recommendation_metrics
-from bigkg.evaluation.source import EvaluationError, open_run
+from bigkg.evaluation.source import CheckpointSource, EvaluationError, open_run
 from eval_datasets import RELS, random_triples as _triples, write_trained_run as _setup
 
 def _brute_force(model, splits, by_index, split="test"):
@@ -138,6 +138,26 @@ def test_cuda_evaluation_matches_cpu(tmp_path):
     gpu = evaluate(config_from_dict({**config_to_dict(config), "device": "cuda"}), "test")
     for key in ("mrr", "mr", "hits@1", "hits@10", "recall@10", "ndcg@10"):
         assert gpu[key] == pytest.approx(cpu[key], rel=1e-4), key
+
+
+def test_checkpoint_source_encodes_partitions_on_its_device(tmp_path):
+    """A partition is read on the CPU and moved to the source's device before the encoder sees
+    it: a CUDA model's graph encoder has its layers there (meta stands in for the second device)."""
+    config, *_ = _setup(tmp_path)
+    run = open_run(config)
+    source = CheckpointSource(run.version, run.manifest, run.model.to("meta"), device="meta")
+    assert source.load("user", 0).device.type == "meta"
+    assert run.source.load("user", 0).device.type == "cpu"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_evaluation_of_a_graph_encoder_matches_cpu(tmp_path):
+    config, *_ = _setup(tmp_path, overrides=["model.encoder.name=compgcn", "model.encoder.layers=2"])
+    cpu = evaluate(config, "test")
+    gpu = evaluate(config_from_dict({**config_to_dict(config), "device": "cuda"}), "test")
+    for key in ("mrr", "mr", "hits@1", "hits@10"):  # two layers of float sums: a near-tie may flip
+        assert gpu[key] == pytest.approx(cpu[key], rel=1e-3), key
 
 
 def test_ranks_split_over_workers_add_up_to_the_unsplit_ones_bit_for_bit(tmp_path):

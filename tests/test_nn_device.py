@@ -14,6 +14,7 @@ from bigkg.format import load_manifest
 from bigkg.model import EncoderContext
 from bigkg.nn import EncoderSpec, GraphError, build_encoder
 from bigkg.nn.data import graph_of
+from bigkg.nn.graph import Graph
 from bigkg.nn.model_encoder import GraphEncoder
 from launcher.cli import main as cli_main
 from partition_helpers import partition
@@ -123,3 +124,20 @@ def test_cli_trains_an_int2_sparsified_encoder_on_cuda(codex1, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss_per_edge"] for r in records if r["type"] == "epoch"]
     assert len(losses) == 2 and losses[1] < losses[0]
+
+
+@pytest.mark.gpu
+@cuda_only
+@pytest.mark.parametrize("norm", ["sym", "none"])
+def test_graph_built_from_cuda_tensors_has_every_tensor_there(norm):
+    """``Graph.to`` keeps a graph already on the device as it is, so its own row pointers and
+    weights must be made there too, or neighbourhoods index CPU tensors with CUDA ids."""
+    heads, rels, tails = torch.tensor([0, 0, 1, 3]), torch.tensor([0, 1, 0, 1]), torch.tensor([1, 2, 2, 0])
+    cpu = Graph(heads, rels, tails, 4, 2, norm=norm)
+    gpu = Graph(heads.cuda(), rels.cuda(), tails.cuda(), 4, 2, norm=norm)
+    for name in ("src", "dst", "rel", "weight", "rowptr"):
+        assert getattr(gpu, name).device.type == "cuda", name
+    seeds = torch.tensor([2, 0])
+    want, got = cpu.neighbourhood(seeds, 2), gpu.neighbourhood(seeds.cuda(), 2)
+    torch.testing.assert_close(got.nodes.cpu(), want.nodes)
+    torch.testing.assert_close(got.edges.weight.cpu(), want.edges.weight)

@@ -22,12 +22,16 @@ class CheckpointSource:
 
     Keeps the ``cache_partitions`` most recently used partitions in memory, so
     a gather followed by a ranking pass does not read a file twice in a row.
+    Partitions are encoded, and kept, on ``device``: the model's, where a graph
+    encoder's layers are.
     """
 
-    def __init__(self, version: CheckpointVersion, manifest: Manifest, model: KGModel, *, cache_partitions: int = 2):
+    def __init__(self, version: CheckpointVersion, manifest: Manifest, model: KGModel, *, cache_partitions: int = 2,
+                 device: str | torch.device = "cpu"):
         self.version = version
         self.manifest = manifest
         self.model = model
+        self.device = torch.device(device)
         self.offsets = entity_offsets(manifest)
         self.cache_partitions = max(cache_partitions, 1)
         self._cache: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
@@ -47,7 +51,8 @@ class CheckpointSource:
                 f"{self.version.partition_path(entity_type, part)} has {embeddings.shape[0]} rows; "
                 f"the dataset's partition has {expected} entities"
             )
-        rows = torch.arange(embeddings.shape[0])
+        embeddings = embeddings.to(self.device)  # read on the CPU; a CUDA model's encoder cannot take it there
+        rows = torch.arange(embeddings.shape[0], device=self.device)
         context = EncoderContext(entity_type, part, rows, embeddings)
         with torch.no_grad():
             vectors = self.model.encoder.encode(embeddings, context)
@@ -92,4 +97,4 @@ def open_run(config: Config, store: CheckpointStore | None = None) -> TrainedRun
     model = build_model(config, manifest)
     version.load_shared(model)
     model.eval().to(device)
-    return TrainedRun(config, manifest, version, model, CheckpointSource(version, manifest, model), device)
+    return TrainedRun(config, manifest, version, model, CheckpointSource(version, manifest, model, device=device), device)

@@ -174,7 +174,8 @@ class Graph:
         order = torch.argsort(dst, stable=True)
         self.src, self.dst, self.rel = src[order], dst[order], rel[order]
         in_degree = torch.bincount(self.dst, minlength=num_nodes)
-        self.rowptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+        # On the edges' device: ``to`` keeps a graph that is already there as it is.
+        self.rowptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=self.dst.device)
         self.rowptr[1:] = torch.cumsum(in_degree, 0)
         deg = in_degree.clamp_min(1).float()
         if norm == "sym":
@@ -182,7 +183,7 @@ class Graph:
         elif norm == "mean":
             self.weight = deg[self.dst].reciprocal()
         else:
-            self.weight = torch.ones(self.src.numel())
+            self.weight = torch.ones(self.src.numel(), device=self.src.device)
 
     def __len__(self) -> int:
         return int(self.src.numel())
