@@ -232,3 +232,36 @@ def test_a_step_propagates_once_and_matches_dense_autograd(codex1):
     in_batch = torch.zeros(n, dtype=torch.bool)
     in_batch[torch.cat([batch.lhs, batch.rhs])] = True
     assert (touched & ~in_batch).any()  # neighbours of the batch's entities learn too
+
+
+def test_weight_pruning_ramps_over_training_steps_across_a_resume(codex1, tmp_path):
+    """weight_ramp_steps counts optimizer steps: every pruned weight of every layer drops
+    target x step / ramp of its entries at a step, however many forward passes the step
+    makes, and a resumed run goes on from the checkpoint's count."""
+    from bigkg.nn.base import Linear
+    from bigkg.training.trainer import Trainer
+
+    target, ramp, batch = 0.5, 20, 8000
+    per_epoch = math.ceil(read_bucket(codex1, "train", 0, 0).lhs.size / batch)
+
+    def trained(epochs: int) -> tuple[Trainer, list[Linear]]:
+        config = config_from_dict({
+            "dataset": str(codex1), "run_dir": str(tmp_path / "run"),
+            "model": {"dim": 8, "operator": "diagonal", "reciprocal": True,
+                      "encoder": {"name": "compgcn", "layers": 2, "weight_target": target, "weight_ramp_steps": ramp}},
+            "training": {"epochs": epochs, "batch_size": batch, "threads": 1},
+            "eval": {"valid_every": 0},
+        })
+        trainer = Trainer(config)
+        trainer.train()
+        linears = [m for m in trainer.model.encoder.modules() if isinstance(m, Linear) and m.pruner is not None]
+        assert len(linears) == 4  # two layers: the aggregate's map and the self-loop's
+        return trainer, linears
+
+    for epochs in (1, 2):  # the second call resumes from the first's checkpoint
+        trainer, linears = trained(epochs)
+        last_step = epochs * per_epoch - 1  # the step whose forward pass made the masks
+        assert CheckpointStore(tmp_path / "run").latest().meta["progress"]["steps"] == epochs * per_epoch
+        for linear in linears:
+            dropped = int(target * min(1.0, last_step / ramp) * linear.weight.numel())
+            assert int((~linear.mask).sum()) == dropped

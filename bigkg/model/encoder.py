@@ -49,6 +49,10 @@ class Encoder(nn.Module):
     def encode(self, entity_embeddings: Tensor, context: EncoderContext) -> Tensor:
         raise NotImplementedError
 
+    def set_training_step(self, step: int) -> None:
+        """Training is at optimizer step ``step`` (from 0, counted across resumes), for
+        schedules that follow it; called before each step's forward pass."""
+
     def whole_partition(self, entity_type: str, partition: int) -> bool:
         """Whether a training step should encode this partition once per batch,
         as one leaf of all its rows, and index the requested rows from it

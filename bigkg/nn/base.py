@@ -72,7 +72,6 @@ class Linear(nn.Module):
         if self.pruner is None:
             return self.weight
         if self.training:
-            self.pruner.step()
             scale = torch.cat([feature_scale(x, rows) for x in inputs])
             self.mask = self.pruner.mask(self.weight, scale)
         return self.weight * self.mask

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from bigkg.config import COMBINES, GRAPH_ENCODERS, EncoderConfig
-from bigkg.nn.base import MessagePassing, check_save_mode
+from bigkg.nn.base import Linear, MessagePassing, check_save_mode
 from bigkg.nn.graph import EdgeSet, Graph, GraphError
 from bigkg.nn.layers import CompGCNLayer, Compose, LightGCNLayer, RGCNLayer
 from bigkg.sparsify import MacCounter, MessagePruner, WeightPruner
@@ -62,6 +62,12 @@ class Encoder(nn.Module):
         if self.combine == "mean":
             return torch.stack(outputs).mean(0)
         return h
+
+    def set_training_step(self, step: int) -> None:
+        """Every weight pruner's schedule is at training step ``step``."""
+        for module in self.modules():
+            if isinstance(module, Linear) and module.pruner is not None:
+                module.pruner.steps = step
 
     def encode(
         self,

@@ -52,6 +52,9 @@ class GraphEncoder(ModelEncoder):
             self._graphs[key] = Graph(lhs, rel, rhs, count, len(self.manifest.relations))
         return self._graphs[key]
 
+    def set_training_step(self, step: int) -> None:
+        self.encoder.set_training_step(step)
+
     def whole_partition(self, entity_type: str, partition: int) -> bool:
         """Small graphs propagate in full: one propagation serves every request of a batch."""
         return self.graph(entity_type, partition).num_nodes <= self.encoder.full_graph_max_nodes

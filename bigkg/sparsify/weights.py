@@ -17,7 +17,9 @@ from bigkg.sparsify.messages import SparsifyError
 @dataclass
 class WeightPruner:
     """``delta`` (threshold relative to the mean importance) or ``target``
-    (fraction of entries to drop), reached after ``ramp_steps`` training steps."""
+    (fraction of entries to drop), reached after ``ramp_steps`` training steps.
+    ``steps`` is where training stands, set by the encoder before each step (every
+    layer's pruners read the same count, however many forward passes a step makes)."""
 
     delta: float = 0.0
     target: float = 0.0
@@ -31,10 +33,6 @@ class WeightPruner:
         if self.ramp_steps < 0:
             raise SparsifyError(f"weight pruning ramp_steps must be >= 0, got {self.ramp_steps}")
         self.steps = 0
-
-    def step(self) -> None:
-        """Advance the schedule by one training step."""
-        self.steps += 1
 
     @property
     def progress(self) -> float:

@@ -116,6 +116,7 @@ class BatchStep:
         self.generator = generator
         self.shared_lock = threading.Lock()
         self.closed_form = supports_closed_form(model, config)
+        self.steps = 0  # steps taken, resumed from the checkpoint's progress; the encoder's schedules follow it
 
     def __call__(
         self,
@@ -129,6 +130,8 @@ class BatchStep:
         """``foreign``: (head, tail) candidates from partitions not in memory, scored as
         extra negatives of every positive; their gradients are added to the samples."""
         cfg = self.config
+        self.model.encoder.set_training_step(self.steps)
+        self.steps += 1
         size = batch.lhs.shape[0]
         plan = ChunkPlan(size, min(cfg.chunk_size, size))
         gen = generator or self.generator

@@ -71,6 +71,7 @@ class Progress:
     initialised_from: dict[str, Any] | None = None  # model.init_from's source and what took its values
     stale_validations: int = 0
     stopped_early: bool = False
+    steps: int = 0  # optimizer steps this process has taken (schedules such as weight pruning's ramp follow it)
     valid: list[dict[str, Any]] = field(default_factory=list)
 
     def next_epoch(self) -> None:
@@ -319,6 +320,7 @@ class Trainer:
         p.finished = p.finished + [bucket]
         p.epoch_loss += loss
         p.epoch_edges += edges
+        p.steps = self.step.steps
         p.epoch_seconds += t2 - t0
         self.metrics.write({
             "type": "bucket", "epoch": epoch, "bucket": list(bucket), "edges": edges, "loss": loss,
@@ -510,6 +512,7 @@ class Trainer:
             self.deferred.restore(shared.get("deferred", []))
         self.metrics.truncate(version.meta["metrics_lines"])
         self.progress = Progress.from_meta(version.meta["progress"])
+        self.step.steps = self.progress.steps
         log.info("resuming from %s (epoch %d, %d buckets done)", version.path, self.progress.epoch + 1, len(self.progress.finished))
         return version
 
