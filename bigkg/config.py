@@ -99,6 +99,9 @@ class ModelConfig:
     regularizer: str = opt("none", "regularizer on the embedding rows and relation parameters used by a batch", REGULARIZERS)
     regularization_weight: float = opt(0.0, "weight of the regularizer", minimum=0.0)
     init_scale: float = opt(0.001, "standard deviation of the initial entity embeddings", minimum=0.0)
+    max_norm: float | None = opt(
+        None, "PBG's max_norm: every stored entity embedding row is kept at L2 norm at most this (rows start "
+        "within it and are scaled down after each update; with an encoder, its input rows); null: unbounded")
     init_from: str | None = opt(
         None, "a fresh run starts from this earlier run directory (its latest checkpoint: entity vectors and "
         "Adagrad state by type and name, relation parameters by relation name) or this export of 'bigkg "
@@ -301,6 +304,8 @@ def _check(config: Config) -> None:
     complex_ops = {"complex_diagonal", "rotate"} & ({m.operator} | set(m.relation_operators.values()))
     if complex_ops and m.dim % 2:
         raise ConfigError(f"model.dim: {m.dim} must be even for the {sorted(complex_ops)[0]} operator")
+    if m.max_norm is not None and m.max_norm <= 0:
+        raise ConfigError(f"model.max_norm: {m.max_norm!r} must be above 0 (null leaves rows unbounded)")
     if not (config.device in ("cpu", "cuda", "auto") or re.fullmatch(r"cuda:\d+", config.device)):
         raise ConfigError(f"device: {config.device!r} is not allowed; choose cpu, cuda, cuda:N or auto")
     _check_encoder(m.encoder)

@@ -3,10 +3,18 @@
 Row-wise Adagrad (PBG) keeps one accumulator per embedding row, the running sum
 of the mean squared gradient of that row. A step reads and writes only the
 rows of the batch, so its cost does not grow with the table.
+
+With ``max_norm`` (``model.max_norm``, PBG's option of the same name) every row a
+step updates is then scaled down to that L2 norm if it is longer: a projected
+gradient step. Rows start within the bound (``clip_row_norms`` at
+initialisation), so every stored row stays within it, the rows a batch scores
+included; PBG renormalises the rows it looks up instead, which is the same as
+long as every row starts within the bound.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Sequence
 
@@ -18,24 +26,30 @@ from torch import Tensor, nn
 from bigkg.config import TrainingConfig
 
 
+# Added to a norm before dividing by it, as torch's ``embedding_renorm_`` (F.embedding's max_norm) does.
+_RENORM_EPS = 1e-7
+
+
 class RowAdagrad:
-    def __init__(self, lr: float, eps: float = 1e-10):
+    def __init__(self, lr: float, eps: float = 1e-10, max_norm: float | None = None):
         self.lr = lr
         self.eps = eps
+        self.max_norm = max_norm  # None: rows unbounded
         self._scratch = threading.local()  # per Hogwild thread: the compiled path's RowScratch
 
     @torch.no_grad()
     def step(self, table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
         """Update the rows ``ids[k]`` of ``table`` with gradients ``grads[k]`` [len(ids[k]), d].
 
-        A row named several times gets one update with the sum of its gradients.
+        A row named several times gets one update with the sum of its gradients;
+        with ``max_norm`` every row named is then scaled down to norm ``max_norm`` where longer.
         """
         if not ids:
             return
         if _numba_ok(table, state, grads):
-            _step_numba(table, state, ids, grads, self.lr, self.eps, self._scratch_for(table))
+            _step_numba(table, state, ids, grads, self.lr, self.eps, self._scratch_for(table), max_norm=self.max_norm)
             return
-        _step_torch(table, state, ids, grads, self.lr, self.eps)
+        _step_torch(table, state, ids, grads, self.lr, self.eps, max_norm=self.max_norm)
 
     def _scratch_for(self, table: Tensor) -> RowScratch:
         """This thread's scratch, large enough for ``table``."""
@@ -81,7 +95,22 @@ def _numba_ok(table: Tensor, state: Tensor, grads: Sequence[Tensor]) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
 
 
-def _step_torch(table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor], lr: float, eps: float) -> None:
+def clip_row_norms(table: Tensor, max_norm: float | None) -> None:
+    """Scale every row of ``table`` longer than ``max_norm`` down to that norm, in place
+    (a fresh or loaded table, once; a step clips only the rows it updates)."""
+    if max_norm is not None:
+        table.mul_(_shrink_factors(torch.linalg.vector_norm(table, dim=1), max_norm).unsqueeze(1))
+
+
+def _shrink_factors(norms: Tensor, max_norm: float) -> Tensor:
+    """Per row, the factor that brings its norm within ``max_norm``: 1 where it is already."""
+    return (max_norm / (norms + _RENORM_EPS)).clamp_(max=1.0)
+
+
+def _step_torch(
+    table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor], lr: float, eps: float, *,
+    max_norm: float | None = None,
+) -> None:
     """The update in torch ops that never wait for the device (the GPU path).
 
     ``torch.unique`` would make the host wait for the number of distinct rows before it
@@ -106,11 +135,22 @@ def _step_torch(table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequ
     state.index_add_(0, rows, summed.pow(2).mean(dim=1))
     step = summed / state.index_select(0, rows).sqrt_().add_(eps).unsqueeze(1)
     table.index_add_(0, rows, step, alpha=-lr)
+    if max_norm is not None:
+        _clip_updated_rows(table, rows, run_starts, max_norm)
+
+
+def _clip_updated_rows(table: Tensor, rows: Tensor, run_starts: Tensor, max_norm: float) -> None:
+    """Scale the rows ``rows`` (sorted, ``run_starts`` marking each distinct row's first
+    position) down to norm ``max_norm``, without waiting for the device. As in the update,
+    the change is added, by the first position of each run only, the others adding zero."""
+    current = table.index_select(0, rows)
+    change = _shrink_factors(torch.linalg.vector_norm(current, dim=1), max_norm).sub_(1.0).mul_(run_starts)
+    table.index_add_(0, rows, current.mul_(change.unsqueeze(1)))
 
 
 def _step_numba(
     table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor], lr: float, eps: float,
-    scratch: RowScratch,
+    scratch: RowScratch, *, max_norm: float | None = None,
 ) -> None:
     """The same update in compiled passes: give each distinct row a slot (through
     ``scratch.slot_of``, so finding the distinct rows costs no sort), sum the pieces per
@@ -124,7 +164,8 @@ def _step_numba(
         for grad in grads:
             filled = _accumulate(summed, slots[start : start + grad.shape[0]], grad.numpy(), filled)
             start += grad.shape[0]
-        _update_rows(table.numpy(), state.numpy(), rows, summed, lr, eps)
+        bound = math.inf if max_norm is None else max_norm  # one compiled signature, bounded or not
+        _update_rows(table.numpy(), state.numpy(), rows, summed, lr, eps, bound, _RENORM_EPS)
     finally:
         scratch.slot_of[rows] = -1
 
@@ -172,8 +213,8 @@ def _accumulate(summed, slots, grad, filled):  # pragma: no cover - compiled
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_REORDER)
-def _update_rows(table, state, rows, summed, lr, eps):  # pragma: no cover - compiled
-    """Update each row from its slot's sum."""
+def _update_rows(table, state, rows, summed, lr, eps, max_norm, renorm_eps):  # pragma: no cover - compiled
+    """Update each row from its slot's sum, then scale it down to norm ``max_norm`` (inf: never)."""
     d = summed.shape[1]
     for k in range(rows.shape[0]):
         g = summed[k]
@@ -187,6 +228,20 @@ def _update_rows(table, state, rows, summed, lr, eps):  # pragma: no cover - com
         row = table[r]
         for j in range(d):
             row[j] -= scale * g[j]
+        if max_norm < np.inf:
+            _clip_row(row, np.float32(max_norm), np.float32(renorm_eps))
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_REORDER)
+def _clip_row(row, max_norm, renorm_eps):  # pragma: no cover - compiled
+    """Scale ``row`` down to norm ``max_norm`` if it is longer (as ``_shrink_factors``)."""
+    squares = np.float32(0.0)
+    for j in range(row.shape[0]):
+        squares += row[j] * row[j]
+    shrink = max_norm / (np.sqrt(squares) + renorm_eps)
+    if shrink < np.float32(1.0):
+        for j in range(row.shape[0]):
+            row[j] *= shrink
 
 
 def build_shared_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Optimizer | None:

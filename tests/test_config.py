@@ -45,6 +45,9 @@ def test_round_trip_through_yaml(tmp_path):
         ({"device": "cuda:x"}, [], ["device", "'cuda:x'", "cuda:N"]),
         ({"seed": -1}, [], ["seed", "-1", "minimum"]),
         ({"eval": {"rec_k": [0, 10]}}, [], ["eval.rec_k", "at least 1"]),
+        ({"model": {"max_norm": 0}}, [], ["model.max_norm", "0", "above 0"]),
+        ({}, ["model.max_norm=-1"], ["model.max_norm", "-1", "above 0"]),
+        ({"model": {"max_norm": "big"}}, [], ["model.max_norm", "'big'"]),
     ],
 )
 def test_errors_name_key_and_allowed(data, overrides, words):
@@ -82,6 +85,15 @@ def test_every_option_has_help():
     keys = {key for key, *_ in options}
     assert {"model.dim", "training.chunk_size", "eval.early_stopping_patience", "checkpoint.keep_versions"} <= keys
     assert all(help_text for _, _, help_text, _ in options)
+
+
+def test_max_norm_is_off_by_default_and_not_structural():
+    """A run may resume under another bound: it changes no parameter's shape."""
+    assert Config().model.max_norm is None
+    config = config_from_dict({}, ["model.max_norm=1"])
+    assert config.model.max_norm == 1.0 and isinstance(config.model.max_norm, float)
+    assert "max_norm" not in config.model.STRUCTURAL_OPTIONS
+    assert config_from_dict({"model": {"max_norm": 2.5}}, ["model.max_norm=null"]).model.max_norm is None
 
 
 def test_foreign_negatives_refuse_a_graph_encoder():

@@ -12,7 +12,7 @@ from bigkg.config import config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
 from bigkg.losses import LOSSES
 from bigkg.model import build_model
-from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_shared_optimizer
+from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_shared_optimizer, clip_row_norms
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
 from bigkg.training.trainer import build_side_weights
@@ -85,6 +85,52 @@ def test_row_adagrad_matches_dense_reference(kernel):
         optimizer.step(table, state, more_ids, more_grad)
         torch.testing.assert_close(table, expected_table)
         torch.testing.assert_close(state, expected_state)
+
+
+@pytest.mark.parametrize("kernel", [_step_torch, _step_numba, None])
+def test_row_adagrad_max_norm_clips_the_updated_rows_only(kernel):
+    """With max_norm, each updated row (repeated ones once) is the dense rule's row scaled
+    down to norm max_norm where it is longer, as F.embedding's renorm does; rows not named
+    keep their values, even above the bound (no pass over the table). The compiled CPU
+    kernel, the torch one (GPU path) and the dispatching step agree."""
+    g = torch.Generator().manual_seed(2)
+    table, state = torch.randn(50, 8, generator=g), torch.rand(50, generator=g)
+    ids = [torch.tensor([3, 17, 4, 3, 30]), torch.tensor([49, 17])]
+    grads = [torch.randn(5, 8, generator=g), torch.randn(2, 8, generator=g)]
+    grads[0][4] *= 1e-3  # row 30: a small step, ...
+    table[30] *= 0.1  # ... from a short row: stays within the bound, unchanged by the clip
+    dense_grad = torch.zeros(50, 8)
+    for i, grad in zip(ids, grads):
+        dense_grad.index_add_(0, i, grad)
+    max_norm = 1.5
+    expected_table, expected_state = dense_row_adagrad(table, state, dense_grad, 0.3)
+    touched = torch.zeros(50, dtype=torch.bool)
+    touched[torch.cat(ids)] = True
+    norms = expected_table.norm(dim=1, keepdim=True)
+    expected_table = torch.where(touched.unsqueeze(1) & (norms > max_norm), expected_table * max_norm / (norms + 1e-7),
+                                 expected_table)
+    assert (norms[touched] > max_norm).sum() >= 3 and norms[30] < max_norm  # both cases are tested
+    assert (table[~touched].norm(dim=1) > max_norm).any()
+    before = table.clone()
+    optimizer = RowAdagrad(0.3, max_norm=max_norm)
+    if kernel is _step_torch:
+        kernel(table, state, ids, grads, optimizer.lr, optimizer.eps, max_norm=max_norm)
+    elif kernel is _step_numba:
+        kernel(table, state, ids, grads, optimizer.lr, optimizer.eps, RowScratch(50, 8), max_norm=max_norm)
+    else:
+        optimizer.step(table, state, ids, grads)
+    torch.testing.assert_close(table, expected_table)
+    torch.testing.assert_close(state, expected_state)
+    assert torch.equal(table[~touched], before[~touched])
+    assert table[touched].norm(dim=1).max() <= max_norm * (1 + 1e-6)  # float32 rounding
+
+
+def test_clip_row_norms_scales_long_rows_only():
+    table = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]])
+    clip_row_norms(table, 1.0)
+    torch.testing.assert_close(table, torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
+    clip_row_norms(table, None)  # no bound: nothing changes
+    torch.testing.assert_close(table, torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
 
 
 def foreign_candidates(mode: str | None, count: int, d: int, g: torch.Generator):

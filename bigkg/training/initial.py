@@ -1,4 +1,5 @@
-"""A fresh run's first partitions: seeded random rows, or an earlier run's where ``model.init_from`` has them."""
+"""A fresh run's first partitions: seeded random rows, or an earlier run's where ``model.init_from`` has them,
+within ``model.max_norm``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from bigkg.checkpoint import PartitionKey, PartitionState
 from bigkg.config import Config
 from bigkg.format import Manifest
+from bigkg.optim import clip_row_norms
 from bigkg.pretrained import PretrainedInit
 from bigkg.storage import all_partition_keys
 
@@ -36,6 +38,7 @@ class InitialPartitions(Mapping[PartitionKey, PartitionState]):
         state = initial_partition(self.config, key, size, self.type_index[key[0]])
         if self.pretrained is not None:
             self.pretrained.fill(key[0], key[1], state)
+        clip_row_norms(state.embeddings, self.config.model.max_norm)  # updates keep rows within it: start so
         return state
 
     def __contains__(self, key: object) -> bool:  # Mapping's default would build the partition

@@ -188,7 +188,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = build_model(config, self.manifest).to(self.device)
         self.loss_fn = build_loss(config)
-        self.row_optimizer = RowAdagrad(config.training.lr)
+        self.row_optimizer = RowAdagrad(config.training.lr, max_norm=config.model.max_norm)
         self.shared_optimizer = build_shared_optimizer(self.model, config.training)
         self.step = BatchStep(
             self.model, self.loss_fn, config.training, self.row_optimizer, self.shared_optimizer,
