@@ -9,7 +9,10 @@ from bigkg.config import Config, ConfigError
 
 
 def build_device(config: Config) -> torch.device:
-    """``auto`` is the GPU when there is one; an explicit ``cuda`` without CUDA is an error."""
+    """``auto`` is the GPU when there is one; an explicit ``cuda`` without CUDA is an error.
+    Also sets this process's float32 matmul precision (``matmul_precision``), which
+    training and evaluation share."""
+    torch.set_float32_matmul_precision(config.matmul_precision)
     if config.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(config.device)

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from bigkg.config import Config, ConfigError, config_from_dict, config_to_yaml, describe_options, load_config
 
@@ -124,3 +125,18 @@ SHIPPED = sorted(REPO.glob("configs/*.yaml")) + sorted(REPO.glob("benchmarks/con
 def test_every_shipped_config_loads(path):
     """A key misspelt or a value out of range in a shipped file fails here, not in a user's run."""
     load_config(path, ["dataset=d", "run_dir=r"])  # the benchmark configs leave both to --set
+
+
+def test_matmul_precision_is_set_for_the_process_that_builds_the_device():
+    from bigkg.device import build_device
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        build_device(config_from_dict({"matmul_precision": "high"}))
+        assert torch.get_float32_matmul_precision() == "high"
+        build_device(config_from_dict({}))
+        assert torch.get_float32_matmul_precision() == "highest"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    with pytest.raises(ConfigError, match="matmul_precision: 'tf32' is not allowed; choose one of highest, high, medium"):
+        config_from_dict({"matmul_precision": "tf32"})
