@@ -136,6 +136,10 @@ stage_fb15k237() {
         --work /tmp/bigkg-fb15k237_d100 --json "$out/fb15k237_gpu_d100.json"
     "$python" benchmarks/fb15k237_gpu.py --device cuda --dims 400 --epochs 10 --eval-every 1 \
         --set model.regularization_weight=0.05 --work /tmp/bigkg-fb15k237_n3 --json "$out/fb15k237_gpu_n3.json"
+    # the same with TF32 products (matmul_precision: high): speed and MRR against exact float32
+    "$python" benchmarks/fb15k237_gpu.py --device cuda --dims 400 --epochs 10 --eval-every 1 \
+        --set model.regularization_weight=0.05 --set matmul_precision=high \
+        --work /tmp/bigkg-fb15k237_tf32 --json "$out/fb15k237_gpu_tf32.json"
 }
 
 stage_fb15k237_tuned() {
