@@ -24,8 +24,9 @@ Every output is built under a temporary name and renamed when complete.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import h5py
 import numpy as np
@@ -37,7 +38,7 @@ from bigkg.atomic import atomic_directory, atomic_file
 from bigkg.config import ModelConfig
 from bigkg.errors import BigKGError
 from bigkg.evaluation.ranking import EntitySource
-from bigkg.format import DatasetError, Manifest, read_entity_names
+from bigkg.format import DatasetError, EntityType, Manifest, read_entity_names
 from bigkg.model import KGModel
 
 FORMATS = ("parquet", "hdf5", "npy", "npz")
@@ -48,18 +49,32 @@ class ExportError(BigKGError):
     """The export cannot be written as asked."""
 
 
-def _partitions(root: Path, manifest: Manifest, source: EntitySource) -> Iterator[tuple[str, int, pa.Array, np.ndarray]]:
-    """(entity type, partition, names, vectors [n, d] float32) in global-id order."""
-    for et in manifest.entity_types:
-        for part, count in enumerate(et.partition_counts):
-            names = read_entity_names(root, et.name, part)
-            vectors = source.load(et.name, part).detach().cpu().float().numpy()
-            if len(names) != count or vectors.shape[0] != count:
-                raise DatasetError(
-                    f"entity type {et.name!r} partition {part}: manifest says {count} entities, "
-                    f"the name table has {len(names)} and the checkpoint {vectors.shape[0]}"
-                )
-            yield et.name, part, names, vectors
+@dataclass
+class EntityTables:
+    """What an export writes: the entity types with their partition sizes, and each
+    partition's names (in local-id order) and vectors."""
+
+    entity_types: list[EntityType]
+    names: Callable[[str, int], pa.Array]
+    source: EntitySource
+
+    @classmethod
+    def of_dataset(cls, root: str | Path, manifest: Manifest, source: EntitySource) -> "EntityTables":
+        """A dataset's names (its entity tables) with ``source``'s vectors."""
+        return cls(manifest.entity_types, lambda entity_type, part: read_entity_names(Path(root), entity_type, part), source)
+
+    def partitions(self) -> Iterator[tuple[str, int, pa.Array, np.ndarray]]:
+        """(entity type, partition, names, vectors [n, d] float32) in global-id order."""
+        for et in self.entity_types:
+            for part, count in enumerate(et.partition_counts):
+                names = self.names(et.name, part)
+                vectors = self.source.load(et.name, part).detach().cpu().float().numpy()
+                if len(names) != count or vectors.shape[0] != count:
+                    raise DatasetError(
+                        f"entity type {et.name!r} partition {part}: {count} entities expected, "
+                        f"the name table has {len(names)} and the vectors {vectors.shape[0]}"
+                    )
+                yield et.name, part, names, vectors
 
 
 PARQUET_SCHEMA = pa.schema(
@@ -73,9 +88,9 @@ PARQUET_SCHEMA = pa.schema(
 )
 
 
-def _write_parquet(tmp: Path, root: Path, manifest: Manifest, source: EntitySource, group_rows: int) -> None:
+def _write_parquet(tmp: Path, tables: EntityTables, group_rows: int) -> None:
     with pq.ParquetWriter(tmp, PARQUET_SCHEMA) as writer:
-        for etype, part, names, vectors in _partitions(root, manifest, source):
+        for etype, part, names, vectors in tables.partitions():
             n, d = vectors.shape
             for start in range(0, n, group_rows):
                 stop = min(start + group_rows, n)
@@ -95,18 +110,18 @@ def _write_parquet(tmp: Path, root: Path, manifest: Manifest, source: EntitySour
                 writer.write_batch(batch, row_group_size=group_rows)
 
 
-def _write_hdf5(tmp: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
+def _write_hdf5(tmp: Path, tables: EntityTables) -> None:
     with h5py.File(tmp, "w") as fh:
         groups = {}
-        for et in manifest.entity_types:
-            dim = source.dimension(et.name)
+        for et in tables.entity_types:
+            dim = tables.source.dimension(et.name)
             g = fh.create_group(et.name)
             g.create_dataset("embedding", shape=(et.count, dim), dtype="float32")
             g.create_dataset("name", shape=(et.count,), dtype=h5py.string_dtype("utf-8"))
             g.create_dataset("partition", shape=(et.count,), dtype="int32")
             g.create_dataset("local_id", shape=(et.count,), dtype="int64")
             groups[et.name] = (g, et.offsets)
-        for etype, part, names, vectors in _partitions(root, manifest, source):
+        for etype, part, names, vectors in tables.partitions():
             g, offsets = groups[etype]
             sl = slice(int(offsets[part]), int(offsets[part + 1]))
             g["embedding"][sl] = vectors
@@ -115,10 +130,10 @@ def _write_hdf5(tmp: Path, root: Path, manifest: Manifest, source: EntitySource)
             g["local_id"][sl] = np.arange(vectors.shape[0])
 
 
-def _write_npy(tmp_dir: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
+def _write_npy(tmp_dir: Path, tables: EntityTables) -> None:
     files: dict[str, Any] = {}
-    for et in manifest.entity_types:
-        dim = source.dimension(et.name)
+    for et in tables.entity_types:
+        dim = tables.source.dimension(et.name)
         files[et.name] = {
             "embedding": np.lib.format.open_memmap(tmp_dir / f"{et.name}.embedding.npy", "w+", np.float32, (et.count, dim)),
             "partition": np.lib.format.open_memmap(tmp_dir / f"{et.name}.partition.npy", "w+", np.int32, (et.count,)),
@@ -127,7 +142,7 @@ def _write_npy(tmp_dir: Path, root: Path, manifest: Manifest, source: EntitySour
             "offsets": et.offsets,
         }
     try:
-        for etype, part, names, vectors in _partitions(root, manifest, source):
+        for etype, part, names, vectors in tables.partitions():
             f = files[etype]
             sl = slice(int(f["offsets"][part]), int(f["offsets"][part + 1]))
             f["embedding"][sl] = vectors
@@ -144,9 +159,9 @@ def _write_npy(tmp_dir: Path, root: Path, manifest: Manifest, source: EntitySour
             f["names"].close()
 
 
-def _write_npz(tmp: Path, root: Path, manifest: Manifest, source: EntitySource) -> None:
+def _write_npz(tmp: Path, tables: EntityTables) -> None:
     arrays: dict[str, list[np.ndarray]] = {}
-    for etype, part, names, vectors in _partitions(root, manifest, source):
+    for etype, part, names, vectors in tables.partitions():
         for key, value in (
             ("embedding", vectors),
             ("name", np.array(names.to_pylist(), dtype=str)),
@@ -168,29 +183,37 @@ def export_embeddings(
     force: bool = False,
     row_group_rows: int = ROW_GROUP_ROWS,
 ) -> dict[str, Any]:
-    """Write every entity's vector and name to ``out``; returns a summary.
+    """Write every entity's vector (from ``source``) and name (from the dataset at ``root``)
+    to ``out``; returns a summary."""
+    return write_entity_tables(EntityTables.of_dataset(root, manifest, source), out, fmt, force=force,
+                               row_group_rows=row_group_rows)
+
+
+def write_entity_tables(tables: EntityTables, out: str | Path, fmt: str, *, force: bool = False,
+                        row_group_rows: int = ROW_GROUP_ROWS) -> dict[str, Any]:
+    """Write ``tables`` to ``out`` in format ``fmt``; returns a summary.
 
     ``row_group_rows`` caps the rows of a Parquet row group (a partition is cut into several).
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    root, out = Path(root), Path(out)
+    out = Path(out)
     if out.exists() and not force:
         raise ExportError(f"{out} already exists (use --force to replace it)")
     if fmt == "npy":
         with atomic_directory(out, force=True) as tmp_dir:
-            _write_npy(tmp_dir, root, manifest, source)
+            _write_npy(tmp_dir, tables)
     else:
         with atomic_file(out) as tmp:
             if fmt == "parquet":
-                _write_parquet(tmp, root, manifest, source, row_group_rows)
+                _write_parquet(tmp, tables, row_group_rows)
             else:
-                {"hdf5": _write_hdf5, "npz": _write_npz}[fmt](tmp, root, manifest, source)
+                {"hdf5": _write_hdf5, "npz": _write_npz}[fmt](tmp, tables)
     return {
         "path": str(out),
         "format": fmt,
-        "entities": {et.name: et.count for et in manifest.entity_types},
-        "rows": sum(et.count for et in manifest.entity_types),
+        "entities": {et.name: et.count for et in tables.entity_types},
+        "rows": sum(et.count for et in tables.entity_types),
     }
 
 

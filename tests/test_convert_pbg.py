@@ -1,0 +1,178 @@
+"""bigkg convert: a PyTorch-BigGraph checkpoint's vectors with their names, as bigkg export
+writes them, and from there a bigkg run's starting point (model.init_from)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from bigkg.checkpoint import CheckpointStore
+from bigkg.config import config_from_dict
+from bigkg.format import load_manifest, read_entity_names
+from bigkg.training.trainer import train
+from launcher.cli import main
+from partition_helpers import partition
+
+REPO = Path(__file__).resolve().parents[1]
+PBG_COUNTS = {"user": [3, 2], "item": [4]}
+
+
+def write_pbg_checkpoint(root: Path, *, dim: int = 6, version: int = 3, featurized: bool = False) -> dict[str, np.ndarray]:
+    """A checkpoint laid out as PBG 1.0.0 writes one (``checkpoint_storage.py``), with the names
+    its importer writes to entity_path; returns each name's vector."""
+    entities, checkpoint = root / "entities", root / "model"
+    entities.mkdir(parents=True)
+    checkpoint.mkdir()
+    rng = np.random.default_rng(0)
+    vectors = {}
+    for entity_type, counts in PBG_COUNTS.items():
+        for part, count in enumerate(counts):
+            names = [f"{entity_type}-{part}-{k}" for k in range(count)]
+            (entities / f"entity_names_{entity_type}_{part}.json").write_text(json.dumps(names, indent=4))
+            (entities / f"entity_count_{entity_type}_{part}.txt").write_text(f"{count}\n")
+            rows = rng.standard_normal((count, dim)).astype(np.float32)
+            for stale in (version - 1, version):  # an older version left beside the latest
+                with h5py.File(checkpoint / f"embeddings_{entity_type}_{part}.v{stale}.h5", "w") as fh:
+                    fh.attrs["format_version"] = 1
+                    fh.create_dataset("embeddings", data=rows if stale == version else rows + 1)
+            vectors.update(zip(names, rows))
+    (checkpoint / "checkpoint_version.txt").write_text(f"{version}\n")
+    config = {"entity_path": str(entities), "checkpoint_path": str(checkpoint), "dimension": dim,
+              "entities": {t: {"num_partitions": len(c), "featurized": featurized and t == "item"}
+                           for t, c in PBG_COUNTS.items()}}
+    (checkpoint / "config.json").write_text(json.dumps(config, indent=4))
+    return vectors
+
+
+def test_convert_writes_every_entity_of_the_latest_version_with_its_name(tmp_path, capsys):
+    vectors = write_pbg_checkpoint(tmp_path)
+    out = tmp_path / "pbg.parquet"
+    assert main(["convert", str(tmp_path / "model"), "--out", str(out), "--json", str(tmp_path / "s.json")]) == 0
+    assert "wrote 9 entities (user: 5, item: 4) of PBG checkpoint" in capsys.readouterr().out
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["name"] for r in rows) == sorted(vectors)
+    for r in rows:
+        assert r["entity_type"] == r["name"].split("-")[0] and r["partition"] == int(r["name"].split("-")[1])
+        assert r["local_id"] == int(r["name"].split("-")[2])
+        np.testing.assert_array_equal(np.array(r["embedding"], dtype=np.float32), vectors[r["name"]])
+    assert json.loads((tmp_path / "s.json").read_text())["pbg_checkpoint"]["version"] == 3
+    # an explicit older version, to HDF5
+    assert main(["convert", str(tmp_path / "model"), "--version", "2", "--format", "hdf5", "--out", str(tmp_path / "v2.h5")]) == 0
+    with h5py.File(tmp_path / "v2.h5") as fh:
+        names = [n.decode() for n in fh["item"]["name"][:]]
+        np.testing.assert_array_equal(fh["item"]["embedding"][:], np.stack([vectors[n] + 1 for n in names]))
+
+
+def test_a_bigkg_run_starts_from_a_converted_pbg_checkpoint(tmp_path):
+    """The converted vectors are a run's initial rows, matched by name wherever bigkg's
+    partitioner put the entity (its own partitions and local ids)."""
+    vectors = write_pbg_checkpoint(tmp_path, dim=6)
+    assert main(["convert", str(tmp_path / "model"), "--out", str(tmp_path / "pbg.parquet")]) == 0
+    users = [n for n in vectors if n.startswith("user")]
+    items = [n for n in vectors if n.startswith("item")]
+    edges = tmp_path / "edges.tsv"
+    edges.write_text("".join(f"{u}\tbuys\t{i}\n" for u in users for i in items) + "newcomer\tbuys\titem-0-0\n")
+    (tmp_path / "schema.yaml").write_text("buys: [user, item]\n")
+    dataset = tmp_path / "data"
+    partition([edges], dataset, num_partitions=2, schema=tmp_path / "schema.yaml")
+    config = config_from_dict({"dataset": str(dataset), "run_dir": str(tmp_path / "run"), "model": {
+        "dim": 6, "init_from": str(tmp_path / "pbg.parquet")}, "training": {"epochs": 0}, "eval": {"valid_every": 0}})
+    train(config)
+    version = CheckpointStore(tmp_path / "run").latest()
+    manifest = load_manifest(dataset)
+    started = 0
+    for entity_type in ("user", "item"):
+        for part in range(2):
+            names = read_entity_names(dataset, entity_type, part).to_pylist()
+            table, _ = version.load_partition(entity_type, part)
+            for name, row in zip(names, table):
+                if name in vectors:
+                    np.testing.assert_array_equal(row.numpy(), vectors[name])
+                    started += 1
+                else:
+                    assert name == "newcomer" and float(row.norm()) < 1  # a fresh row
+    assert started == len(vectors) and manifest.entity_type("user").count == len(users) + 1
+
+
+def test_convert_errors_name_the_file_and_write_nothing(tmp_path, capsys):
+    write_pbg_checkpoint(tmp_path)
+    model, out = tmp_path / "model", tmp_path / "pbg.parquet"
+
+    def fails(*args: str) -> str:
+        assert main(["convert", *args, "--out", str(out)]) == 2
+        assert not list(tmp_path.glob("pbg.parquet*"))
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+
+    assert "is not a PBG checkpoint directory: it has no config.json" in fails(str(tmp_path / "entities"))
+    assert f"{model / 'embeddings_user_0.v7.h5'}" in fails(str(model), "--version", "7")
+    os.rename(tmp_path / "entities", tmp_path / "moved")
+    assert "give it with --entities DIR" in fails(str(model))
+    names = tmp_path / "moved" / "entity_names_item_0.json"
+    names.write_text(json.dumps(["a", "b"]))
+    assert "entity type 'item' partition 0: 4 entities expected, the name table has 2" in fails(
+        str(model), "--entities", str(tmp_path / "moved"))
+    names.write_text("{not json")
+    assert f"cannot read the entity names {names}" in fails(str(model), "--entities", str(tmp_path / "moved"))
+
+    featurized = tmp_path / "featurized"
+    write_pbg_checkpoint(featurized, featurized=True)
+    err = fails(str(featurized / "model"))
+    assert "entity type 'item'" in err and "is featurized" in err
+
+
+@pytest.mark.skipif(not (Path(os.environ.get("BIGKG_PBG_VENV", "/work/pbg-venv")) / ".ready").is_file(),
+                    reason="PBG 1.0.0 is not installed (benchmarks/pbg_env.py makes its venv)")
+def test_convert_reads_a_checkpoint_that_pbg_itself_trained(tmp_path):
+    """PBG 1.0.0 imports and trains a small graph; every converted row is PBG's row of that
+    name, read through PBG's own checkpoint and entity storage classes."""
+    from benchmarks.pbg_env import locate_pbg, write_pbg_config
+
+    pbg = locate_pbg()
+    rng = np.random.default_rng(0)
+    edges = tmp_path / "edges.tsv"
+    edges.write_text("".join(f"n{a}\tr{r}\tn{b}\n" for a, r, b in rng.integers(0, 40, (300, 3)) % [40, 3, 40]))
+    config = tmp_path / "pbg_config.py"
+    write_pbg_config(config, entity_path=tmp_path / "entities", edge_path=tmp_path / "edges_partitioned",
+                     checkpoint_path=tmp_path / "model", partitions=2, dimension=8, num_epochs=1, workers=1,
+                     global_emb=False, eval_fraction=0)
+    env = pbg.env()
+    subprocess.run(pbg.command("torchbiggraph_import_from_tsv") + ["-l", "0", "-r", "2", "--rel-col", "1", str(config),
+                                                                   str(edges)], check=True, env=env, capture_output=True)
+    trained = subprocess.run(pbg.command("torchbiggraph_train") + [str(config)], env=env, capture_output=True, text=True)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    out = tmp_path / "pbg.parquet"
+    assert main(["convert", str(tmp_path / "model"), "--out", str(out)]) == 0
+    dump = subprocess.run([str(pbg.python), "-c", PBG_DUMP, str(tmp_path)], check=True, env=env,
+                          capture_output=True, text=True).stdout
+    expected = {name: np.array(v, dtype=np.float32) for name, v in json.loads(dump).items()}
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == len(expected) == 40
+    for r in rows:
+        np.testing.assert_array_equal(np.array(r["embedding"], dtype=np.float32), expected[r["name"]])
+    assert not torch.equal(torch.tensor(rows[0]["embedding"]), torch.zeros(8))
+
+
+PBG_DUMP = """
+import json, sys
+from pathlib import Path
+from torchbiggraph.checkpoint_storage import FileCheckpointStorage
+from torchbiggraph.graph_storages import FileEntityStorage
+root = Path(sys.argv[1])
+storage, names = FileCheckpointStorage(str(root / "model")), FileEntityStorage(str(root / "entities"))
+version = storage.load_version()
+out = {}
+for part in range(2):
+    vectors, _ = storage.load_entity_partition(version, "all", part)
+    out.update(zip(names.load_names("all", part), vectors.tolist()))
+print(json.dumps(out))
+"""
