@@ -52,7 +52,8 @@ import torch
 from torch import Tensor, nn
 
 from bigkg.atomic import (
-    TMP_MARKER, current_boot_id, fsync_path, fsync_tree, other_process_alive, temporary_sibling, write_text_atomic,
+    TMP_MARKER, atomic_directory, current_boot_id, fsync_path, fsync_tree, other_process_alive, temporary_sibling,
+    write_text_atomic,
 )
 from bigkg.errors import BigKGError
 
@@ -176,6 +177,22 @@ class CheckpointVersion:
         if optimizer is not None and state.get("optimizer"):
             optimizer.load_state_dict(state["optimizer"])
         return state
+
+
+def snapshot_run(version: CheckpointVersion, dest: Path, config_text: str) -> None:
+    """Make ``dest`` a run directory of its own that holds ``version`` alone: its files
+    hard-linked (no copy, and they outlive the run's pruning of the version), LATEST
+    naming it, and the run's config, so every command that reads a run (eval, export,
+    query, ``model.init_from``) reads it. Built under a temporary name, fsynced and
+    renamed: ``dest`` is whole or absent. The caller owns the run directory, so what an
+    earlier, killed attempt left under a temporary name is removed first."""
+    for stale in dest.parent.glob(f"{dest.name}{TMP_MARKER}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    with atomic_directory(dest) as tmp:
+        checkpoints = tmp / "checkpoints"
+        shutil.copytree(version.path, checkpoints / version.name, copy_function=os.link)
+        (checkpoints / LATEST_NAME).write_text(version.name + "\n")
+        (tmp / "config.yaml").write_text(config_text, encoding="utf-8")
 
 
 class CheckpointStore:

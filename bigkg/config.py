@@ -186,6 +186,10 @@ class CheckpointConfig:
     keep_versions: int = opt(
         2, "complete checkpoint versions kept on disk (at least 2: the background loader may read the previous one)", minimum=2
     )
+    snapshot_every: int = opt(
+        0, "also keep the checkpoint of every N-th epoch's end as run_dir/snapshots/epoch_<k>, a run directory of its "
+        "own (eval, export, query, model.init_from read it; PBG's checkpoint_preservation_interval); 0 never",
+        minimum=0)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -18,7 +19,8 @@ import torch
 
 from bigkg import checkpoint
 from bigkg.checkpoint import CheckpointError, CheckpointStore
-from bigkg.config import ConfigError, config_from_dict
+from bigkg.config import ConfigError, config_from_dict, load_config
+from bigkg.evaluation import evaluate
 from bigkg.errors import BigKGError
 from bigkg.format import (
     DatasetError, EntityType, Manifest, Relation, bucket_key, load_manifest, read_bucket, write_bucket,
@@ -478,3 +480,40 @@ def test_relation_weights_name_a_missing_relation_or_a_negative_weight(tiny, tmp
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="training.relation_weights.r1: -1.0 is below the minimum 0"):
         config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_weights": {"r1": -1}}))
+
+
+# -- epoch snapshots -----------------------------------------------------------------------
+def test_snapshots_keep_every_nth_epoch_as_a_run_directory_of_its_own(tiny, tmp_path):
+    """checkpoint.snapshot_every 2 over 4 epochs: epochs 2 and 4 stay readable as runs (eval,
+    like every reader of a run, takes the snapshot's directory) after the run pruned their
+    versions; a stale temporary of a killed snapshot is cleared."""
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "snapshots" / f"epoch_2{checkpoint.TMP_MARKER}999-dead").mkdir()
+    config = config_from_dict(small_config(tiny, run, training={"epochs": 4}, checkpoint={"snapshot_every": 2}))
+    train(config)
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["epoch_2", "epoch_4"]
+    final = CheckpointStore(run).latest()
+    epoch_ends = {}
+    for k in (2, 4):
+        snapshot = CheckpointStore(run / "snapshots" / f"epoch_{k}").latest()
+        assert snapshot.meta["progress"]["epoch"] == k and snapshot.meta["progress"]["finished"] == []
+        assert load_config(run / "snapshots" / f"epoch_{k}" / "config.yaml") == config
+        epoch_ends[k] = snapshot.load_partition("entity", 1)[0]
+        metrics = evaluate(dataclasses.replace(config, run_dir=str(run / "snapshots" / f"epoch_{k}")), "train")
+        assert metrics["checkpoint"] == snapshot.name and metrics["count"] == 2 * 240
+    assert not (run / "checkpoints" / CheckpointStore(run / "snapshots" / "epoch_2").latest().name).exists()
+    assert torch.equal(epoch_ends[4], final.load_partition("entity", 1)[0])
+    assert not torch.equal(epoch_ends[2], epoch_ends[4])
+
+
+def test_a_snapshot_missed_by_a_killed_run_is_taken_when_it_resumes(tiny, tmp_path):
+    """The end of epoch 2 is committed but its snapshot never made (as if killed between the
+    two): the resumed run makes it from that version before training epoch 3."""
+    run = tmp_path / "run"
+    train(config_from_dict(small_config(tiny, run, training={"epochs": 2})))
+    epoch_end = CheckpointStore(run).latest()
+    train(config_from_dict(small_config(tiny, run, training={"epochs": 3}, checkpoint={"snapshot_every": 2})))
+    snapshot = CheckpointStore(run / "snapshots" / "epoch_2").latest()
+    assert snapshot.name == epoch_end.name and snapshot.meta["progress"]["epoch"] == 2
+    assert not (run / "snapshots" / "epoch_3").exists()

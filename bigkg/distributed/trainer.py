@@ -63,6 +63,10 @@ class DistributedTrainer(Trainer):
     # Forking a process whose communication threads run could leave their locks held in the child.
     worker_processes = False
 
+    @property
+    def writes_checkpoints(self) -> bool:  # type: ignore[override]
+        return self.env.rank == 0
+
     def __init__(self, config: Config, env: WorkerEnv, store: dist.Store, *, fresh: bool = False):
         manifest = load_manifest(config.dataset)
         if manifest.num_partitions > 1:

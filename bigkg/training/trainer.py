@@ -26,7 +26,9 @@ import torch
 from tqdm import tqdm
 
 from bigkg.atomic import write_text_atomic
-from bigkg.checkpoint import CheckpointStore, CheckpointVersion, PartitionKey, PartitionState, read_partition_rows
+from bigkg.checkpoint import (
+    CheckpointStore, CheckpointVersion, PartitionKey, PartitionState, read_partition_rows, snapshot_run,
+)
 from bigkg.config import Config, ConfigError, config_to_yaml
 from bigkg.device import build_device, set_cpu_threads
 from bigkg.errors import BigKGError
@@ -173,6 +175,7 @@ class Trainer:
     deferred_in_checkpoints = True  # foreign rows' waiting gradients are part of each checkpoint
     worker_processes = True  # CPU Hogwild workers may be forked processes (bigkg.training.hogwild)
     exclusive_run_dir = True  # no other trainer may use run_dir meanwhile (bigkg.run_lock)
+    writes_checkpoints = True  # this process writes the run's checkpoints (in distributed training, rank 0)
 
     def __init__(self, config: Config, *, fresh: bool = False, scheduler: BucketScheduler | None = None,
                  on_validation: ValidationHook | None = None):
@@ -266,6 +269,7 @@ class Trainer:
         edges_before = self._committed_edges()
         try:
             while self.progress.epoch < self.config.training.epochs and not self.progress.stopped_early:
+                self._snapshot_if_due()
                 epoch = self.progress.epoch
                 self.scheduler.start_epoch(epoch, self.progress.finished)
                 with tqdm(total=self.manifest.split_count("train"), initial=self.progress.epoch_edges,
@@ -274,6 +278,7 @@ class Trainer:
                     while (bucket := self.scheduler.acquire()) is not None:
                         self._train_bucket(epoch, bucket, bar)
                 self._end_epoch(epoch)
+            self._snapshot_if_due()
             self._restore_best()
         finally:
             self.close()
@@ -367,6 +372,19 @@ class Trainer:
             self._validate(epoch)
         p.next_epoch()
         self._commit(changed=set())
+
+    def _snapshot_if_due(self) -> None:
+        """At an epoch's end (no bucket of the next one done yet), keep the current version
+        as a snapshot when ``checkpoint.snapshot_every`` asks for this epoch and it is not
+        there yet. Called before each epoch too, so a run killed between the epoch's last
+        version and its snapshot takes the snapshot when it resumes."""
+        every, done = self.config.checkpoint.snapshot_every, self.progress.epoch
+        if not (every and done and done % every == 0 and not self.progress.finished and self.writes_checkpoints):
+            return
+        dest = Path(self.config.run_dir) / "snapshots" / f"epoch_{done}"
+        if not dest.exists():
+            snapshot_run(self.version, dest, config_to_yaml(self.config))
+            log.info("epoch %d: snapshot %s", done, dest)
 
     def _validate(self, epoch: int) -> None:
         assert self.validator is not None
