@@ -48,6 +48,7 @@ from bigkg.losses import LOSSES  # noqa: E402
 from bigkg.model import build_model  # noqa: E402
 from bigkg.optim import RowAdagrad, build_shared_optimizer  # noqa: E402
 from bigkg.training.step import Batch, BatchStep  # noqa: E402
+from bigkg.training.trainer import build_side_weights  # noqa: E402
 
 MODES = {"autograd": False, "closed form": True}
 
@@ -63,16 +64,17 @@ def edges(args: argparse.Namespace, count: int) -> tuple[int, torch.Tensor, torc
     return args.entities, torch.randint(0, args.entities, (count,), generator=g), torch.randint(0, args.entities, (count,), generator=g)
 
 
-def build_step(dim: int, closed_form: bool, rows: int) -> tuple[BatchStep, PartitionState]:
+def build_step(dim: int, closed_form: bool, rows: int, sides: str = "both", uniform: int = 50) -> tuple[BatchStep, PartitionState]:
     config = config_from_dict({
         "model": {"dim": dim, "operator": "none", "comparator": "dot", "reciprocal": False, "init_scale": 0.001},
-        "training": {"chunk_size": 50, "num_uniform_negatives": 50, "lr": 0.1, "loss": "softmax",
-                     "closed_form_softmax": closed_form},
+        "training": {"chunk_size": 50, "num_uniform_negatives": uniform, "lr": 0.1, "loss": "softmax",
+                     "closed_form_softmax": closed_form, "negative_sides": sides},
     })
     manifest = Manifest(1, [EntityType("e", [rows])], [Relation("r", "e", "e")], {})
     model = build_model(config, manifest)
     step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.1),
-                     build_shared_optimizer(model, config.training), torch.Generator().manual_seed(1))
+                     build_shared_optimizer(model, config.training), torch.Generator().manual_seed(1),
+                     build_side_weights(config, manifest, torch.device("cpu")))
     part = PartitionState(torch.randn(rows, dim, generator=torch.Generator().manual_seed(2)) * 0.001, torch.zeros(rows))
     return step, part
 
@@ -111,6 +113,27 @@ def compare_modes(args: argparse.Namespace) -> None:
                 seconds[mode].append(run_round(step, part, timed))
         auto, closed = (statistics.median(seconds[m]) for m in MODES)
         print(f"| {dim} | {auto * 1e3:.2f} | {closed * 1e3:.2f} | {auto / closed:.2f}× | {1000 / closed:,.0f} |")
+
+
+def compare_sides(args: argparse.Namespace) -> None:
+    """Both sides' losses against the tail side's alone (``training.negative_sides: tails``,
+    PBG's ``disable_lhs_negs``), per step kind, interleaved in this process."""
+    rows, warm, timed = timed_batches(args)
+    print(f"edges: {args.dataset or f'uniform over {rows:,} rows'}; {len(timed)} batches of 1000 per round, "
+          f"{args.rounds} rounds, one thread; chunks of 50, {args.uniform} uniform negatives per side trained\n")
+    print("| d | step | both sides ms/step | tails only ms/step | speed-up |")
+    print("|---:|---|---:|---:|---:|")
+    for dim in args.dims:
+        for mode, closed in MODES.items():
+            runs = {sides: build_step(dim, closed, rows, sides, args.uniform) for sides in ("both", "tails")}
+            for step, part in runs.values():
+                run_round(step, part, warm)
+            seconds: dict[str, list[float]] = {sides: [] for sides in runs}
+            for _ in range(args.rounds):
+                for sides, (step, part) in runs.items():
+                    seconds[sides].append(run_round(step, part, timed))
+            both, tails = (statistics.median(seconds[sides]) for sides in runs)
+            print(f"| {dim} | {mode} | {both * 1e3:.2f} | {tails * 1e3:.2f} | {both / tails:.2f}× |")
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -168,6 +191,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200, help="timed batches per round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--against", metavar="DIR", help="time the closed-form step against this checkout's")
+    parser.add_argument("--sides", action="store_true",
+                        help="time both sides' losses against the tail side's alone (training.negative_sides: tails)")
+    parser.add_argument("--uniform", type=int, default=50, help="uniform negatives per chunk (with --sides)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a worker of --against
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -176,6 +202,8 @@ def main() -> None:
         serve(args)
     elif args.against:
         compare_trees(args)
+    elif args.sides:
+        compare_sides(args)
     else:
         compare_modes(args)
 

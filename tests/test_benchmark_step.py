@@ -46,3 +46,19 @@ def test_step_benchmark_against_another_checkout_runs_both_in_turn(tmp_path):
         cwd=REPO, capture_output=True, text=True,
     )
     assert refused.returncode != 0 and f"--against {tmp_path}: not a bigkg checkout" in refused.stderr
+
+
+def test_step_benchmark_sides_times_both_sides_against_the_tail_side_per_step_kind():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "step.py"), "--entities", "3000", "--batches", "2",
+         "--rounds", "1", "--dims", "4", "--sides", "--uniform", "10"],
+        check=True, cwd=REPO, capture_output=True, text=True,
+    ).stdout
+    assert "10 uniform negatives per side trained" in out
+    rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    header, *body = rows
+    assert [cell.strip() for cell in header] == ["d", "step", "both sides ms/step", "tails only ms/step", "speed-up"]
+    assert [row[1].strip() for row in body] == ["autograd", "closed form"]
+    for row in body:
+        both_ms, tails_ms, speedup = float(row[2]), float(row[3]), float(row[4].strip().rstrip("×"))
+        assert abs(both_ms / tails_ms - speedup) <= 0.01 + 0.02 * speedup

@@ -197,20 +197,30 @@ def test_batch_step_with_one_side_corrupted_per_relation(sides, closed_form):
     check_batch_step(3, False, "drawn", "none", False, "n3", closed_form, sides)
 
 
-def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, regularizer, closed_form, sides=None):
+@pytest.mark.parametrize("closed_form", [True, False])
+@pytest.mark.parametrize("side", ["tails", "heads"])
+@pytest.mark.parametrize("anchor_negatives, foreign", [(False, "drawn"), (True, "pool")])
+def test_batch_step_when_every_relation_trains_one_side(side, closed_form, anchor_negatives, foreign):
+    """training.negative_sides for every relation: the other side gets no uniform negatives
+    (the step draws none for it) and no loss; the update is still the reference's."""
+    check_batch_step(3, anchor_negatives, foreign, "none", False, "n3", closed_form, global_side=side)
+
+
+def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, regularizer, closed_form, sides=None,
+                     global_side="both"):
     n, d = 30, 6
     config = config_from_dict({
         "model": {"dim": d, "operator": operator, "reciprocal": reciprocal, "regularizer": regularizer,
                   "regularization_weight": 0.01},
         "training": {"chunk_size": 4, "num_uniform_negatives": uniform, "lr": 0.5, "shared_lr": 0.2,
                      "anchor_negatives": anchor_negatives, "closed_form_softmax": closed_form,
-                     "relation_negative_sides": sides or {}},
+                     "relation_negative_sides": sides or {}, "negative_sides": global_side},
     })
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
     side_weights = build_side_weights(config, manifest, torch.device("cpu"))
     side = {"both": (1.0, 1.0), "tails": (1.0, 0.0), "heads": (0.0, 1.0)}
-    expected_sides = torch.tensor([side[(sides or {}).get(name, "both")] for name in ("r", "s")])
-    assert torch.equal(side_weights if sides else expected_sides, expected_sides)
+    expected_sides = torch.tensor([side[(sides or {}).get(name, global_side)] for name in ("r", "s")])
+    assert torch.equal(side_weights if side_weights is not None else torch.ones(2, 2), expected_sides)
     model = build_model(config, manifest)
     reference = build_model(config, manifest)
     g = torch.Generator().manual_seed(1)
@@ -227,7 +237,9 @@ def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, r
     step_generator = torch.Generator()
     if foreign == "drawn":
         torch.randint(0, 3, (2, 5), generator=step_generator)
-    head_negatives, tail_negatives = (torch.randint(0, n, (3, uniform), generator=step_generator) for _ in range(2))
+    # a side no relation trains gets no uniform negatives
+    head_negatives, tail_negatives = (torch.randint(0, n, (3, uniform if global_side in ("both", trained) else 0),
+                                                    generator=step_generator) for trained in ("heads", "tails"))
 
     # reference: dense gradient of the same loss, then the dense rule
     leaf = table.clone().requires_grad_()

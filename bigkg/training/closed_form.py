@@ -71,9 +71,9 @@ def softmax_dot_gradients(
 ) -> SoftmaxDotGradients:
     """Loss and gradients of both sides' softmax cross-entropy, chunk by chunk.
 
-    ``head_candidates``, ``tail_candidates`` [nc, c + u, d]: each chunk's c
-    positives' rows followed by its u uniform negatives, gathered as one block
-    per side (the positives are the queries too, so nothing is concatenated).
+    ``head_candidates`` [nc, c + u_h, d], ``tail_candidates`` [nc, c + u_t, d]: each
+    chunk's c positives' rows followed by its uniform negatives, gathered as one
+    block per side (the positives are the queries too, so nothing is concatenated).
     The tail side ranks a positive's tail among the chunk's tail candidates and
     ``foreign_tails`` [f, d] (the same for every query); the head side its head
     among the head candidates and ``foreign_heads``. ``weights``: the tail and
@@ -82,7 +82,7 @@ def softmax_dot_gradients(
     """
     tail_weight, head_weight = weights
     heads, tails = head_candidates[:, :c], tail_candidates[:, :c]
-    k = tail_candidates.shape[1]
+    k_head, k_tail = head_candidates.shape[1], tail_candidates.shape[1]  # the sides' negatives may differ in number
     tail_scores = _base2_scores(heads, tail_candidates)
     head_scores = torch.cat([tail_scores[:, :, :c].transpose(1, 2), _base2_scores(tails, head_candidates[:, c:])], -1)
     tail_loss, tail_grad = _softmax_gradient(_with_shared(tail_scores, heads, foreign_tails), c, tail_weight)
@@ -90,14 +90,14 @@ def softmax_dot_gradients(
     # A positive block entry is one score on both sides: its gradient is the sum of the two.
     tail_grad[:, :, :c].add_(head_grad[:, :, :c].transpose(1, 2))
     head_grad[:, :, :c].copy_(tail_grad[:, :, :c].transpose(1, 2))
-    grad_heads = torch.bmm(tail_grad[:, :, :k], tail_candidates)
-    grad_tails = torch.bmm(head_grad[:, :, :k], head_candidates)
+    grad_heads = torch.bmm(tail_grad[:, :, :k_tail], tail_candidates)
+    grad_tails = torch.bmm(head_grad[:, :, :k_head], head_candidates)
     return SoftmaxDotGradients(
         tail_loss.add_(head_loss), grad_heads, grad_tails,
-        torch.bmm(head_grad[:, :, c:k].transpose(1, 2), tails),
-        torch.bmm(tail_grad[:, :, c:k].transpose(1, 2), heads),
-        _add_shared_gradient(grad_tails, head_grad[:, :, k:], tails, foreign_heads),
-        _add_shared_gradient(grad_heads, tail_grad[:, :, k:], heads, foreign_tails),
+        torch.bmm(head_grad[:, :, c:k_head].transpose(1, 2), tails),
+        torch.bmm(tail_grad[:, :, c:k_tail].transpose(1, 2), heads),
+        _add_shared_gradient(grad_tails, head_grad[:, :, k_head:], tails, foreign_heads),
+        _add_shared_gradient(grad_heads, tail_grad[:, :, k_tail:], heads, foreign_tails),
     )
 
 

@@ -108,6 +108,10 @@ class BatchStep:
         head-prediction losses (``bigkg.training.trainer.build_side_weights``); None: 1 and 1."""
         self.model = model
         self.side_weights = side_weights
+        # Whether any relation trains its tail- and its head-prediction loss: a side that none
+        # trains is not scored against every row ('all') nor given uniform negatives.
+        self.trains = (True, True) if side_weights is None else tuple(bool(side_weights[:, k].any()) for k in (0, 1))
+        self.tail_uniform, self.head_uniform = (config.num_uniform_negatives if on else 0 for on in self.trains)
         self.loss_fn = loss_fn
         self.config = config
         self.row_optimizer = row_optimizer
@@ -147,14 +151,13 @@ class BatchStep:
         if cfg.negatives == "all":
             lhs_all, rhs_all = left.take(None), right.take(None)
             h, t = lhs_all.index_select(0, batch.lhs), rhs_all.index_select(0, batch.rhs)
-            tail_scores = self.model.score_candidates("rhs", h, batch.rel, rhs_all)
-            head_scores = self.model.score_candidates("lhs", t, batch.rel, lhs_all)
             foreign_scores = self._foreign_scores(h, t, batch.rel, foreign_leaves)
-            if foreign_scores is not None:  # after the partition's rows: positives keep their local ids
-                tail_scores = torch.cat([tail_scores, foreign_scores[0]], -1)
-                head_scores = torch.cat([head_scores, foreign_scores[1]], -1)
-            per_edge = torch.stack([self.loss_fn(tail_scores, batch.rhs, cfg.margin),
-                                    self.loss_fn(head_scores, batch.lhs, cfg.margin)])
+            losses = []
+            if self.trains[0]:
+                losses.append(self._all_rows_loss("rhs", h, batch.rel, rhs_all, batch.rhs, foreign_scores))
+            if self.trains[1]:
+                losses.append(self._all_rows_loss("lhs", t, batch.rel, lhs_all, batch.lhs, foreign_scores))
+            per_edge = self._both_sides(torch.stack(losses))
         else:
             per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen, foreign_leaves)
         loss = (per_edge * sides).sum() if sides is not None else per_edge.sum()
@@ -180,6 +183,15 @@ class BatchStep:
                 self.shared_optimizer.step()
         return loss.detach()
 
+    def _all_rows_loss(self, side: str, queries: Tensor, rel: Tensor, rows: Tensor, targets: Tensor,
+                       foreign_scores: Tensor | None) -> Tensor:
+        """[B]: each query's loss against every row of the partition (then the foreign
+        candidates of ``side``); the positive is its own local id."""
+        scores = self.model.score_candidates(side, queries, rel, rows)
+        if foreign_scores is not None:  # after the partition's rows: positives keep their local ids
+            scores = torch.cat([scores, foreign_scores[0 if side == "rhs" else 1]], -1)
+        return self.loss_fn(scores, targets, self.config.margin)
+
     def _side_weights(self, batch: Batch) -> Tensor | None:
         """[2, B]: the weights of each edge's tail- and head-prediction losses (the edge's
         weight times its relation's side weights); None when all are 1."""
@@ -203,9 +215,9 @@ class BatchStep:
         """
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         left, right = lstate.embeddings, rstate.embeddings
-        u, d, device = self.config.num_uniform_negatives, left.shape[1], batch.lhs.device
-        head_negatives = uniform_negatives(plan.total_chunks, u, left.shape[0], gen, device)
-        tail_negatives = uniform_negatives(plan.total_chunks, u, right.shape[0], gen, device)
+        u_head, u_tail, d, device = self.head_uniform, self.tail_uniform, left.shape[1], batch.lhs.device
+        head_negatives = uniform_negatives(plan.total_chunks, u_head, left.shape[0], gen, device)
+        tail_negatives = uniform_negatives(plan.total_chunks, u_tail, right.shape[0], gen, device)
         foreign_heads, foreign_tails = [rows.detach() for _, rows in foreign_draws] or [None, None]
         grad_foreign: list[Tensor | None] = [None, None]
         left_ids: list[Tensor] = []
@@ -218,16 +230,16 @@ class BatchStep:
             weights = (None, None) if sides is None else sides[:, start:end].view(2, nc, c).unbind()
             head_ids = torch.cat([batch.lhs[start:end].view(nc, c), head_negatives[chunk : chunk + nc]], 1)
             tail_ids = torch.cat([batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc]], 1)
-            head_candidates = left.index_select(0, head_ids.flatten()).view(nc, c + u, d)
-            tail_candidates = right.index_select(0, tail_ids.flatten()).view(nc, c + u, d)
+            head_candidates = left.index_select(0, head_ids.flatten()).view(nc, c + u_head, d)
+            tail_candidates = right.index_select(0, tail_ids.flatten()).view(nc, c + u_tail, d)
             out = softmax_dot_gradients(head_candidates, tail_candidates, c, weights, foreign_heads, foreign_tails)
             loss += out.loss.sum()
             self._add_regularizer_gradient(batch.rel[start:end], head_candidates[:, :c], tail_candidates[:, :c],
                                            out.heads, out.tails)
             left_ids += [batch.lhs[start:end], head_ids[:, c:].flatten()]
-            left_grads += [out.heads.view(nc * c, d), out.head_negatives.view(nc * u, d)]
+            left_grads += [out.heads.view(nc * c, d), out.head_negatives.view(nc * u_head, d)]
             right_ids += [batch.rhs[start:end], tail_ids[:, c:].flatten()]
-            right_grads += [out.tails.view(nc * c, d), out.tail_negatives.view(nc * u, d)]
+            right_grads += [out.tails.view(nc * c, d), out.tail_negatives.view(nc * u_tail, d)]
             grad_foreign = [g if total is None else total + g for total, g in zip(grad_foreign, (out.foreign_heads, out.foreign_tails))]
             chunk += nc
         if lkey == rkey:
@@ -260,12 +272,11 @@ class BatchStep:
         leaves (``_Rows.take_candidates``); slicing one big leaf instead would
         make autograd allocate and add zero-filled copies of it for every slice.
         """
-        u = self.config.num_uniform_negatives
         chunks = plan.total_chunks
         device = batch.lhs.device
         h, t = left.take(batch.lhs), right.take(batch.rhs)
-        head_negatives = uniform_negatives(chunks, u, left.state.embeddings.shape[0], gen, device)
-        tail_negatives = uniform_negatives(chunks, u, right.state.embeddings.shape[0], gen, device)
+        head_negatives = uniform_negatives(chunks, self.head_uniform, left.state.embeddings.shape[0], gen, device)
+        tail_negatives = uniform_negatives(chunks, self.tail_uniform, right.state.embeddings.shape[0], gen, device)
         blocks = plan.blocks()
         per_edge, chunk, margin = [], 0, self.config.margin
         anchors = self.config.anchor_negatives and left.key[0] == right.key[0]  # anchors of the candidates' type
@@ -276,23 +287,37 @@ class BatchStep:
             h3 = (h if whole else h[start:end]).view(nc, c, -1)
             t3 = (t if whole else t[start:end]).view(nc, c, -1)
             r3 = (batch.rel if whole else batch.rel[start:end]).view(nc, c)
-            tails = right.take_candidates(t3, batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc])
-            heads = left.take_candidates(h3, batch.lhs[start:end].view(nc, c), head_negatives[chunk : chunk + nc])
-            scores = torch.stack([
-                self.model.score_candidates("rhs", h3, r3, tails),
-                self.model.score_candidates("lhs", t3, r3, heads),
-            ])
+            scores = []
+            if self.trains[0]:
+                tails = right.take_candidates(t3, batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc])
+                scores.append(self.model.score_candidates("rhs", h3, r3, tails))
+            if self.trains[1]:
+                heads = left.take_candidates(h3, batch.lhs[start:end].view(nc, c), head_negatives[chunk : chunk + nc])
+                scores.append(self.model.score_candidates("lhs", t3, r3, heads))
+            scored = torch.stack(scores)  # [sides trained, nc, c, candidates]
             if anchors:
                 loops = None
                 if left is right:  # a self-loop's anchor is its own positive
                     loops = (batch.lhs[start:end] == batch.rhs[start:end]).view(nc, c)
-                scores = torch.cat([scores, self._anchor_scores(h3, t3, r3, loops)], -1)
+                scored = torch.cat([scored, self._trained_sides(self._anchor_scores(h3, t3, r3, loops))], -1)
             if foreign_scores is not None:
-                scores = torch.cat([scores, (foreign_scores if whole else foreign_scores[:, start:end]).view(2, nc, c, -1)], -1)
-            positive = chunk_positive_index(nc, c, device).expand(2, nc, c)
-            per_edge.append(self.loss_fn(scores, positive, margin).flatten(1))
+                block = (foreign_scores if whole else foreign_scores[:, start:end]).view(2, nc, c, -1)
+                scored = torch.cat([scored, self._trained_sides(block)], -1)
+            positive = chunk_positive_index(nc, c, device).expand(len(scores), nc, c)
+            per_edge.append(self._both_sides(self.loss_fn(scored, positive, margin).flatten(1)))
             chunk += nc
         return (per_edge[0] if len(per_edge) == 1 else torch.cat(per_edge, 1)), h, t
+
+    def _trained_sides(self, both: Tensor) -> Tensor:
+        """The rows of ``both`` [2, ...] (tail side, head side) of the sides trained."""
+        return both if all(self.trains) else both[0:1] if self.trains[0] else both[1:2]
+
+    def _both_sides(self, trained: Tensor) -> Tensor:
+        """[2, n]: the per-edge losses ``trained`` [sides trained, n], zero for a side not trained."""
+        if all(self.trains):
+            return trained
+        zero = torch.zeros_like(trained)
+        return torch.cat([trained, zero] if self.trains[0] else [zero, trained])
 
     def _foreign_scores(self, h: Tensor, t: Tensor, rel: Tensor, foreign: list[Tensor]) -> Tensor | None:
         """[2, B, F]: every positive's (head, rel) against the foreign tails and (tail, rel)
