@@ -242,10 +242,21 @@ def export_relations(model: KGModel, manifest: Manifest, model_config: ModelConf
     for slot in range(model.operator_of.numel()):  # R, or 2R with the reciprocal twins after the relations
         operator = model.operators[int(model.operator_of[slot])]
         for parameter, values in operator.named_parameters():
-            row = values[slot].detach().to("cpu", torch.float32)
-            rows.append({"relation": names[slot % len(names)], "reciprocal": slot >= len(names), "operator": operator.name,
-                         "parameter": parameter, "shape": list(row.shape), "values": row.reshape(-1).tolist()})
-    schema = RELATION_SCHEMA.with_metadata({"bigkg.model": json.dumps(model_config.structure(), sort_keys=True)})
+            rows.append(relation_row(names[slot % len(names)], slot >= len(names), operator.name, parameter, values[slot]))
+    write_relation_rows(rows, model_config.structure(), out)
+    return {"path": str(out), "relations": len(names), "rows": len(rows)}
+
+
+def relation_row(relation: str, reciprocal: bool, operator: str, parameter: str, values: torch.Tensor) -> dict[str, Any]:
+    """A row of the relations Parquet: one parameter of one relation's (or reciprocal twin's) operator."""
+    row = values.detach().to("cpu", torch.float32)
+    return {"relation": relation, "reciprocal": reciprocal, "operator": operator, "parameter": parameter,
+            "shape": list(row.shape), "values": row.reshape(-1).tolist()}
+
+
+def write_relation_rows(rows: list[dict[str, Any]], model_structure: dict[str, Any], out: Path) -> None:
+    """The relations Parquet at ``out``; its metadata ``bigkg.model`` holds ``model_structure``
+    (the model options scoring depends on: comparator, operators, dim, reciprocal)."""
+    schema = RELATION_SCHEMA.with_metadata({"bigkg.model": json.dumps(model_structure, sort_keys=True)})
     with atomic_file(out) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-    return {"path": str(out), "relations": len(names), "rows": len(rows)}

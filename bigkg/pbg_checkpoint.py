@@ -8,6 +8,15 @@ whose dataset ``embeddings`` has a row per entity. The names are not in the chec
 PBG's importer writes them to ``entity_path`` as ``entity_names_<type>_<part>.json``, a
 JSON list in row order. A snapshot directory (``epoch_<k>``) has the same layout.
 Featurized entity types hold a row per feature, not per entity, and are refused.
+
+Relation parameters (``model.v<N>.h5``) convert for PBG's dynamic relations, its mode
+for graphs of many relations: it learns two operators per relation, and scores an edge
+(u, r, v) against tail candidates as c(g_r(u), v) and against head candidates as
+c(u, h_r(v)) (``lhs_operators``, ``rhs_operators``). With a symmetric comparator (all
+four are) that is bigkg's reciprocal model: g_r is relation r's operator and h_r its
+reciprocal twin's, with the same parameters under other names. Without dynamic relations
+PBG applies a relation's operator to the tail, which bigkg's operators (on the head)
+cannot express, so only the operator ``none`` converts there.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import pyarrow as pa
 import torch
 
 from bigkg.errors import BigKGError
-from bigkg.export import EntityTables
+from bigkg.export import EntityTables, relation_row
 from bigkg.format import EntityType
 
 
@@ -34,11 +43,21 @@ def _strip_file_url(path: str) -> str:
     return path[len("file://"):] if path.startswith("file://") else path
 
 
+# PBG's names of the dynamic operators' parameters -> bigkg's (bigkg.model.operators)
+_PARAMETER_NAMES = {"diagonals": "diagonal", "translations": "translation", "linear_transformations": "matrix",
+                    "real": "real", "imag": "imag"}
+_OPERATORS = ("none", "diagonal", "translation", "linear", "affine", "complex_diagonal")
+
+
 class PBGCheckpoint:
     """The entity vectors of one version of a PBG checkpoint directory (an ``EntitySource``),
-    and their names from ``entities`` (default: the config's ``entity_path``)."""
+    and their names from ``entities`` (default: the config's ``entity_path``). ``rename``
+    maps PBG's entity type names to the ones bigkg's dataset uses (PBG's importer often
+    names its one type ``all``, bigkg's partitioner ``entity``); the tables carry the new
+    names."""
 
-    def __init__(self, checkpoint: str | Path, *, entities: str | Path | None = None, version: int | None = None):
+    def __init__(self, checkpoint: str | Path, *, entities: str | Path | None = None, version: int | None = None,
+                 rename: dict[str, str] | None = None):
         self.root = Path(checkpoint)
         config_path = self.root / "config.json"
         if not config_path.is_file():
@@ -49,16 +68,26 @@ class PBGCheckpoint:
             entity_path = config.get("entity_path")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PBGCheckpointError(f"cannot read the entity types of PBG config {config_path}: {exc!r}") from exc
+        self.config, self.config_path = config, config_path
         self.version = self._latest_version() if version is None else version
         self.entities = Path(_strip_file_url(str(entities if entities is not None else entity_path or "")))
         if not self.entities.is_dir():
             raise PBGCheckpointError(
                 f"the entity names directory {str(self.entities)!r} (entity_path of {config_path}) does not exist "
                 f"here; give it with --entities DIR")
+        rename = rename or {}
+        unknown = sorted(set(rename) - set(entity_config))
+        if unknown:
+            raise PBGCheckpointError(f"{config_path} has no entity type {unknown[0]!r} to rename; its types: "
+                                     f"{', '.join(entity_config)}")
+        self.pbg_type = {rename.get(name, name): name for name in entity_config}  # bigkg's name -> PBG's
+        if len(self.pbg_type) < len(entity_config):
+            raise PBGCheckpointError(f"renaming the entity types of {config_path} by {rename} gives two the same name")
         self.entity_types = []
-        for name, options in entity_config.items():
+        for name, pbg_name in self.pbg_type.items():
+            options = entity_config[pbg_name]
             if options.get("featurized"):
-                raise PBGCheckpointError(f"entity type {name!r} of {config_path} is featurized: its vectors are "
+                raise PBGCheckpointError(f"entity type {pbg_name!r} of {config_path} is featurized: its vectors are "
                                          f"per feature, not per entity, and bigkg has no featurized entities")
             parts = int(options.get("num_partitions", 1))
             self.entity_types.append(EntityType(name, [self._count(name, p) for p in range(parts)]))
@@ -71,7 +100,7 @@ class PBGCheckpoint:
             raise PBGCheckpointError(f"cannot read the checkpoint version from {path}: {exc}") from exc
 
     def embeddings_path(self, entity_type: str, part: int) -> Path:
-        return self.root / f"embeddings_{entity_type}_{part}.v{self.version}.h5"
+        return self.root / f"embeddings_{self.pbg_type[entity_type]}_{part}.v{self.version}.h5"
 
     def _dataset_shape(self, entity_type: str, part: int) -> tuple[int, ...]:
         path = self.embeddings_path(entity_type, part)
@@ -101,7 +130,7 @@ class PBGCheckpoint:
 
     # -- names ------------------------------------------------------------------------------
     def names(self, entity_type: str, part: int) -> pa.Array:
-        path = self.entities / f"entity_names_{entity_type}_{part}.json"
+        path = self.entities / f"entity_names_{self.pbg_type[entity_type]}_{part}.json"
         try:
             names = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -112,3 +141,59 @@ class PBGCheckpoint:
 
     def tables(self) -> EntityTables:
         return EntityTables(self.entity_types, self.names, self)
+
+    # -- relations -------------------------------------------------------------------------
+    def relation_rows(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """(rows of bigkg's relations Parquet, the bigkg model options they belong to)."""
+        relations = self.config.get("relations") or []
+        operators = {r.get("operator", "none") for r in relations}
+        comparator = self.config.get("comparator", "cos")  # PBG's default
+        if self.config.get("bias"):
+            raise PBGCheckpointError(f"{self.config_path} sets bias: scores have a bias term bigkg does not have")
+        if self.config.get("dynamic_relations"):
+            if len(relations) != 1:
+                raise PBGCheckpointError(f"{self.config_path}: dynamic_relations with {len(relations)} relation "
+                                         f"entries; PBG trains such a model with exactly one")
+            operator = relations[0].get("operator", "none")
+            rows = self._dynamic_relation_rows(operator)
+        elif operators <= {"none"}:
+            operator, rows = "none", []
+        else:
+            raise PBGCheckpointError(
+                f"{self.config_path}: without dynamic_relations PBG applies the operators {sorted(operators)} to the "
+                f"tail, which bigkg's operators (on the head) cannot express; only entity vectors convert")
+        structure = {"dim": int(self.config.get("dimension", 0)), "operator": operator, "relation_operators": {},
+                     "comparator": comparator, "reciprocal": True, "encoder": {"name": "none"}}
+        return rows, structure
+
+    def _dynamic_relation_rows(self, operator: str) -> list[dict[str, Any]]:
+        if operator not in _OPERATORS:
+            raise PBGCheckpointError(f"{self.config_path}: PBG's operator {operator!r} has no bigkg counterpart")
+        names_path = self.entities / "dynamic_rel_names.json"
+        try:
+            names = json.loads(names_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PBGCheckpointError(f"cannot read the relation names {names_path}: {exc}") from exc
+        model_path = self.root / f"model.v{self.version}.h5"
+        parameters: dict[str, np.ndarray] = {}
+        try:
+            with h5py.File(model_path, "r") as fh:
+                def collect(_name: str, item: Any) -> None:
+                    key = item.attrs.get("state_dict_key") if isinstance(item, h5py.Dataset) else None
+                    if key is not None:
+                        parameters[str(key)] = np.asarray(item, dtype=np.float32)
+                fh.visititems(collect)
+        except OSError as exc:
+            raise PBGCheckpointError(f"cannot read the relation parameters of {model_path}: {exc}") from exc
+        rows = []
+        for side, reciprocal in (("lhs_operators", False), ("rhs_operators", True)):
+            for key, values in sorted(parameters.items()):
+                prefix, _, pbg_name = key.rpartition(".")
+                if prefix != f"{side}.0":
+                    continue
+                if pbg_name not in _PARAMETER_NAMES or values.shape[0] != len(names):
+                    raise PBGCheckpointError(f"{model_path}: {key} of shape {values.shape} is not a parameter of "
+                                             f"{len(names)} relations' {operator} operators")
+                rows += [relation_row(name, reciprocal, operator, _PARAMETER_NAMES[pbg_name], torch.from_numpy(values[r]))
+                         for r, name in enumerate(names)]
+        return rows

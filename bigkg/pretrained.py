@@ -18,6 +18,7 @@ pyarrow's ``index_in``, which hashes the whole value set again for every batch.
 
 from __future__ import annotations
 
+import json
 import logging
 from contextlib import closing
 from dataclasses import dataclass
@@ -260,6 +261,53 @@ def remap_relation_parameters(model: nn.Module, optimizer: torch.optim.Optimizer
                 slot[key] = merged(slot.get(key, torch.zeros_like(param)), value) if per_row else value
         optimizer.load_state_dict(current)
     return len(pairs)
+
+
+RELATION_COLUMNS = ("relation", "reciprocal", "operator", "parameter", "shape", "values")
+
+
+def load_relation_file(model: nn.Module, path: str | Path, relations: list[str], comparator: str) -> int:
+    """Give ``model``'s operators the parameters that a relations Parquet (``bigkg export
+    --relations``, ``bigkg convert --relations``) holds for the relations of the same name,
+    reciprocal twins included; returns how many relations took them. Relations the dataset
+    lacks are skipped; a row of another operator, parameter or shape than the model's is
+    an error, as are reciprocal rows for a model without reciprocal relations."""
+    path, what = Path(path), f"model.init_relations_from: {path}"
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PretrainedError(f"{what} cannot be read as a relations Parquet: {exc}") from exc
+    missing = [c for c in RELATION_COLUMNS if c not in table.column_names]
+    if missing:
+        raise PretrainedError(f"{what} has no column {missing[0]!r} (a relations file has {', '.join(RELATION_COLUMNS)})")
+    saved = json.loads((table.schema.metadata or {}).get(b"bigkg.model", b"{}"))
+    if saved.get("comparator", comparator) != comparator:
+        log.warning("%s: its parameters were trained with the %s comparator, this model scores with %s",
+                    what, saved["comparator"], comparator)
+    index = {name: k for k, name in enumerate(relations)}
+    matched = set()
+    columns = {c: table.column(c).to_pylist() for c in RELATION_COLUMNS if c != "values"}
+    values = table.column("values")
+    with torch.no_grad():
+        for k, name in enumerate(columns["relation"]):
+            if name not in index:
+                continue
+            if columns["reciprocal"][k] and not model.reciprocal:
+                raise PretrainedError(f"{what}: relation {name!r} has reciprocal parameters (its head-side operator); "
+                                      f"set model.reciprocal: true to use them")
+            slot = index[name] + (len(relations) if columns["reciprocal"][k] else 0)
+            operator = model.operators[int(model.operator_of[slot])]
+            param = dict(operator.named_parameters()).get(columns["parameter"][k])
+            if columns["operator"][k] != operator.name or param is None:
+                raise PretrainedError(f"{what}: relation {name!r} has a {columns['operator'][k]} operator's "
+                                      f"{columns['parameter'][k]!r}; this model's is {operator.name}")
+            row = torch.from_numpy(values[k].values.to_numpy(zero_copy_only=False).astype(np.float32))
+            if list(param.shape[1:]) != columns["shape"][k] or row.numel() != param[slot].numel():
+                raise PretrainedError(f"{what}: relation {name!r}'s {columns['parameter'][k]!r} has shape "
+                                      f"{columns['shape'][k]}; this model's is {list(param.shape[1:])}")
+            param[slot] = row.view(param.shape[1:]).to(param.device)
+            matched.add(name)
+    return len(matched)
 
 
 def open_source(path: str | Path, config: Config) -> ExportSource | RunSource:

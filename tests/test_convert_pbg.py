@@ -16,6 +16,8 @@ import torch
 
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import config_from_dict
+from bigkg.evaluation.scoring import entity_vectors, score_triples
+from bigkg.evaluation.source import open_run
 from bigkg.format import load_manifest, read_entity_names
 from bigkg.training.trainer import train
 from launcher.cli import main
@@ -115,6 +117,9 @@ def test_convert_errors_name_the_file_and_write_nothing(tmp_path, capsys):
 
     assert "is not a PBG checkpoint directory: it has no config.json" in fails(str(tmp_path / "entities"))
     assert f"{model / 'embeddings_user_0.v7.h5'}" in fails(str(model), "--version", "7")
+    assert "has no entity type 'users' to rename; its types: user, item" in fails(str(model), "--rename-type", "users=x")
+    assert "gives two the same name" in fails(str(model), "--rename-type", "user=item")
+    assert "--rename-type 'user': expected PBG_TYPE=BIGKG_TYPE" in fails(str(model), "--rename-type", "user")
     os.rename(tmp_path / "entities", tmp_path / "moved")
     assert "give it with --entities DIR" in fails(str(model))
     names = tmp_path / "moved" / "entity_names_item_0.json"
@@ -176,3 +181,98 @@ for part in range(2):
     out.update(zip(names.load_names("all", part), vectors.tolist()))
 print(json.dumps(out))
 """
+
+
+PBG_SCORES = """
+import json, sys
+from pathlib import Path
+import h5py, torch
+from torchbiggraph.checkpoint_storage import FileCheckpointStorage
+from torchbiggraph.graph_storages import FileEntityStorage
+from torchbiggraph.model import ComplexDiagonalDynamicOperator
+root, triples = Path(sys.argv[1]), json.loads(sys.argv[2])
+storage, entities = FileCheckpointStorage(str(root / "model")), FileEntityStorage(str(root / "entities"))
+version = storage.load_version()
+vectors, _ = storage.load_entity_partition(version, "all", 0)
+row = {name: k for k, name in enumerate(entities.load_names("all", 0))}
+relations = json.loads((root / "entities" / "dynamic_rel_names.json").read_text())
+operators = {}
+with h5py.File(root / "model" / f"model.v{version}.h5", "r") as fh:
+    for side in ("lhs", "rhs"):
+        op = ComplexDiagonalDynamicOperator(vectors.shape[1], len(relations))
+        op.load_state_dict({p: torch.from_numpy(fh[f"model/relations/0/operator/{side}/{p}"][...]) for p in ("real", "imag")})
+        operators[side] = op
+scores = []
+with torch.no_grad():
+    for h, r, t in triples:
+        u, v, k = vectors[row[h]][None], vectors[row[t]][None], torch.tensor([relations.index(r)])
+        # PBG with dynamic relations: c(g_r(u), v) against tail candidates, c(u, h_r(v)) against head ones
+        scores.append([(operators["lhs"](u, k) * v).sum().item(), (u * operators["rhs"](v, k)).sum().item()])
+print(json.dumps(scores))
+"""
+
+
+@pytest.mark.skipif(not (Path(os.environ.get("BIGKG_PBG_VENV", "/work/pbg-venv")) / ".ready").is_file(),
+                    reason="PBG 1.0.0 is not installed (benchmarks/pbg_env.py makes its venv)")
+def test_a_converted_pbg_complex_model_scores_every_triple_as_pbg_does(tmp_path):
+    """PBG 1.0.0 trains ComplEx with dynamic relations; converted (entities and relations) into
+    a bigkg run, its tail- and head-prediction scores of triples are PBG's own, computed by
+    PBG's operator classes from PBG's checkpoint."""
+    from benchmarks.pbg_env import locate_pbg, write_pbg_config
+
+    pbg, env = locate_pbg(), locate_pbg().env()
+    rng = np.random.default_rng(1)
+    triples = [(f"n{a}", f"r{r}", f"n{b}") for a, r, b in rng.integers(0, 30, (400, 3)) % [30, 3, 30]]
+    edges = tmp_path / "edges.tsv"
+    edges.write_text("".join("\t".join(t) + "\n" for t in triples))
+    config = tmp_path / "pbg_config.py"
+    write_pbg_config(config, entity_path=tmp_path / "entities", edge_path=tmp_path / "edges_partitioned",
+                     checkpoint_path=tmp_path / "model", partitions=1, operator="complex_diagonal", dimension=8,
+                     comparator="dot", loss_fn="softmax", num_epochs=2, workers=1, global_emb=False, eval_fraction=0)
+    for tool, args in (("torchbiggraph_import_from_tsv", ["-l", "0", "-r", "2", "--rel-col", "1", str(config), str(edges)]),
+                       ("torchbiggraph_train", [str(config)])):
+        done = subprocess.run(pbg.command(tool) + args, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["convert", str(tmp_path / "model"), "--out", str(tmp_path / "pbg.parquet"),
+                 "--relations", str(tmp_path / "pbg_rel.parquet"), "--rename-type", "all=entity"]) == 0
+
+    partition([edges], tmp_path / "data", num_partitions=1)  # its one entity type: 'entity'; PBG's: 'all'
+    run_config = config_from_dict({"dataset": str(tmp_path / "data"), "run_dir": str(tmp_path / "run"), "model": {
+        "dim": 8, "operator": "complex_diagonal", "comparator": "dot", "reciprocal": True,
+        "init_from": str(tmp_path / "pbg.parquet"), "init_relations_from": str(tmp_path / "pbg_rel.parquet")},
+        "training": {"epochs": 0}, "eval": {"valid_every": 0}})
+    summary = train(run_config)
+    assert summary["initialised_from"]["relations_file"]["relations_matched"] == 3
+    run = open_run(run_config)
+    sample = triples[:10] + [("n1", "r2", "n3")]
+    (scored,) = score_triples(run, sample)
+    heads = entity_vectors(run, "entity", [h for h, _, _ in sample])
+    tails = entity_vectors(run, "entity", [t for _, _, t in sample])
+    rels = torch.tensor([run.manifest.relation_index(r) for _, r, _ in sample])
+    with torch.no_grad():
+        head_side = run.model.score_candidates("lhs", tails.unsqueeze(1), rels.unsqueeze(1), heads.unsqueeze(1))[:, 0, 0]
+    expected = json.loads(subprocess.run([str(pbg.python), "-c", PBG_SCORES, str(tmp_path), json.dumps(sample)],
+                                         env=env, check=True, capture_output=True, text=True).stdout)
+    np.testing.assert_allclose(scored.scores, [tail for tail, _ in expected], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(head_side.numpy(), [head for _, head in expected], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(scored.scores, head_side.numpy())  # the two operators differ: both were converted
+
+
+def test_relations_convert_only_where_bigkg_can_express_them(tmp_path, capsys):
+    """Without dynamic relations PBG applies its operators to the tail: only 'none' converts
+    (to no rows); any other operator is refused, and neither output is written."""
+    write_pbg_checkpoint(tmp_path)
+    model, config_path = tmp_path / "model", tmp_path / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    out, rel = tmp_path / "pbg.parquet", tmp_path / "rel.parquet"
+    for operator in ("none", "translation"):
+        config_path.write_text(json.dumps({**config, "relations": [{"name": "buys", "lhs": "user", "rhs": "item",
+                                                                    "operator": operator}]}))
+        code = main(["convert", str(model), "--out", str(out), "--relations", str(rel), "--force"])
+        if operator == "none":
+            assert code == 0 and pq.read_table(rel).num_rows == 0 and out.is_file()
+            assert json.loads(pq.read_schema(rel).metadata[b"bigkg.model"])["comparator"] == "cos"  # PBG's default
+            out.unlink(), rel.unlink()
+        else:
+            assert code == 2 and not out.exists() and not rel.exists()
+            assert "applies the operators ['translation'] to the tail" in capsys.readouterr().err

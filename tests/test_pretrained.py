@@ -229,3 +229,37 @@ def test_the_init_is_ignored_on_resume(small, tmp_path, caplog):
     fresh = train(config_from_dict(run_config(small, tmp_path / "run", init_from=str(source))), fresh=True)
     assert fresh["initialised_from"]["matched"] == {"entity": 1}
     np.testing.assert_array_equal(first_version(tmp_path / "run", small)[0]["entity0"], [7.0] * 16)
+
+
+# -- model.init_relations_from -----------------------------------------------------------------
+def test_relation_parameters_start_from_an_exported_relations_file_by_name(grown, tmp_path):
+    """The old run's relations, exported, give the new run's 41 shared relations and their
+    twins their operator rows (another relation order: matched by name); the relation the
+    old graph lacks starts as in a fresh run. A file of another operator, or reciprocal rows
+    for a model without reciprocal relations, is refused before anything is written."""
+    rel_file = tmp_path / "rel.parquet"
+    assert cli_main(["export", str(grown / "old_run.yaml"), "--out", str(tmp_path / "e.parquet"),
+                     "--relations", str(rel_file)]) == 0
+    summary = train(config_from_dict(run_config(grown / "new", tmp_path / "warm", init_relations_from=str(rel_file))))
+    assert summary["initialised_from"] == {"relations_file": {"path": str(rel_file), "relations": 42, "relations_matched": 41}}
+    old_shared, new_shared = first_version(grown / "old_run", grown / "old")[2], first_version(tmp_path / "warm", grown / "new")[2]
+    cold_shared = first_version(grown / "cold", grown / "new")[2]
+    old_names, new_names = relation_names(grown / "old"), relation_names(grown / "new")
+    for key in ("operators.0.real", "operators.0.imag"):
+        for twin in (0, 1):
+            for k, name in enumerate(new_names):
+                row = new_shared["model"][key][k + twin * 42]
+                expected = (old_shared["model"][key][old_names.index(name) + twin * 41] if name in old_names
+                            else cold_shared["model"][key][k + twin * 42])
+                torch.testing.assert_close(row, expected, rtol=0, atol=0)
+
+    for k, (model, message) in enumerate([
+        ({"operator": "diagonal"}, r"relation '.*' has a complex_diagonal operator's 'real'; this model's is diagonal"),
+        ({"reciprocal": False}, r"has reciprocal parameters .* set model.reciprocal: true"),
+        ({"init_relations_from": str(tmp_path / "e.parquet")}, r"e.parquet has no column 'relation'"),
+        ({"init_relations_from": str(tmp_path / "nowhere.parquet")}, r"nowhere.parquet cannot be read"),
+    ]):
+        options = {"init_relations_from": str(rel_file), **model}
+        with pytest.raises(PretrainedError, match=message):
+            train(config_from_dict(run_config(grown / "new", tmp_path / f"bad{k}", **options)))
+        assert_no_version_written(tmp_path / f"bad{k}")

@@ -38,7 +38,7 @@ from bigkg.losses import LOSSES, self_adversarial_loss
 from bigkg.model import KGModel, build_model
 from bigkg.negatives import foreign_rows
 from bigkg.optim import RowAdagrad, build_shared_optimizer, preload_cpu_kernels
-from bigkg.pretrained import PretrainedInit
+from bigkg.pretrained import PretrainedInit, load_relation_file
 from bigkg.run_lock import lock_run_dir
 from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
@@ -516,15 +516,19 @@ class Trainer:
             pretrained = PretrainedInit(self.config) if self.config.model.init_from else None
             if pretrained is not None:
                 pretrained.load_shared(self.model, self.shared_optimizer, [r.name for r in self.manifest.relations])
+            relations_file = self._load_relation_file()
             partitions = InitialPartitions(self.config, self.manifest, pretrained)
             version = self._write_version(self._shared_state(), partitions, base=None)
             if pretrained is not None:
                 self.progress.initialised_from = pretrained.report(self.manifest)  # in every later version's meta
+            if relations_file is not None:
+                self.progress.initialised_from = {**(self.progress.initialised_from or {}), "relations_file": relations_file}
             return version
         self._check_fits(version)
-        if self.config.model.init_from:
-            log.warning("model.init_from is not used: the run resumes from its checkpoint %s (--fresh starts over "
-                        "from %s)", version.path, self.config.model.init_from)
+        for option in ("init_from", "init_relations_from"):
+            if getattr(self.config.model, option):
+                log.warning("model.%s is not used: the run resumes from its checkpoint %s (--fresh starts over "
+                            "from %s)", option, version.path, getattr(self.config.model, option))
         shared = version.load_shared(self.model, self.shared_optimizer)
         if self.deferred_in_checkpoints:
             self.deferred.restore(shared.get("deferred", []))
@@ -533,6 +537,16 @@ class Trainer:
         self.step.steps = self.progress.steps
         log.info("resuming from %s (epoch %d, %d buckets done)", version.path, self.progress.epoch + 1, len(self.progress.finished))
         return version
+
+    def _load_relation_file(self) -> dict[str, Any] | None:
+        """``model.init_relations_from``: the relation parameters a fresh run starts from."""
+        path = self.config.model.init_relations_from
+        if not path:
+            return None
+        names = [r.name for r in self.manifest.relations]
+        matched = load_relation_file(self.model, path, names, self.config.model.comparator)
+        log.info("model.init_relations_from: %d of %d relations start from %s", matched, len(names), path)
+        return {"path": str(path), "relations": len(names), "relations_matched": matched}
 
     def _check_fits(self, version: CheckpointVersion) -> None:
         """A checkpoint of another model or dataset is a clear error, not a crash later."""
