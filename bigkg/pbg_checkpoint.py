@@ -7,7 +7,9 @@ A PBG checkpoint directory holds ``checkpoint_version.txt`` (the latest version 
 whose dataset ``embeddings`` has a row per entity. The names are not in the checkpoint:
 PBG's importer writes them to ``entity_path`` as ``entity_names_<type>_<part>.json``, a
 JSON list in row order. A snapshot directory (``epoch_<k>``) has the same layout.
-Featurized entity types hold a row per feature, not per entity, and are refused.
+Featurized entity types hold a row per feature, not per entity, and are refused. The
+vectors written are the ones PBG scores: with ``max_norm`` each row scaled down to it as
+PBG's lookup does, with ``global_emb`` (PBG's default) its type's global embedding added.
 
 Relation parameters (``model.v<N>.h5``) convert for PBG's dynamic relations, its mode
 for graphs of many relations: it learns two operators per relation, and scores an edge
@@ -33,6 +35,7 @@ import torch
 from bigkg.errors import BigKGError
 from bigkg.export import EntityTables, relation_row
 from bigkg.format import EntityType
+from bigkg.optim import clip_row_norms
 
 
 class PBGCheckpointError(BigKGError):
@@ -69,6 +72,7 @@ class PBGCheckpoint:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PBGCheckpointError(f"cannot read the entity types of PBG config {config_path}: {exc!r}") from exc
         self.config, self.config_path = config, config_path
+        self._parameters: dict[str, np.ndarray] | None = None
         self.version = self._latest_version() if version is None else version
         self.entities = Path(_strip_file_url(str(entities if entities is not None else entity_path or "")))
         if not self.entities.is_dir():
@@ -122,8 +126,16 @@ class PBGCheckpoint:
         return next(et.offsets for et in self.entity_types if et.name == entity_type)
 
     def load(self, entity_type: str, part: int) -> torch.Tensor:
+        """The vectors PBG scores: each row as its lookup returns it (``max_norm`` scales it
+        down, as ``F.embedding`` does), plus the type's global embedding (``global_emb``)."""
         with h5py.File(self.embeddings_path(entity_type, part), "r") as fh:
-            return torch.from_numpy(np.asarray(fh["embeddings"], dtype=np.float32))
+            vectors = torch.from_numpy(np.asarray(fh["embeddings"], dtype=np.float32))
+        if self.config.get("max_norm"):
+            clip_row_norms(vectors, float(self.config["max_norm"]))
+        global_embedding = self._model_parameters().get(f"global_embs.emb_{self.pbg_type[entity_type]}")
+        if global_embedding is not None:
+            vectors += torch.from_numpy(global_embedding)
+        return vectors
 
     def dimension(self, entity_type: str) -> int:
         return self._dataset_shape(entity_type, 0)[1]
@@ -141,6 +153,24 @@ class PBGCheckpoint:
 
     def tables(self) -> EntityTables:
         return EntityTables(self.entity_types, self.names, self)
+
+    def _model_parameters(self) -> dict[str, np.ndarray]:
+        """The parameters of ``model.v<N>.h5`` (relation operators, global embeddings) by
+        their state_dict key; read once. A checkpoint without the file has none."""
+        if self._parameters is None:
+            path, self._parameters = self.root / f"model.v{self.version}.h5", {}
+            if path.is_file():
+                try:
+                    with h5py.File(path, "r") as fh:
+                        fh.visititems(self._collect_parameter)
+                except OSError as exc:
+                    raise PBGCheckpointError(f"cannot read the model parameters of {path}: {exc}") from exc
+        return self._parameters
+
+    def _collect_parameter(self, _name: str, item: Any) -> None:
+        key = item.attrs.get("state_dict_key") if isinstance(item, h5py.Dataset) else None
+        if key is not None:
+            self._parameters[str(key)] = np.asarray(item, dtype=np.float32)
 
     # -- relations -------------------------------------------------------------------------
     def relation_rows(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -174,17 +204,7 @@ class PBGCheckpoint:
             names = json.loads(names_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise PBGCheckpointError(f"cannot read the relation names {names_path}: {exc}") from exc
-        model_path = self.root / f"model.v{self.version}.h5"
-        parameters: dict[str, np.ndarray] = {}
-        try:
-            with h5py.File(model_path, "r") as fh:
-                def collect(_name: str, item: Any) -> None:
-                    key = item.attrs.get("state_dict_key") if isinstance(item, h5py.Dataset) else None
-                    if key is not None:
-                        parameters[str(key)] = np.asarray(item, dtype=np.float32)
-                fh.visititems(collect)
-        except OSError as exc:
-            raise PBGCheckpointError(f"cannot read the relation parameters of {model_path}: {exc}") from exc
+        model_path, parameters = self.root / f"model.v{self.version}.h5", self._model_parameters()
         rows = []
         for side, reciprocal in (("lhs_operators", False), ("rhs_operators", True)):
             for key, values in sorted(parameters.items()):

@@ -73,6 +73,29 @@ def test_convert_writes_every_entity_of_the_latest_version_with_its_name(tmp_pat
         np.testing.assert_array_equal(fh["item"]["embedding"][:], np.stack([vectors[n] + 1 for n in names]))
 
 
+def test_converted_vectors_are_the_ones_pbg_scores_with_max_norm_and_global_embeddings(tmp_path):
+    """PBG's lookup scales a row longer than max_norm down to it (F.embedding), then adds the
+    type's global embedding (global_emb, PBG's default): the converted vector is that sum."""
+    vectors = write_pbg_checkpoint(tmp_path)
+    model = tmp_path / "model"
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "max_norm": 1.5, "global_emb": True}))
+    offsets = {"user": np.arange(6, dtype=np.float32) / 10, "item": -np.ones(6, np.float32)}
+    with h5py.File(model / "model.v3.h5", "w") as fh:
+        for entity_type, offset in offsets.items():
+            fh.create_dataset(f"model/global_embs/emb_{entity_type}", data=offset).attrs["state_dict_key"] = \
+                f"global_embs.emb_{entity_type}"
+    assert main(["convert", str(model), "--out", str(tmp_path / "pbg.parquet")]) == 0
+    clipped = 0
+    for r in pq.read_table(tmp_path / "pbg.parquet").to_pylist():
+        row = vectors[r["name"]]
+        norm = np.linalg.norm(row)
+        clipped += norm > 1.5
+        expected = (row * (1.5 / (norm + 1e-7)) if norm > 1.5 else row) + offsets[r["entity_type"]]
+        np.testing.assert_allclose(np.array(r["embedding"], dtype=np.float32), expected, rtol=1e-6, atol=1e-6)
+    assert clipped  # some rows were longer than max_norm
+
+
 def test_a_bigkg_run_starts_from_a_converted_pbg_checkpoint(tmp_path):
     """The converted vectors are a run's initial rows, matched by name wherever bigkg's
     partitioner put the entity (its own partitions and local ids)."""
