@@ -48,7 +48,7 @@ from bigkg.losses import LOSSES  # noqa: E402
 from bigkg.model import build_model  # noqa: E402
 from bigkg.optim import RowAdagrad, build_shared_optimizer  # noqa: E402
 from bigkg.training.step import Batch, BatchStep  # noqa: E402
-from bigkg.training.trainer import build_side_weights  # noqa: E402
+from bigkg.training.builders import build_side_weights  # noqa: E402
 
 MODES = {"autograd": False, "closed form": True}
 

@@ -15,7 +15,7 @@ from bigkg.model import build_model
 from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_shared_optimizer, clip_row_norms
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
-from bigkg.training.trainer import build_side_weights
+from bigkg.training.builders import build_side_weights
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,8 @@ from bigkg.run_lock import RunDirInUse
 from bigkg.schedule import Bucket
 from bigkg.storage import BucketLoader, all_partition_keys
 from bigkg.training import TrainingError, train
-from bigkg.training.trainer import Trainer, build_relation_weights
+from bigkg.training.builders import build_relation_weights
+from bigkg.training.trainer import Trainer
 from eval_datasets import RELS, TYPES, random_triples, write_dataset
 from launcher.cli import main as cli_main
 

@@ -36,7 +36,9 @@ from bigkg.format import load_manifest
 from bigkg.schedule import Bucket
 from bigkg.storage import LoadedBucket, all_partition_keys
 from bigkg.training.metrics import MetricsLog
-from bigkg.training.trainer import Progress, Trainer, Validator, build_validator
+from bigkg.training.builders import Validator, build_validator
+from bigkg.training.progress import Progress
+from bigkg.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -105,7 +105,7 @@ class BatchStep:
         side_weights: Tensor | None = None,
     ):
         """``side_weights`` [relations, 2]: per relation, the weights of its tail- and
-        head-prediction losses (``bigkg.training.trainer.build_side_weights``); None: 1 and 1."""
+        head-prediction losses (``bigkg.training.builders.build_side_weights``); None: 1 and 1."""
         self.model = model
         self.side_weights = side_weights
         # Whether any relation trains its tail- and its head-prediction loss: a side that none

@@ -10,14 +10,12 @@ when training ends, make the best-validated weights the final checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,128 +30,31 @@ from bigkg.checkpoint import (
 from bigkg.config import Config, ConfigError, config_to_yaml
 from bigkg.device import build_device, set_cpu_threads
 from bigkg.errors import BigKGError
-from bigkg.evaluation import evaluate
-from bigkg.format import DatasetError, Manifest, load_manifest
-from bigkg.losses import LOSSES, self_adversarial_loss
+from bigkg.format import Manifest, load_manifest
 from bigkg.model import KGModel, build_model
 from bigkg.negatives import foreign_rows
 from bigkg.optim import RowAdagrad, build_shared_optimizer, preload_cpu_kernels
 from bigkg.pretrained import PretrainedInit, load_relation_file
 from bigkg.run_lock import lock_run_dir
-from bigkg.schedule import Bucket, BucketScheduler, LocalScheduler
+from bigkg.schedule import Bucket, BucketScheduler
 from bigkg.storage import BucketLoader, LoadedBucket, all_partition_keys, bucket_partition_keys, group_keys
 from bigkg.training.foreign import DeferredUpdates, ForeignSample
 from bigkg.training.hogwild import SHARED_MEMORY, GroupWork, ProcessWorkers, ThreadWorkers
 from bigkg.training.initial import InitialPartitions
 from bigkg.training.metrics import MetricsLog
+from bigkg.training.builders import (
+    Validator, build_generator, build_loss, build_relation_weights, build_scheduler, build_side_weights, build_validator,
+)
+from bigkg.training.progress import Progress
 from bigkg.training.step import BatchStep, LossFn
 
 log = logging.getLogger(__name__)
-
-Validator = Callable[[CheckpointStore], dict[str, Any]]
-
 
 class TrainingError(BigKGError):
     """Training cannot go on (a non-finite loss, a checkpoint that does not fit)."""
 
 
-@dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint's meta."""
-
-    epoch: int = 0
-    finished: list[Bucket] = field(default_factory=list)
-    epoch_loss: float = 0.0
-    epoch_edges: int = 0
-    epoch_seconds: float = 0.0
-    best_valid_mrr: float | None = None
-    best_version: str | None = None  # the checkpoint version that scored best_valid_mrr
-    best_epoch: int | None = None  # the epoch index of that validation
-    restored_from: dict[str, Any] | None = None  # the best version, once made the final checkpoint
-    initialised_from: dict[str, Any] | None = None  # model.init_from's source and what took its values
-    stale_validations: int = 0
-    stopped_early: bool = False
-    steps: int = 0  # optimizer steps this process has taken (schedules such as weight pruning's ramp follow it)
-    valid: list[dict[str, Any]] = field(default_factory=list)
-
-    def next_epoch(self) -> None:
-        """The epoch's buckets are done: start the next one's counts."""
-        self.epoch, self.finished = self.epoch + 1, []
-        self.epoch_loss, self.epoch_edges, self.epoch_seconds = 0.0, 0, 0.0
-        self.restored_from = None  # trained on: the last weights are no longer the restored ones
-
-    def to_meta(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["finished"] = [list(b) for b in self.finished]
-        return data
-
-    @classmethod
-    def from_meta(cls, data: dict[str, Any]) -> "Progress":
-        """The progress saved by ``to_meta``; fields added since an older checkpoint take their defaults."""
-        data = dict(data)
-        data["finished"] = [Bucket(*b) for b in data["finished"]]
-        return cls(**data)
-
-
 ValidationHook = Callable[[int, float], None]
-
-
-# -- builders ------------------------------------------------------------------------
-def build_loss(config: Config) -> LossFn:
-    loss = LOSSES[config.training.loss]
-    if loss is self_adversarial_loss:
-        return functools.partial(loss, temperature=config.training.adversarial_temperature)
-    return loss
-
-
-def _per_relation(config: Config, manifest: Manifest, key: str, named: dict[str, Any], default: Any) -> list[Any]:
-    """One value per relation id: ``named``'s (option ``key``, relation name -> value), else ``default``."""
-    values = [default] * len(manifest.relations)
-    for name, value in named.items():
-        try:
-            values[manifest.relation_index(name)] = value
-        except DatasetError as exc:
-            raise ConfigError(f"{key}: {exc} in dataset {config.dataset}") from exc
-    return values
-
-
-def build_relation_weights(config: Config, manifest: Manifest) -> np.ndarray | None:
-    """``training.relation_weights`` per relation id (float32, 1 where not named); None when none is set."""
-    named = config.training.relation_weights
-    if not named:
-        return None
-    return np.array(_per_relation(config, manifest, "training.relation_weights", named, 1.0), dtype=np.float32)
-
-
-# The (tail-prediction, head-prediction) loss weights of each ``training.negative_sides`` value.
-_SIDE_WEIGHTS = {"both": (1.0, 1.0), "tails": (1.0, 0.0), "heads": (0.0, 1.0)}
-
-
-def build_side_weights(config: Config, manifest: Manifest, device: torch.device) -> torch.Tensor | None:
-    """[relations, 2]: per relation id, the weights of its tail- and head-prediction losses
-    (``training.negative_sides``, ``training.relation_negative_sides``); None when every
-    relation corrupts both sides."""
-    t = config.training
-    sides = _per_relation(config, manifest, "training.relation_negative_sides", t.relation_negative_sides, t.negative_sides)
-    if all(side == "both" for side in sides):
-        return None
-    return torch.tensor([_SIDE_WEIGHTS[side] for side in sides], device=device)
-
-
-def build_scheduler(config: Config, manifest: Manifest) -> BucketScheduler:
-    return LocalScheduler(manifest.num_partitions, config.training.bucket_order, config.seed)
-
-
-def build_validator(config: Config, manifest: Manifest, **split_over_workers: Any) -> Validator | None:
-    """Valid-split evaluation at epoch end, when asked for and the dataset has a valid split;
-    ``split_over_workers``: ``evaluate``'s ``shard`` and ``sum_over_workers``."""
-    if config.eval.valid_every == 0 or manifest.split_count("valid") == 0:
-        return None
-    return lambda store: evaluate(config, split="valid", store=store, **split_over_workers)
-
-
-def build_generator(config: Config, device: torch.device, offset: int = 0) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(config.seed * 7919 + offset)
 
 
 class Trainer:
