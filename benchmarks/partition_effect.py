@@ -24,7 +24,7 @@ from bigkg.evaluation.source import open_run
 
 def breakdown(config_path: str, groups: int, sample: int, seed: int) -> dict[str, tuple[float, float, float]]:
     """side -> (raw MRR against all, same-partition competitors only, other partitions only)."""
-    config = load_config(config_path, [])
+    config = load_config(config_path, ["device=cpu"])  # the tensors below are the CPU's, whatever the run trained on
     run = open_run(config)
     entity_type = run.manifest.entity_types[0]
     offsets = entity_type.offsets
