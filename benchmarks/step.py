@@ -96,6 +96,19 @@ def run_round(step: BatchStep, part: PartitionState, batches: list[Batch]) -> fl
     return (time.perf_counter() - start) / len(batches)
 
 
+def interleaved_medians(runs: dict[str, tuple[BatchStep, PartitionState]], warm: list[Batch], timed: list[Batch],
+                        rounds: int) -> dict[str, float]:
+    """Each step's median seconds per batch over ``rounds`` rounds, the steps taking turns
+    round by round (after one warm-up round each)."""
+    for step, part in runs.values():
+        run_round(step, part, warm)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (step, part) in runs.items():
+            seconds[name].append(run_round(step, part, timed))
+    return {name: statistics.median(values) for name, values in seconds.items()}
+
+
 def compare_modes(args: argparse.Namespace) -> None:
     """Autograd against the closed form, interleaved in this process."""
     rows, warm, timed = timed_batches(args)
@@ -104,14 +117,9 @@ def compare_modes(args: argparse.Namespace) -> None:
     print("| d | autograd ms/step | closed form ms/step | speed-up | closed form edges/s |")
     print("|---:|---:|---:|---:|---:|")
     for dim in args.dims:
-        runs = {mode: build_step(dim, closed, rows) for mode, closed in MODES.items()}
-        for step, part in runs.values():
-            run_round(step, part, warm)
-        seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
-        for _ in range(args.rounds):
-            for mode, (step, part) in runs.items():
-                seconds[mode].append(run_round(step, part, timed))
-        auto, closed = (statistics.median(seconds[m]) for m in MODES)
+        medians = interleaved_medians({mode: build_step(dim, closed, rows) for mode, closed in MODES.items()},
+                                      warm, timed, args.rounds)
+        auto, closed = (medians[m] for m in MODES)
         print(f"| {dim} | {auto * 1e3:.2f} | {closed * 1e3:.2f} | {auto / closed:.2f}× | {1000 / closed:,.0f} |")
 
 
@@ -125,14 +133,9 @@ def compare_sides(args: argparse.Namespace) -> None:
     print("|---:|---|---:|---:|---:|")
     for dim in args.dims:
         for mode, closed in MODES.items():
-            runs = {sides: build_step(dim, closed, rows, sides, args.uniform) for sides in ("both", "tails")}
-            for step, part in runs.values():
-                run_round(step, part, warm)
-            seconds: dict[str, list[float]] = {sides: [] for sides in runs}
-            for _ in range(args.rounds):
-                for sides, (step, part) in runs.items():
-                    seconds[sides].append(run_round(step, part, timed))
-            both, tails = (statistics.median(seconds[sides]) for sides in runs)
+            medians = interleaved_medians({sides: build_step(dim, closed, rows, sides, args.uniform)
+                                           for sides in ("both", "tails")}, warm, timed, args.rounds)
+            both, tails = medians["both"], medians["tails"]
             print(f"| {dim} | {mode} | {both * 1e3:.2f} | {tails * 1e3:.2f} | {both / tails:.2f}× |")
 
 
