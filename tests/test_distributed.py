@@ -47,9 +47,10 @@ def fb4(fb15k237: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def write_config(fb4: Path, run_dir: Path, device: str = "cpu") -> Path:
+def write_config(fb4: Path, run_dir: Path, device: str = "cpu", **changes: object) -> Path:
+    """``changes``: more options by dotted key (written with '__' for '.')."""
     # affinity: the order policy of the lock server, so the single-process run has the same settings
-    changes = {"device": device, "training.bucket_order": "affinity"}
+    changes = {"device": device, "training.bucket_order": "affinity", **{k.replace("__", "."): v for k, v in changes.items()}}
     return write_settings(run_dir.parent / f"{run_dir.name}.yaml", fb4, changes, [])
 
 
@@ -118,8 +119,9 @@ def check_complete(run_dir: Path, reports: dict) -> None:
 # 0.1882 over nine runs), so they get 0.015 (docs/distributed.md, benchmarks/bucket_order.py).
 @pytest.mark.parametrize("workers, tolerance", [(2, 0.01), (4, 0.015)])
 def test_torchrun_single_node(fb4, single_mrr, tmp_path, workers, tolerance):
+    """... and rank 0 alone keeps each epoch's end as a snapshot (checkpoint.snapshot_every)."""
     run_dir = tmp_path / "run"
-    config = write_config(fb4, run_dir)
+    config = write_config(fb4, run_dir, checkpoint__snapshot_every=1)
     log = tmp_path / "torchrun.log"
     proc = start_torchrun(config, ["--nproc-per-node", str(workers), *SINGLE_NODE], log)
     finish(proc, log)
@@ -131,6 +133,10 @@ def test_torchrun_single_node(fb4, single_mrr, tmp_path, workers, tolerance):
     text = log.read_text()
     assert "[rank 0]" in text and "[rank 1]" in text and "edges/s over" in text
     assert_close_mrr(config, single_mrr, f"{workers} workers", tolerance)
+    assert sorted(p.name for p in (run_dir / "snapshots").iterdir()) == [f"epoch_{k}" for k in range(1, EPOCHS + 1)]
+    for k in range(1, EPOCHS + 1):
+        meta = CheckpointStore(run_dir / "snapshots" / f"epoch_{k}").latest().meta
+        assert meta["epoch"] == k and meta["progress"]["finished"] == []
 
 
 def test_two_nodes_on_loopback(fb4, single_mrr, tmp_path):
