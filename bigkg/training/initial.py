@@ -18,7 +18,7 @@ from bigkg.storage import all_partition_keys
 def initial_partition(config: Config, key: PartitionKey, size: int, type_index: int) -> PartitionState:
     """Seeded N(0, init_scale²) embeddings and zero Adagrad state."""
     gen = torch.Generator().manual_seed(config.seed * 1_000_003 + type_index * 10_007 + key[1])
-    emb = torch.randn(size, config.model.dim, generator=gen) * config.model.init_scale
+    emb = torch.randn(size, config.model.dim, generator=gen).mul_(config.model.init_scale)  # in place: no second table
     return PartitionState(emb, torch.zeros(size))
 
 
