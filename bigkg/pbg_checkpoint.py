@@ -49,7 +49,10 @@ def _strip_file_url(path: str) -> str:
 # PBG's names of the dynamic operators' parameters -> bigkg's (bigkg.model.operators)
 _PARAMETER_NAMES = {"diagonals": "diagonal", "translations": "translation", "linear_transformations": "matrix",
                     "real": "real", "imag": "imag"}
-_OPERATORS = ("none", "diagonal", "translation", "linear", "affine", "complex_diagonal")
+# Each PBG dynamic operator with bigkg's counterpart of the same name, and its parameters' PBG names
+_OPERATOR_PARAMETERS = {"none": (), "diagonal": ("diagonals",), "translation": ("translations",),
+                        "linear": ("linear_transformations",), "affine": ("linear_transformations", "translations"),
+                        "complex_diagonal": ("real", "imag")}
 
 
 class PBGCheckpoint:
@@ -197,7 +200,7 @@ class PBGCheckpoint:
         return rows, structure
 
     def _dynamic_relation_rows(self, operator: str) -> list[dict[str, Any]]:
-        if operator not in _OPERATORS:
+        if operator not in _OPERATOR_PARAMETERS:
             raise PBGCheckpointError(f"{self.config_path}: PBG's operator {operator!r} has no bigkg counterpart")
         names_path = self.entities / "dynamic_rel_names.json"
         try:
@@ -207,11 +210,13 @@ class PBGCheckpoint:
         model_path, parameters = self.root / f"model.v{self.version}.h5", self._model_parameters()
         rows = []
         for side, reciprocal in (("lhs_operators", False), ("rhs_operators", True)):
-            for key, values in sorted(parameters.items()):
-                prefix, _, pbg_name = key.rpartition(".")
-                if prefix != f"{side}.0":
-                    continue
-                if pbg_name not in _PARAMETER_NAMES or values.shape[0] != len(names):
+            for pbg_name in _OPERATOR_PARAMETERS[operator]:
+                key = f"{side}.0.{pbg_name}"
+                values = parameters.get(key)
+                if values is None:  # else the relations would silently start fresh
+                    raise PBGCheckpointError(f"{model_path} has no {key}, a parameter of PBG's {operator} operators "
+                                             f"(is the checkpoint's model file missing or from another model?)")
+                if values.shape[0] != len(names):
                     raise PBGCheckpointError(f"{model_path}: {key} of shape {values.shape} is not a parameter of "
                                              f"{len(names)} relations' {operator} operators")
                 rows += [relation_row(name, reciprocal, operator, _PARAMETER_NAMES[pbg_name], torch.from_numpy(values[r]))

@@ -299,3 +299,25 @@ def test_relations_convert_only_where_bigkg_can_express_them(tmp_path, capsys):
         else:
             assert code == 2 and not out.exists() and not rel.exists()
             assert "applies the operators ['translation'] to the tail" in capsys.readouterr().err
+
+
+def test_dynamic_relations_whose_operator_parameters_are_missing_are_an_error(tmp_path, capsys):
+    """A dynamic-relation model of translation operators whose model.v<N>.h5 is missing (or
+    lacks a side's parameters) converts no relations silently: it is an error naming the
+    file and the parameter, and neither output is written."""
+    write_pbg_checkpoint(tmp_path)
+    model, config_path = tmp_path / "model", tmp_path / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "dynamic_relations": True, "relations": [
+        {"name": "all_edges", "lhs": "user", "rhs": "item", "operator": "translation"}]}))
+    (tmp_path / "entities" / "dynamic_rel_names.json").write_text(json.dumps(["buys", "likes"]))
+    out, rel = tmp_path / "pbg.parquet", tmp_path / "rel.parquet"
+    assert main(["convert", str(model), "--out", str(out), "--relations", str(rel)]) == 2
+    assert f"{model / 'model.v3.h5'} has no lhs_operators.0.translations" in capsys.readouterr().err
+    assert not out.exists() and not rel.exists()
+    with h5py.File(model / "model.v3.h5", "w") as fh:  # the forward operators only
+        fh.create_dataset("model/lhs_operators/0/translations", data=np.ones((2, 6), np.float32)).attrs[
+            "state_dict_key"] = "lhs_operators.0.translations"
+    assert main(["convert", str(model), "--out", str(out), "--relations", str(rel)]) == 2
+    assert "has no rhs_operators.0.translations" in capsys.readouterr().err
+    assert not out.exists() and not rel.exists()
