@@ -55,6 +55,18 @@ _OPERATOR_PARAMETERS = {"none": (), "diagonal": ("diagonals",), "translation": (
                         "complex_diagonal": ("real", "imag")}
 
 
+def _num_partitions(config_path: Path, entity_type: str, options: Any) -> int:
+    """An entity type's ``num_partitions`` (PBG's default 1), checked: a malformed config is
+    an error naming the key, not a crash."""
+    if not isinstance(options, dict):
+        raise PBGCheckpointError(f"{config_path}: entities.{entity_type} is {options!r}, not an object of options")
+    parts = options.get("num_partitions", 1)
+    if not isinstance(parts, int) or isinstance(parts, bool) or parts < 1:
+        raise PBGCheckpointError(f"{config_path}: entities.{entity_type}.num_partitions is {parts!r}; expected a "
+                                 f"positive integer")
+    return parts
+
+
 class PBGCheckpoint:
     """The entity vectors of one version of a PBG checkpoint directory (an ``EntitySource``),
     and their names from ``entities`` (default: the config's ``entity_path``). ``rename``
@@ -74,6 +86,9 @@ class PBGCheckpoint:
             entity_path = config.get("entity_path")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PBGCheckpointError(f"cannot read the entity types of PBG config {config_path}: {exc!r}") from exc
+        if not isinstance(entity_config, dict):
+            raise PBGCheckpointError(f"{config_path}: entities is {type(entity_config).__name__}, not an object of "
+                                     f"entity types")
         self.config, self.config_path = config, config_path
         self._parameters: dict[str, np.ndarray] | None = None
         self.version = self._latest_version() if version is None else version
@@ -93,10 +108,10 @@ class PBGCheckpoint:
         self.entity_types = []
         for name, pbg_name in self.pbg_type.items():
             options = entity_config[pbg_name]
+            parts = _num_partitions(config_path, pbg_name, options)
             if options.get("featurized"):
                 raise PBGCheckpointError(f"entity type {pbg_name!r} of {config_path} is featurized: its vectors are "
                                          f"per feature, not per entity, and bigkg has no featurized entities")
-            parts = int(options.get("num_partitions", 1))
             self.entity_types.append(EntityType(name, [self._count(name, p) for p in range(parts)]))
 
     def _latest_version(self) -> int:

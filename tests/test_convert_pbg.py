@@ -321,3 +321,22 @@ def test_dynamic_relations_whose_operator_parameters_are_missing_are_an_error(tm
     assert main(["convert", str(model), "--out", str(out), "--relations", str(rel)]) == 2
     assert "has no rhs_operators.0.translations" in capsys.readouterr().err
     assert not out.exists() and not rel.exists()
+
+
+def test_a_malformed_pbg_config_names_the_key_and_writes_nothing(tmp_path, capsys):
+    """entities that is not an object, an entity type that is not one, or a num_partitions
+    that is not a positive integer: an error naming config.json and the key, no traceback."""
+    write_pbg_checkpoint(tmp_path)
+    model, config_path, out = tmp_path / "model", tmp_path / "model" / "config.json", tmp_path / "pbg.parquet"
+    config = json.loads(config_path.read_text())
+    for entities, message in [
+        (["user", "item"], "entities is list, not an object of entity types"),
+        ({"user": 3, "item": {}}, "entities.user is 3, not an object of options"),
+        ({"user": {"num_partitions": "2"}, "item": {}}, "entities.user.num_partitions is '2'; expected a positive integer"),
+        ({"user": {"num_partitions": 0}, "item": {}}, "entities.user.num_partitions is 0; expected a positive integer"),
+    ]:
+        config_path.write_text(json.dumps({**config, "entities": entities}))
+        assert main(["convert", str(model), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{config_path}: {message}" in err and "Traceback" not in err
+        assert not list(tmp_path.glob("pbg.parquet*"))
