@@ -222,6 +222,8 @@ class PBGCheckpoint:
             names = json.loads(names_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise PBGCheckpointError(f"cannot read the relation names {names_path}: {exc}") from exc
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PBGCheckpointError(f"{names_path} is not a JSON list of relation names")
         model_path, parameters = self.root / f"model.v{self.version}.h5", self._model_parameters()
         rows = []
         for side, reciprocal in (("lhs_operators", False), ("rhs_operators", True)):

@@ -310,8 +310,12 @@ def test_dynamic_relations_whose_operator_parameters_are_missing_are_an_error(tm
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "dynamic_relations": True, "relations": [
         {"name": "all_edges", "lhs": "user", "rhs": "item", "operator": "translation"}]}))
-    (tmp_path / "entities" / "dynamic_rel_names.json").write_text(json.dumps(["buys", "likes"]))
+    names = tmp_path / "entities" / "dynamic_rel_names.json"
     out, rel = tmp_path / "pbg.parquet", tmp_path / "rel.parquet"
+    names.write_text(json.dumps({"buys": 0}))
+    assert main(["convert", str(model), "--out", str(out), "--relations", str(rel)]) == 2
+    assert f"{names} is not a JSON list of relation names" in capsys.readouterr().err
+    names.write_text(json.dumps(["buys", "likes"]))
     assert main(["convert", str(model), "--out", str(out), "--relations", str(rel)]) == 2
     assert f"{model / 'model.v3.h5'} has no lhs_operators.0.translations" in capsys.readouterr().err
     assert not out.exists() and not rel.exists()
