@@ -49,7 +49,22 @@ def _strip_file_url(path: str) -> str:
 # PBG's names of the dynamic operators' parameters -> bigkg's (bigkg.model.operators)
 _PARAMETER_NAMES = {"diagonals": "diagonal", "translations": "translation", "linear_transformations": "matrix",
                     "real": "real", "imag": "imag"}
-_OPERATORS = ("none", "diagonal", "translation", "linear", "affine", "complex_diagonal")
+# Each PBG dynamic operator with bigkg's counterpart of the same name, and its parameters' PBG names
+_OPERATOR_PARAMETERS = {"none": (), "diagonal": ("diagonals",), "translation": ("translations",),
+                        "linear": ("linear_transformations",), "affine": ("linear_transformations", "translations"),
+                        "complex_diagonal": ("real", "imag")}
+
+
+def _num_partitions(config_path: Path, entity_type: str, options: Any) -> int:
+    """An entity type's ``num_partitions`` (PBG's default 1), checked: a malformed config is
+    an error naming the key, not a crash."""
+    if not isinstance(options, dict):
+        raise PBGCheckpointError(f"{config_path}: entities.{entity_type} is {options!r}, not an object of options")
+    parts = options.get("num_partitions", 1)
+    if not isinstance(parts, int) or isinstance(parts, bool) or parts < 1:
+        raise PBGCheckpointError(f"{config_path}: entities.{entity_type}.num_partitions is {parts!r}; expected a "
+                                 f"positive integer")
+    return parts
 
 
 class PBGCheckpoint:
@@ -71,6 +86,9 @@ class PBGCheckpoint:
             entity_path = config.get("entity_path")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise PBGCheckpointError(f"cannot read the entity types of PBG config {config_path}: {exc!r}") from exc
+        if not isinstance(entity_config, dict):
+            raise PBGCheckpointError(f"{config_path}: entities is {type(entity_config).__name__}, not an object of "
+                                     f"entity types")
         self.config, self.config_path = config, config_path
         self._parameters: dict[str, np.ndarray] | None = None
         self.version = self._latest_version() if version is None else version
@@ -90,10 +108,10 @@ class PBGCheckpoint:
         self.entity_types = []
         for name, pbg_name in self.pbg_type.items():
             options = entity_config[pbg_name]
+            parts = _num_partitions(config_path, pbg_name, options)
             if options.get("featurized"):
                 raise PBGCheckpointError(f"entity type {pbg_name!r} of {config_path} is featurized: its vectors are "
                                          f"per feature, not per entity, and bigkg has no featurized entities")
-            parts = int(options.get("num_partitions", 1))
             self.entity_types.append(EntityType(name, [self._count(name, p) for p in range(parts)]))
 
     def _latest_version(self) -> int:
@@ -197,21 +215,25 @@ class PBGCheckpoint:
         return rows, structure
 
     def _dynamic_relation_rows(self, operator: str) -> list[dict[str, Any]]:
-        if operator not in _OPERATORS:
+        if operator not in _OPERATOR_PARAMETERS:
             raise PBGCheckpointError(f"{self.config_path}: PBG's operator {operator!r} has no bigkg counterpart")
         names_path = self.entities / "dynamic_rel_names.json"
         try:
             names = json.loads(names_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise PBGCheckpointError(f"cannot read the relation names {names_path}: {exc}") from exc
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise PBGCheckpointError(f"{names_path} is not a JSON list of relation names")
         model_path, parameters = self.root / f"model.v{self.version}.h5", self._model_parameters()
         rows = []
         for side, reciprocal in (("lhs_operators", False), ("rhs_operators", True)):
-            for key, values in sorted(parameters.items()):
-                prefix, _, pbg_name = key.rpartition(".")
-                if prefix != f"{side}.0":
-                    continue
-                if pbg_name not in _PARAMETER_NAMES or values.shape[0] != len(names):
+            for pbg_name in _OPERATOR_PARAMETERS[operator]:
+                key = f"{side}.0.{pbg_name}"
+                values = parameters.get(key)
+                if values is None:  # else the relations would silently start fresh
+                    raise PBGCheckpointError(f"{model_path} has no {key}, a parameter of PBG's {operator} operators "
+                                             f"(is the checkpoint's model file missing or from another model?)")
+                if values.shape[0] != len(names):
                     raise PBGCheckpointError(f"{model_path}: {key} of shape {values.shape} is not a parameter of "
                                              f"{len(names)} relations' {operator} operators")
                 rows += [relation_row(name, reciprocal, operator, _PARAMETER_NAMES[pbg_name], torch.from_numpy(values[r]))

@@ -273,14 +273,8 @@ def load_relation_file(model: nn.Module, path: str | Path, relations: list[str],
     lacks are skipped; a row of another operator, parameter or shape than the model's is
     an error, as are reciprocal rows for a model without reciprocal relations."""
     path, what = Path(path), f"model.init_relations_from: {path}"
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise PretrainedError(f"{what} cannot be read as a relations Parquet: {exc}") from exc
-    missing = [c for c in RELATION_COLUMNS if c not in table.column_names]
-    if missing:
-        raise PretrainedError(f"{what} has no column {missing[0]!r} (a relations file has {', '.join(RELATION_COLUMNS)})")
-    saved = json.loads((table.schema.metadata or {}).get(b"bigkg.model", b"{}"))
+    table = _read_relation_table(path, what)
+    saved = _saved_model(table, what)
     if saved.get("comparator", comparator) != comparator:
         log.warning("%s: its parameters were trained with the %s comparator, this model scores with %s",
                     what, saved["comparator"], comparator)
@@ -301,6 +295,8 @@ def load_relation_file(model: nn.Module, path: str | Path, relations: list[str],
             if columns["operator"][k] != operator.name or param is None:
                 raise PretrainedError(f"{what}: relation {name!r} has a {columns['operator'][k]} operator's "
                                       f"{columns['parameter'][k]!r}; this model's is {operator.name}")
+            if not values[k].is_valid:
+                raise PretrainedError(f"{what}: relation {name!r}'s {columns['parameter'][k]!r} has no values (null)")
             row = torch.from_numpy(values[k].values.to_numpy(zero_copy_only=False).astype(np.float32))
             if list(param.shape[1:]) != columns["shape"][k] or row.numel() != param[slot].numel():
                 raise PretrainedError(f"{what}: relation {name!r}'s {columns['parameter'][k]!r} has shape "
@@ -308,6 +304,41 @@ def load_relation_file(model: nn.Module, path: str | Path, relations: list[str],
             param[slot] = row.view(param.shape[1:]).to(param.device)
             matched.add(name)
     return len(matched)
+
+
+# The column types of a relations Parquet (``bigkg.export.RELATION_SCHEMA``), to which a file's are cast
+_RELATION_TYPES = {"relation": pa.string(), "reciprocal": pa.bool_(), "operator": pa.string(),
+                   "parameter": pa.string(), "shape": pa.list_(pa.int64()), "values": pa.list_(pa.float32())}
+
+
+def _read_relation_table(path: Path, what: str) -> pa.Table:
+    """The relations Parquet's columns, of the types ``load_relation_file`` reads."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise PretrainedError(f"{what} cannot be read as a relations Parquet: {exc}") from exc
+    missing = [c for c in RELATION_COLUMNS if c not in table.column_names]
+    if missing:
+        raise PretrainedError(f"{what} has no column {missing[0]!r} (a relations file has {', '.join(RELATION_COLUMNS)})")
+    columns = {}
+    for name, kind in _RELATION_TYPES.items():
+        try:
+            columns[name] = table.column(name).cast(kind)
+        except (pa.ArrowException, ValueError) as exc:
+            raise PretrainedError(f"{what}: column {name!r} of type {table.column(name).type} is not {kind}: {exc}") from exc
+    return pa.table(columns, metadata=table.schema.metadata)
+
+
+def _saved_model(table: pa.Table, what: str) -> dict[str, Any]:
+    """The model options the file's metadata ``bigkg.model`` records (none: an empty dict)."""
+    text = (table.schema.metadata or {}).get(b"bigkg.model", b"{}")
+    try:
+        saved = json.loads(text)
+    except ValueError as exc:
+        raise PretrainedError(f"{what}: its metadata bigkg.model is not JSON: {exc}") from exc
+    if not isinstance(saved, dict):
+        raise PretrainedError(f"{what}: its metadata bigkg.model is {saved!r}, not an object of model options")
+    return saved
 
 
 def open_source(path: str | Path, config: Config) -> ExportSource | RunSource:

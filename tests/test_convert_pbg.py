@@ -299,3 +299,48 @@ def test_relations_convert_only_where_bigkg_can_express_them(tmp_path, capsys):
         else:
             assert code == 2 and not out.exists() and not rel.exists()
             assert "applies the operators ['translation'] to the tail" in capsys.readouterr().err
+
+
+def test_dynamic_relations_whose_operator_parameters_are_missing_are_an_error(tmp_path, capsys):
+    """A dynamic-relation model of translation operators whose model.v<N>.h5 is missing (or
+    lacks a side's parameters) converts no relations silently: it is an error naming the
+    file and the parameter, and neither output is written."""
+    write_pbg_checkpoint(tmp_path)
+    model, config_path = tmp_path / "model", tmp_path / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "dynamic_relations": True, "relations": [
+        {"name": "all_edges", "lhs": "user", "rhs": "item", "operator": "translation"}]}))
+    names = tmp_path / "entities" / "dynamic_rel_names.json"
+    out, rel = tmp_path / "pbg.parquet", tmp_path / "rel.parquet"
+    names.write_text(json.dumps({"buys": 0}))
+    assert main(["convert", str(model), "--out", str(out), "--relations", str(rel)]) == 2
+    assert f"{names} is not a JSON list of relation names" in capsys.readouterr().err
+    names.write_text(json.dumps(["buys", "likes"]))
+    assert main(["convert", str(model), "--out", str(out), "--relations", str(rel)]) == 2
+    assert f"{model / 'model.v3.h5'} has no lhs_operators.0.translations" in capsys.readouterr().err
+    assert not out.exists() and not rel.exists()
+    with h5py.File(model / "model.v3.h5", "w") as fh:  # the forward operators only
+        fh.create_dataset("model/lhs_operators/0/translations", data=np.ones((2, 6), np.float32)).attrs[
+            "state_dict_key"] = "lhs_operators.0.translations"
+    assert main(["convert", str(model), "--out", str(out), "--relations", str(rel)]) == 2
+    assert "has no rhs_operators.0.translations" in capsys.readouterr().err
+    assert not out.exists() and not rel.exists()
+
+
+def test_a_malformed_pbg_config_names_the_key_and_writes_nothing(tmp_path, capsys):
+    """entities that is not an object, an entity type that is not one, or a num_partitions
+    that is not a positive integer: an error naming config.json and the key, no traceback."""
+    write_pbg_checkpoint(tmp_path)
+    model, config_path, out = tmp_path / "model", tmp_path / "model" / "config.json", tmp_path / "pbg.parquet"
+    config = json.loads(config_path.read_text())
+    for entities, message in [
+        (["user", "item"], "entities is list, not an object of entity types"),
+        ({"user": 3, "item": {}}, "entities.user is 3, not an object of options"),
+        ({"user": {"num_partitions": "2"}, "item": {}}, "entities.user.num_partitions is '2'; expected a positive integer"),
+        ({"user": {"num_partitions": 0}, "item": {}}, "entities.user.num_partitions is 0; expected a positive integer"),
+    ]:
+        config_path.write_text(json.dumps({**config, "entities": entities}))
+        assert main(["convert", str(model), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{config_path}: {message}" in err and "Traceback" not in err
+        assert not list(tmp_path.glob("pbg.parquet*"))

@@ -263,3 +263,28 @@ def test_relation_parameters_start_from_an_exported_relations_file_by_name(grown
         with pytest.raises(PretrainedError, match=message):
             train(config_from_dict(run_config(grown / "new", tmp_path / f"bad{k}", **options)))
         assert_no_version_written(tmp_path / f"bad{k}")
+
+
+def test_a_relations_file_of_other_column_types_or_metadata_is_a_clear_error(small, tmp_path):
+    """A relations Parquet not written by bigkg (values a float, not a list; a null row;
+    metadata that is not JSON) names the file and what is wrong, and writes no checkpoint."""
+    good = {"relation": ["r"], "reciprocal": [False], "operator": ["diagonal"], "parameter": ["diagonal"],
+            "shape": [[16]], "values": [[0.5] * 16]}
+    cases = [
+        (pa.table({**good, "values": [0.5]}), None, r"rel0.parquet: column 'values' of type double is not list"),
+        (pa.table({**good, "values": pa.array([None], pa.list_(pa.float32()))}), None,
+         r"rel1.parquet: relation 'r''s 'diagonal' has no values \(null\)"),
+        (pa.table(good), b"{not json", r"rel2.parquet: its metadata bigkg.model is not JSON"),
+        (pa.table(good), b"[1]", r"rel3.parquet: its metadata bigkg.model is \[1\], not an object"),
+    ]
+    for k, (table, metadata, message) in enumerate(cases):
+        path = tmp_path / f"rel{k}.parquet"
+        pq.write_table(table if metadata is None else table.replace_schema_metadata({b"bigkg.model": metadata}), path)
+        run_dir = tmp_path / f"run{k}"
+        with pytest.raises(PretrainedError, match=message):
+            train(config_from_dict(run_config(small, run_dir, operator="diagonal", init_relations_from=str(path))))
+        assert_no_version_written(run_dir)
+    pq.write_table(pa.table(good), tmp_path / "good.parquet")  # the same file with list values starts the run
+    summary = train(config_from_dict(run_config(small, tmp_path / "ok", operator="diagonal",
+                                                init_relations_from=str(tmp_path / "good.parquet"))))
+    assert summary["initialised_from"]["relations_file"]["relations_matched"] == 1

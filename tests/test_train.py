@@ -518,3 +518,17 @@ def test_a_snapshot_missed_by_a_killed_run_is_taken_when_it_resumes(tiny, tmp_pa
     snapshot = CheckpointStore(run / "snapshots" / "epoch_2").latest()
     assert snapshot.name == epoch_end.name and snapshot.meta["progress"]["epoch"] == 2
     assert not (run / "snapshots" / "epoch_3").exists()
+
+
+def test_fresh_discards_the_snapshots_of_the_run_it_starts_over(tiny, tmp_path):
+    """--fresh discards the earlier run's snapshots with its checkpoints: the new run's epoch
+    ends are snapshotted (an old epoch_<k> would otherwise stand in for them, and an epoch the
+    new run never reaches would keep the old weights)."""
+    run = tmp_path / "run"
+    train(config_from_dict(small_config(tiny, run, training={"epochs": 2}, checkpoint={"snapshot_every": 1})))
+    train(config_from_dict(small_config(tiny, run, seed=5, training={"epochs": 1}, checkpoint={"snapshot_every": 1})),
+          fresh=True)
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == ["epoch_1"]
+    snapshot = CheckpointStore(run / "snapshots" / "epoch_1").latest()
+    final = CheckpointStore(run).latest()
+    assert torch.equal(snapshot.load_partition("entity", 0)[0], final.load_partition("entity", 0)[0])

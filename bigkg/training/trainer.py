@@ -150,10 +150,12 @@ class Trainer:
         return build_validator(self.config, self.manifest)
 
     def _open_run_dir(self, run_dir: Path, fresh: bool) -> CheckpointVersion:
-        """Clear the run's checkpoints and metrics if ``fresh``, record the config, and
-        resume from the latest version (or write the first)."""
+        """Clear the run's checkpoints, snapshots and metrics if ``fresh``, record the config,
+        and resume from the latest version (or write the first)."""
         if fresh:
             shutil.rmtree(self.store.root, ignore_errors=True)
+            # Else an old epoch_<k> stands in for the new run's (a snapshot is never remade).
+            shutil.rmtree(run_dir / "snapshots", ignore_errors=True)
             self.metrics.path.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.yaml", config_to_yaml(self.config))

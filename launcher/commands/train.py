@@ -17,7 +17,7 @@ HELP = "train embeddings on a partitioned dataset (resumes from the run's latest
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--fresh", action="store_true", help="discard the run's checkpoints and metrics and start afresh")
+    parser.add_argument("--fresh", action="store_true", help="discard the run's checkpoints, snapshots and metrics and start afresh")
     parser.add_argument("--json", metavar="PATH", help="write the run's summary as JSON to PATH")
 
 
