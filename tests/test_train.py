@@ -499,9 +499,10 @@ def test_snapshots_keep_every_nth_epoch_as_a_run_directory_of_its_own(tiny, tmp_
     for k in (2, 4):
         snapshot = CheckpointStore(run / "snapshots" / f"epoch_{k}").latest()
         assert snapshot.meta["progress"]["epoch"] == k and snapshot.meta["progress"]["finished"] == []
-        assert load_config(run / "snapshots" / f"epoch_{k}" / "config.yaml") == config
+        own = load_config(run / "snapshots" / f"epoch_{k}" / "config.yaml")
+        assert own == dataclasses.replace(config, run_dir=str(run / "snapshots" / f"epoch_{k}"))
         epoch_ends[k] = snapshot.load_partition("entity", 1)[0]
-        metrics = evaluate(dataclasses.replace(config, run_dir=str(run / "snapshots" / f"epoch_{k}")), "train")
+        metrics = evaluate(own, "train")  # the snapshot's own config reads the snapshot
         assert metrics["checkpoint"] == snapshot.name and metrics["count"] == 2 * 240
     assert not (run / "checkpoints" / CheckpointStore(run / "snapshots" / "epoch_2").latest().name).exists()
     assert torch.equal(epoch_ends[4], final.load_partition("entity", 1)[0])

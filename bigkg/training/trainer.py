@@ -10,6 +10,7 @@ when training ends, make the best-validated weights the final checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -286,7 +287,11 @@ class Trainer:
             return
         dest = Path(self.config.run_dir) / "snapshots" / f"epoch_{done}"
         if not dest.exists():
-            snapshot_run(self.version, dest, config_to_yaml(self.config))
+            # Durable first: a machine crash drops a version not yet published, and a snapshot
+            # of it would then hold weights the resumed run no longer has.
+            self.store.flush()
+            # Its config names the snapshot as the run, so `bigkg eval snapshots/epoch_k/config.yaml` reads it.
+            snapshot_run(self.version, dest, config_to_yaml(dataclasses.replace(self.config, run_dir=str(dest))))
             log.info("epoch %d: snapshot %s", done, dest)
 
     def _validate(self, epoch: int) -> None:
