@@ -32,6 +32,7 @@ from bigkg.config import Config, ConfigError, config_to_yaml
 from bigkg.device import build_device, set_cpu_threads
 from bigkg.errors import BigKGError
 from bigkg.format import Manifest, load_manifest
+from bigkg.memory import release_freed_memory
 from bigkg.model import KGModel, build_model
 from bigkg.negatives import foreign_rows
 from bigkg.optim import RowAdagrad, build_shared_optimizer, preload_cpu_kernels
@@ -341,6 +342,7 @@ class Trainer:
     def _load(self, bucket: Bucket) -> LoadedBucket:
         needed = bucket_partition_keys(self.manifest, bucket)
         self.held = {k: v for k, v in self.held.items() if k in needed}
+        release_freed_memory()  # the partitions just dropped, so memory follows the partitions held
         data = self.loader.get(bucket, self.version, frozenset(self.held))
         for key, state in data.partitions.items():
             self.held[key] = PartitionState(
