@@ -67,6 +67,21 @@ def _num_partitions(config_path: Path, entity_type: str, options: Any) -> int:
     return parts
 
 
+def _read_config(config_path: Path) -> dict[str, Any]:
+    """A PBG checkpoint's training config, with its ``entities`` checked to be an object."""
+    if not config_path.is_file():
+        raise PBGCheckpointError(f"{config_path.parent} is not a PBG checkpoint directory: it has no config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        entity_config = config["entities"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PBGCheckpointError(f"cannot read the entity types of PBG config {config_path}: {exc!r}") from exc
+    if not isinstance(entity_config, dict):
+        raise PBGCheckpointError(f"{config_path}: entities is {type(entity_config).__name__}, not an object of "
+                                 f"entity types")
+    return config
+
+
 class PBGCheckpoint:
     """The entity vectors of one version of a PBG checkpoint directory (an ``EntitySource``),
     and their names from ``entities`` (default: the config's ``entity_path``). ``rename``
@@ -77,42 +92,38 @@ class PBGCheckpoint:
     def __init__(self, checkpoint: str | Path, *, entities: str | Path | None = None, version: int | None = None,
                  rename: dict[str, str] | None = None):
         self.root = Path(checkpoint)
-        config_path = self.root / "config.json"
-        if not config_path.is_file():
-            raise PBGCheckpointError(f"{self.root} is not a PBG checkpoint directory: it has no config.json")
-        try:
-            config: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
-            entity_config = config["entities"]
-            entity_path = config.get("entity_path")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise PBGCheckpointError(f"cannot read the entity types of PBG config {config_path}: {exc!r}") from exc
-        if not isinstance(entity_config, dict):
-            raise PBGCheckpointError(f"{config_path}: entities is {type(entity_config).__name__}, not an object of "
-                                     f"entity types")
-        self.config, self.config_path = config, config_path
+        self.config_path = self.root / "config.json"
+        self.config = _read_config(self.config_path)
         self._parameters: dict[str, np.ndarray] | None = None
         self.version = self._latest_version() if version is None else version
-        self.entities = Path(_strip_file_url(str(entities if entities is not None else entity_path or "")))
+        self.entities = Path(_strip_file_url(str(entities if entities is not None else self.config.get("entity_path") or "")))
         if not self.entities.is_dir():
             raise PBGCheckpointError(
-                f"the entity names directory {str(self.entities)!r} (entity_path of {config_path}) does not exist "
+                f"the entity names directory {str(self.entities)!r} (entity_path of {self.config_path}) does not exist "
                 f"here; give it with --entities DIR")
-        rename = rename or {}
-        unknown = sorted(set(rename) - set(entity_config))
+        self.pbg_type = self._renamed_types(rename or {})  # bigkg's name -> PBG's
+        self.entity_types = [EntityType(name, [self._count(name, p) for p in range(self._partitions(pbg_name))])
+                             for name, pbg_name in self.pbg_type.items()]
+
+    def _renamed_types(self, rename: dict[str, str]) -> dict[str, str]:
+        types = self.config["entities"]
+        unknown = sorted(set(rename) - set(types))
         if unknown:
-            raise PBGCheckpointError(f"{config_path} has no entity type {unknown[0]!r} to rename; its types: "
-                                     f"{', '.join(entity_config)}")
-        self.pbg_type = {rename.get(name, name): name for name in entity_config}  # bigkg's name -> PBG's
-        if len(self.pbg_type) < len(entity_config):
-            raise PBGCheckpointError(f"renaming the entity types of {config_path} by {rename} gives two the same name")
-        self.entity_types = []
-        for name, pbg_name in self.pbg_type.items():
-            options = entity_config[pbg_name]
-            parts = _num_partitions(config_path, pbg_name, options)
-            if options.get("featurized"):
-                raise PBGCheckpointError(f"entity type {pbg_name!r} of {config_path} is featurized: its vectors are "
-                                         f"per feature, not per entity, and bigkg has no featurized entities")
-            self.entity_types.append(EntityType(name, [self._count(name, p) for p in range(parts)]))
+            raise PBGCheckpointError(f"{self.config_path} has no entity type {unknown[0]!r} to rename; its types: "
+                                     f"{', '.join(types)}")
+        renamed = {rename.get(name, name): name for name in types}
+        if len(renamed) < len(types):
+            raise PBGCheckpointError(f"renaming the entity types of {self.config_path} by {rename} gives two the same name")
+        return renamed
+
+    def _partitions(self, pbg_type: str) -> int:
+        """The partition count of a PBG entity type, refusing featurized ones."""
+        options = self.config["entities"][pbg_type]
+        parts = _num_partitions(self.config_path, pbg_type, options)
+        if options.get("featurized"):
+            raise PBGCheckpointError(f"entity type {pbg_type!r} of {self.config_path} is featurized: its vectors are "
+                                     f"per feature, not per entity, and bigkg has no featurized entities")
+        return parts
 
     def _latest_version(self) -> int:
         path = self.root / "checkpoint_version.txt"
