@@ -96,7 +96,8 @@ class PBGCheckpoint:
         self.config = _read_config(self.config_path)
         self._parameters: dict[str, np.ndarray] | None = None
         self.version = self._latest_version() if version is None else version
-        self.entities = Path(_strip_file_url(str(entities if entities is not None else self.config.get("entity_path") or "")))
+        names_dir = entities if entities is not None else self.config.get("entity_path") or ""
+        self.entities = Path(_strip_file_url(str(names_dir)))
         if not self.entities.is_dir():
             raise PBGCheckpointError(
                 f"the entity names directory {str(self.entities)!r} (entity_path of {self.config_path}) does not exist "
