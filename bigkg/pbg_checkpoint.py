@@ -67,6 +67,17 @@ def _num_partitions(config_path: Path, entity_type: str, options: Any) -> int:
     return parts
 
 
+def _read_names(path: Path, what: str) -> list[str]:
+    """A JSON list of names, as PBG's importer writes them; ``what`` they are names them in errors."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PBGCheckpointError(f"cannot read the {what} {path}: {exc}") from exc
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise PBGCheckpointError(f"{path} is not a JSON list of {what}")
+    return names
+
+
 def _read_config(config_path: Path) -> dict[str, Any]:
     """A PBG checkpoint's training config, with its ``entities`` checked to be an object."""
     if not config_path.is_file():
@@ -173,13 +184,7 @@ class PBGCheckpoint:
     # -- names ------------------------------------------------------------------------------
     def names(self, entity_type: str, part: int) -> pa.Array:
         path = self.entities / f"entity_names_{self.pbg_type[entity_type]}_{part}.json"
-        try:
-            names = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise PBGCheckpointError(f"cannot read the entity names {path}: {exc}") from exc
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise PBGCheckpointError(f"{path} is not a JSON list of names")
-        return pa.array(names, pa.string())
+        return pa.array(_read_names(path, "entity names"), pa.string())
 
     def tables(self) -> EntityTables:
         return EntityTables(self.entity_types, self.names, self)
@@ -229,13 +234,7 @@ class PBGCheckpoint:
     def _dynamic_relation_rows(self, operator: str) -> list[dict[str, Any]]:
         if operator not in _OPERATOR_PARAMETERS:
             raise PBGCheckpointError(f"{self.config_path}: PBG's operator {operator!r} has no bigkg counterpart")
-        names_path = self.entities / "dynamic_rel_names.json"
-        try:
-            names = json.loads(names_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise PBGCheckpointError(f"cannot read the relation names {names_path}: {exc}") from exc
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise PBGCheckpointError(f"{names_path} is not a JSON list of relation names")
+        names = _read_names(self.entities / "dynamic_rel_names.json", "relation names")
         model_path, parameters = self.root / f"model.v{self.version}.h5", self._model_parameters()
         rows = []
         for side, reciprocal in (("lhs_operators", False), ("rhs_operators", True)):
