@@ -78,6 +78,9 @@ def test_final_checkpoint_holds_the_best_validated_weights(codex2, tmp_path, how
     again = run("train", config, tmp_path, *DESTROY, *args)
     assert again["edges_trained_this_run"] == 0 and store.latest().name == latest.name
     assert again["restored_from"] == restored
+    # nor does it keep the restored weights as the last epoch's snapshot
+    run("train", config, tmp_path, *DESTROY, *args, "--set", "checkpoint.snapshot_every=1")
+    assert not (config.parent / "run" / "snapshots").exists()
 
 
 def test_restore_best_off_keeps_the_last_weights(codex2, tmp_path):

@@ -286,6 +286,8 @@ class Trainer:
         every, done = self.config.checkpoint.snapshot_every, self.progress.epoch
         if not (every and done and done % every == 0 and not self.progress.finished and self.writes_checkpoints):
             return
+        if self.progress.restored_from is not None:  # a finished run: its version holds the best epoch's weights
+            return
         dest = Path(self.config.run_dir) / "snapshots" / f"epoch_{done}"
         if not dest.exists():
             # Durable first: a machine crash drops a version not yet published, and a snapshot
