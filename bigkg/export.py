@@ -57,6 +57,8 @@ class EntityTables:
     entity_types: list[EntityType]
     names: Callable[[str, int], pa.Array]
     source: EntitySource
+    # where a partition's names and vectors come from, for errors
+    origin: Callable[[str, int], str] = lambda entity_type, part: f"entity type {entity_type!r} partition {part}"
 
     @classmethod
     def of_dataset(cls, root: str | Path, manifest: Manifest, source: EntitySource) -> "EntityTables":
@@ -71,7 +73,7 @@ class EntityTables:
                 vectors = self.source.load(et.name, part).detach().cpu().float().numpy()
                 if len(names) != count or vectors.shape[0] != count:
                     raise DatasetError(
-                        f"entity type {et.name!r} partition {part}: {count} entities expected, "
+                        f"{self.origin(et.name, part)}: {count} entities expected, "
                         f"the name table has {len(names)} and the vectors {vectors.shape[0]}"
                     )
                 yield et.name, part, names, vectors

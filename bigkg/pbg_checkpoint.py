@@ -183,11 +183,14 @@ class PBGCheckpoint:
 
     # -- names ------------------------------------------------------------------------------
     def names(self, entity_type: str, part: int) -> pa.Array:
-        path = self.entities / f"entity_names_{self.pbg_type[entity_type]}_{part}.json"
-        return pa.array(_read_names(path, "entity names"), pa.string())
+        return pa.array(_read_names(self.names_path(entity_type, part), "entity names"), pa.string())
+
+    def names_path(self, entity_type: str, part: int) -> Path:
+        return self.entities / f"entity_names_{self.pbg_type[entity_type]}_{part}.json"
 
     def tables(self) -> EntityTables:
-        return EntityTables(self.entity_types, self.names, self)
+        return EntityTables(self.entity_types, self.names, self, origin=lambda entity_type, part: (
+            f"{self.names_path(entity_type, part)} and {self.embeddings_path(entity_type, part)}"))
 
     def _model_parameters(self) -> dict[str, np.ndarray]:
         """The parameters of ``model.v<N>.h5`` (relation operators, global embeddings) by

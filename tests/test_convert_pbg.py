@@ -147,7 +147,7 @@ def test_convert_errors_name_the_file_and_write_nothing(tmp_path, capsys):
     assert "give it with --entities DIR" in fails(str(model))
     names = tmp_path / "moved" / "entity_names_item_0.json"
     names.write_text(json.dumps(["a", "b"]))
-    assert "entity type 'item' partition 0: 4 entities expected, the name table has 2" in fails(
+    assert f"{names} and {model / 'embeddings_item_0.v3.h5'}: 4 entities expected, the name table has 2" in fails(
         str(model), "--entities", str(tmp_path / "moved"))
     names.write_text("{not json")
     assert f"cannot read the entity names {names}" in fails(str(model), "--entities", str(tmp_path / "moved"))
