@@ -36,7 +36,9 @@ from torch import nn
 from bigkg.checkpoint import CheckpointStore, PartitionState
 from bigkg.config import Config, load_config
 from bigkg.errors import BigKGError
+from bigkg.export import RELATION_SCHEMA
 from bigkg.format import Manifest, load_manifest, read_entity_names
+from bigkg.model import KGModel
 from bigkg.strtable import StringTable
 
 log = logging.getLogger(__name__)
@@ -263,10 +265,10 @@ def remap_relation_parameters(model: nn.Module, optimizer: torch.optim.Optimizer
     return len(pairs)
 
 
-RELATION_COLUMNS = ("relation", "reciprocal", "operator", "parameter", "shape", "values")
+RELATION_COLUMNS = tuple(RELATION_SCHEMA.names)
 
 
-def load_relation_file(model: nn.Module, path: str | Path, relations: list[str], comparator: str) -> int:
+def load_relation_file(model: KGModel, path: str | Path, relations: list[str], comparator: str) -> int:
     """Give ``model``'s operators the parameters that a relations Parquet (``bigkg export
     --relations``, ``bigkg convert --relations``) holds for the relations of the same name,
     reciprocal twins included; returns how many relations took them. Relations the dataset
@@ -306,10 +308,6 @@ def load_relation_file(model: nn.Module, path: str | Path, relations: list[str],
     return len(matched)
 
 
-# The column types of a relations Parquet (``bigkg.export.RELATION_SCHEMA``), to which a file's are cast
-_RELATION_TYPES = {"relation": pa.string(), "reciprocal": pa.bool_(), "operator": pa.string(),
-                   "parameter": pa.string(), "shape": pa.list_(pa.int64()), "values": pa.list_(pa.float32())}
-
 
 def _read_relation_table(path: Path, what: str) -> pa.Table:
     """The relations Parquet's columns, of the types ``load_relation_file`` reads."""
@@ -321,7 +319,7 @@ def _read_relation_table(path: Path, what: str) -> pa.Table:
     if missing:
         raise PretrainedError(f"{what} has no column {missing[0]!r} (a relations file has {', '.join(RELATION_COLUMNS)})")
     columns = {}
-    for name, kind in _RELATION_TYPES.items():
+    for name, kind in zip(RELATION_SCHEMA.names, RELATION_SCHEMA.types):  # cast to the types export writes
         try:
             columns[name] = table.column(name).cast(kind)
         except (pa.ArrowException, ValueError) as exc:

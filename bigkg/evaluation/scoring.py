@@ -58,6 +58,8 @@ def score_triples(run: TrainedRun, triples: Iterable[tuple[str, str, str]], *, b
     ``where`` names the triples' origin in errors, which give the triple's line."""
     manifest, root = run.manifest, run.config.dataset
     stride = filter_stride(manifest)
+    entity_types = [et.name for et in manifest.entity_types]
+    targets = max(int(o[-1]) for o in entity_offsets(manifest).values())  # (triple, tail) pairs as one int64 each
     triples, start = iter(triples), 0
     while chunk := list(itertools.islice(triples, batch)):
         heads, relations, tails = (list(column) for column in zip(*chunk))
@@ -69,7 +71,7 @@ def score_triples(run: TrainedRun, triples: Iterable[tuple[str, str, str]], *, b
         lhs_types = np.array([manifest.relations[r].lhs_type for r in rels])
         rhs_types = np.array([manifest.relations[r].rhs_type for r in rels])
         head_ids, tail_ids = np.empty(len(chunk), np.int64), np.empty(len(chunk), np.int64)
-        for entity_type in {et.name for et in manifest.entity_types}:
+        for entity_type in entity_types:
             for ids, types, names in ((head_ids, lhs_types, heads), (tail_ids, rhs_types, tails)):
                 rows = np.flatnonzero(types == entity_type)
                 if rows.size:
@@ -80,7 +82,6 @@ def score_triples(run: TrainedRun, triples: Iterable[tuple[str, str, str]], *, b
             scores = pair_scores(run.score_fn, "rhs", head_vecs, torch.from_numpy(rels).to(run.device), tail_vecs)
         keys = QueryKeys.of_anchors("rhs", head_ids, rels, stride)
         known_at, known_tails = FilterIndex.for_queries(root, manifest, keys).known_answers("rhs", head_ids, rels)
-        targets = max(int(o[-1]) for o in entity_offsets(manifest).values())  # (triple, tail) pairs as one int64 each
         pairs = np.arange(len(chunk), dtype=np.int64) * targets + tail_ids
         known = np.isin(pairs, known_at * targets + known_tails)
         yield ScoredTriples(heads, relations, tails, scores.cpu().numpy().astype(np.float32), known)

@@ -48,6 +48,9 @@ class Encoder(nn.Module):
         for layer in self.layers:
             layer.counter = self.counter
         self.kept_edges: list[int] = []  # edges each layer aggregated over, last call
+        # set every step: found once (layers share a pruner between their maps)
+        self._weight_pruners = list({id(m.pruner): m.pruner for m in self.modules()
+                                     if isinstance(m, Linear) and m.pruner is not None}.values())
 
     def forward(self, x: Tensor, edges: EdgeSet) -> Tensor:
         """Representations of all ``edges.num_nodes`` rows of ``x``."""
@@ -65,9 +68,8 @@ class Encoder(nn.Module):
 
     def set_training_step(self, step: int) -> None:
         """Every weight pruner's schedule is at training step ``step``."""
-        for module in self.modules():
-            if isinstance(module, Linear) and module.pruner is not None:
-                module.pruner.steps = step
+        for pruner in self._weight_pruners:
+            pruner.steps = step
 
     def encode(
         self,

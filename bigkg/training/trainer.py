@@ -343,8 +343,10 @@ class Trainer:
     # -- partitions and checkpoints ---------------------------------------------------------
     def _load(self, bucket: Bucket) -> LoadedBucket:
         needed = bucket_partition_keys(self.manifest, bucket)
-        self.held = {k: v for k, v in self.held.items() if k in needed}
-        release_freed_memory()  # the partitions just dropped, so memory follows the partitions held
+        kept = {k: v for k, v in self.held.items() if k in needed}
+        if len(kept) < len(self.held):
+            self.held = kept
+            release_freed_memory()  # the partitions just dropped: memory follows the partitions held
         data = self.loader.get(bucket, self.version, frozenset(self.held))
         for key, state in data.partitions.items():
             self.held[key] = PartitionState(

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from pathlib import Path
 
 from bigkg.atomic import atomic_file, write_text_atomic
 from bigkg.export import FORMATS, ExportError, write_entity_tables, write_relation_rows
 from bigkg.pbg_checkpoint import PBGCheckpoint
+from launcher.commands._outputs import check_outputs
 
 NAME = "convert"
 HELP = "write a PyTorch-BigGraph checkpoint's entity names and vectors as bigkg export does (Parquet, HDF5, NumPy)"
@@ -45,11 +45,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.relations and Path(args.relations).resolve() == Path(args.out).resolve():
-        raise ExportError(f"--out and --relations both name {args.out}: give the relations a file of their own")
-    for out in filter(None, (args.out, args.relations)):  # both outputs or neither
-        if Path(out).exists() and not args.force:
-            raise ExportError(f"{out} already exists (use --force to replace it)")
+    check_outputs(args.out, args.relations, args.force)
     rename = dict(_pair(text) for text in args.rename)
     checkpoint = PBGCheckpoint(args.checkpoint, entities=args.entities, version=args.version, rename=rename)
     with contextlib.ExitStack() as stack:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-from pathlib import Path
 
 from bigkg.atomic import atomic_file, write_text_atomic
 from bigkg.evaluation.source import open_run
-from bigkg.export import FORMATS, ExportError, export_embeddings, export_relations
+from bigkg.export import FORMATS, export_embeddings, export_relations
 from launcher.commands._config_args import add_config_arguments, config_from_args
+from launcher.commands._outputs import check_outputs
 
 NAME = "export"
 HELP = "write every entity's name and vector from the latest checkpoint (Parquet, HDF5, NumPy)"
@@ -31,11 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    if args.relations and Path(args.relations).resolve() == Path(args.out).resolve():
-        raise ExportError(f"--out and --relations both name {args.out}: give the relations a file of their own")
-    for out in filter(None, (args.out, args.relations)):  # both outputs or neither
-        if Path(out).exists() and not args.force:
-            raise ExportError(f"{out} already exists (use --force to replace it)")
+    check_outputs(args.out, args.relations, args.force)
     trained = open_run(config)
     with contextlib.ExitStack() as stack:
         relations = None

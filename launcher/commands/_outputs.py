@@ -1,0 +1,17 @@
+"""The check that ``bigkg export`` and ``bigkg convert`` make before writing their two outputs
+(entity vectors at ``--out``, relation parameters at ``--relations``): both or neither."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bigkg.export import ExportError
+
+
+def check_outputs(out: str, relations: str | None, force: bool) -> None:
+    """Refuse one file named twice, and an existing output without ``--force``, before anything is written."""
+    if relations and Path(relations).resolve() == Path(out).resolve():
+        raise ExportError(f"--out and --relations both name {out}: give the relations a file of their own")
+    for path in filter(None, (out, relations)):
+        if Path(path).exists() and not force:
+            raise ExportError(f"{path} already exists (use --force to replace it)")
