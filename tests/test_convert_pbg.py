@@ -251,11 +251,18 @@ def test_a_converted_pbg_complex_model_scores_every_triple_as_pbg_does(tmp_path)
     config = tmp_path / "pbg_config.py"
     write_pbg_config(config, entity_path=tmp_path / "entities", edge_path=tmp_path / "edges_partitioned",
                      checkpoint_path=tmp_path / "model", partitions=1, operator="complex_diagonal", dimension=8,
-                     comparator="dot", loss_fn="softmax", num_epochs=2, workers=1, global_emb=False, eval_fraction=0)
+                     comparator="dot", loss_fn="softmax", num_epochs=2, workers=1, global_emb=False, eval_fraction=0,
+                     init_scale=0.5)  # scores of order one, so the tolerances below are tight
     for tool, args in (("torchbiggraph_import_from_tsv", ["-l", "0", "-r", "2", "--rel-col", "1", str(config), str(edges)]),
                        ("torchbiggraph_train", [str(config)])):
         done = subprocess.run(pbg.command(tool) + args, env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
+    # Two short epochs leave both sides' operators close to their common initialisation; set
+    # the head side's apart in PBG's checkpoint so that converting one side twice would fail.
+    (checkpoint,) = (tmp_path / "model").glob("model.v*.h5")
+    with h5py.File(checkpoint, "r+") as fh:
+        for part in ("real", "imag"):
+            fh[f"model/relations/0/operator/lhs/{part}"][...] = rng.normal(size=fh[f"model/relations/0/operator/lhs/{part}"].shape)
     assert main(["convert", str(tmp_path / "model"), "--out", str(tmp_path / "pbg.parquet"),
                  "--relations", str(tmp_path / "pbg_rel.parquet"), "--rename-type", "all=entity"]) == 0
 
@@ -278,7 +285,7 @@ def test_a_converted_pbg_complex_model_scores_every_triple_as_pbg_does(tmp_path)
                                          env=env, check=True, capture_output=True, text=True).stdout)
     np.testing.assert_allclose(scored.scores, [tail for tail, _ in expected], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(head_side.numpy(), [head for _, head in expected], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(scored.scores, head_side.numpy())  # the two operators differ: both were converted
+    assert not np.allclose(scored.scores, head_side.numpy(), rtol=0.1)  # the sides differ: both were converted
 
 
 def test_relations_convert_only_where_bigkg_can_express_them(tmp_path, capsys):
