@@ -68,6 +68,7 @@ class SoftmaxDotGradients(NamedTuple):
 def softmax_dot_gradients(
     head_candidates: Tensor, tail_candidates: Tensor, c: int, weights: tuple[Tensor | None, Tensor | None],
     foreign_heads: Tensor | None = None, foreign_tails: Tensor | None = None,
+    trains: tuple[bool, bool] = (True, True),
 ) -> SoftmaxDotGradients:
     """Loss and gradients of both sides' softmax cross-entropy, chunk by chunk.
 
@@ -78,22 +79,36 @@ def softmax_dot_gradients(
     ``foreign_tails`` [f, d] (the same for every query); the head side its head
     among the head candidates and ``foreign_heads``. ``weights``: the tail and
     the head side's [nc, c] (or None: 1), scaling each positive's loss on that
-    side (and so its gradients).
+    side (and so its gradients). ``trains``: whether the tail and the head side are
+    trained at all; a side that is not has no negatives, no shared candidates and
+    no softmax, and the positive block's gradient is the other side's alone.
     """
     tail_weight, head_weight = weights
+    train_tails, train_heads = trains
     heads, tails = head_candidates[:, :c], tail_candidates[:, :c]
     k_head, k_tail = head_candidates.shape[1], tail_candidates.shape[1]  # the sides' negatives may differ in number
-    tail_scores = _base2_scores(heads, tail_candidates)
-    head_scores = torch.cat([tail_scores[:, :, :c].transpose(1, 2), _base2_scores(tails, head_candidates[:, c:])], -1)
-    tail_loss, tail_grad = _softmax_gradient(_with_shared(tail_scores, heads, foreign_tails), c, tail_weight)
-    head_loss, head_grad = _softmax_gradient(_with_shared(head_scores, tails, foreign_heads), c, head_weight)
-    # A positive block entry is one score on both sides: its gradient is the sum of the two.
-    tail_grad[:, :, :c].add_(head_grad[:, :, :c].transpose(1, 2))
-    head_grad[:, :, :c].copy_(tail_grad[:, :, :c].transpose(1, 2))
+    if not (train_tails or train_heads) or not train_heads and (k_head > c or foreign_heads is not None) \
+            or not train_tails and (k_tail > c or foreign_tails is not None):
+        raise ValueError(f"sides trained {trains}: at least one, and a side not trained takes no negatives")
+    tail_scores = _base2_scores(heads, tail_candidates)  # its positive block is the head side's too
+    if train_heads:  # (copied out before the tail side's softmax overwrites it)
+        head_scores = torch.cat([tail_scores[:, :, :c].transpose(1, 2), _base2_scores(tails, head_candidates[:, c:])], -1)
+        head_loss, head_grad = _softmax_gradient(_with_shared(head_scores, tails, foreign_heads), c, head_weight)
+    if train_tails:
+        loss, tail_grad = _softmax_gradient(_with_shared(tail_scores, heads, foreign_tails), c, tail_weight)
+    if train_tails and train_heads:
+        # A positive block entry is one score on both sides: its gradient is the sum of the two.
+        tail_grad[:, :, :c].add_(head_grad[:, :, :c].transpose(1, 2))
+        head_grad[:, :, :c].copy_(tail_grad[:, :, :c].transpose(1, 2))
+        loss.add_(head_loss)
+    elif train_tails:
+        head_grad = tail_grad[:, :, :c].transpose(1, 2)
+    else:
+        loss, tail_grad = head_loss, head_grad[:, :, :c].transpose(1, 2)
     grad_heads = torch.bmm(tail_grad[:, :, :k_tail], tail_candidates)
     grad_tails = torch.bmm(head_grad[:, :, :k_head], head_candidates)
     return SoftmaxDotGradients(
-        tail_loss.add_(head_loss), grad_heads, grad_tails,
+        loss, grad_heads, grad_tails,
         torch.bmm(head_grad[:, :, c:k_head].transpose(1, 2), tails),
         torch.bmm(tail_grad[:, :, c:k_tail].transpose(1, 2), heads),
         _add_shared_gradient(grad_tails, head_grad[:, :, k_head:], tails, foreign_heads),

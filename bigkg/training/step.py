@@ -218,7 +218,10 @@ class BatchStep:
         u_head, u_tail, d, device = self.head_uniform, self.tail_uniform, left.shape[1], batch.lhs.device
         head_negatives = uniform_negatives(plan.total_chunks, u_head, left.shape[0], gen, device)
         tail_negatives = uniform_negatives(plan.total_chunks, u_tail, right.shape[0], gen, device)
-        foreign_heads, foreign_tails = [rows.detach() for _, rows in foreign_draws] or [None, None]
+        # A side not trained has no candidates; its foreign rows are drawn all the same (the
+        # autograd path's draws) but not scored.
+        foreign_heads, foreign_tails = [rows.detach() if on else None
+                                        for (_, rows), on in zip(foreign_draws, self.trains[::-1])] or [None, None]
         grad_foreign: list[Tensor | None] = [None, None]
         left_ids: list[Tensor] = []
         left_grads: list[Tensor] = []
@@ -232,7 +235,7 @@ class BatchStep:
             tail_ids = torch.cat([batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc]], 1)
             head_candidates = left.index_select(0, head_ids.flatten()).view(nc, c + u_head, d)
             tail_candidates = right.index_select(0, tail_ids.flatten()).view(nc, c + u_tail, d)
-            out = softmax_dot_gradients(head_candidates, tail_candidates, c, weights, foreign_heads, foreign_tails)
+            out = softmax_dot_gradients(head_candidates, tail_candidates, c, weights, foreign_heads, foreign_tails, self.trains)
             loss += out.loss.sum()
             self._add_regularizer_gradient(batch.rel[start:end], head_candidates[:, :c], tail_candidates[:, :c],
                                            out.heads, out.tails)
