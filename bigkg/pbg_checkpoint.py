@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -105,8 +105,10 @@ class PBGCheckpoint:
         self.root = Path(checkpoint)
         self.config_path = self.root / "config.json"
         self.config = _read_config(self.config_path)
-        self._parameters: dict[str, np.ndarray] | None = None
         self.version = self._latest_version() if version is None else version
+        self.model_path = self.root / f"model.v{self.version}.h5"
+        self._datasets: dict[str, str] | None = None
+        self._parameters: dict[str, np.ndarray | None] = {}
         names_dir = entities if entities is not None else self.config.get("entity_path") or ""
         self.entities = Path(_strip_file_url(str(names_dir)))
         if not self.entities.is_dir():
@@ -173,7 +175,7 @@ class PBGCheckpoint:
             vectors = torch.from_numpy(np.asarray(fh["embeddings"], dtype=np.float32))
         if self.config.get("max_norm"):
             clip_row_norms(vectors, float(self.config["max_norm"]))
-        global_embedding = self._model_parameters().get(f"global_embs.emb_{self.pbg_type[entity_type]}")
+        global_embedding = self._model_parameter(f"global_embs.emb_{self.pbg_type[entity_type]}")
         if global_embedding is not None:
             vectors += torch.from_numpy(global_embedding)
         return vectors
@@ -192,23 +194,38 @@ class PBGCheckpoint:
         return EntityTables(self.entity_types, self.names, self, origin=lambda entity_type, part: (
             f"{self.names_path(entity_type, part)} and {self.embeddings_path(entity_type, part)}"))
 
-    def _model_parameters(self) -> dict[str, np.ndarray]:
-        """The parameters of ``model.v<N>.h5`` (relation operators, global embeddings) by
-        their state_dict key; read once. A checkpoint without the file has none."""
-        if self._parameters is None:
-            path, self._parameters = self.root / f"model.v{self.version}.h5", {}
-            if path.is_file():
-                try:
-                    with h5py.File(path, "r") as fh:
-                        fh.visititems(self._collect_parameter)
-                except OSError as exc:
-                    raise PBGCheckpointError(f"cannot read the model parameters of {path}: {exc}") from exc
-        return self._parameters
+    def _model_parameter(self, key: str) -> np.ndarray | None:
+        """The parameter of ``model.v<N>.h5`` (a relation operator's, a global embedding) with
+        the state_dict key ``key``; None when there is none. Only the parameters asked for
+        are read: the file also holds every relation's operators."""
+        if key not in self._parameters:
+            dataset = self._parameter_datasets().get(key)
+            self._parameters[key] = None if dataset is None else self._read_model_file(
+                lambda fh: np.asarray(fh[dataset], dtype=np.float32))
+        return self._parameters[key]
 
-    def _collect_parameter(self, _name: str, item: Any) -> None:
-        key = item.attrs.get("state_dict_key") if isinstance(item, h5py.Dataset) else None
-        if key is not None:
-            self._parameters[str(key)] = np.asarray(item, dtype=np.float32)
+    def _parameter_datasets(self) -> dict[str, str]:
+        """The dataset of each state_dict key in ``model.v<N>.h5``, found once; a checkpoint
+        without the file has none."""
+        if self._datasets is None:
+            found: dict[str, str] = {}
+
+            def collect(name: str, item: Any) -> None:
+                key = item.attrs.get("state_dict_key") if isinstance(item, h5py.Dataset) else None
+                if key is not None:
+                    found[str(key)] = name
+
+            if self.model_path.is_file():
+                self._read_model_file(lambda fh: fh.visititems(collect))
+            self._datasets = found
+        return self._datasets
+
+    def _read_model_file(self, read: Callable[[h5py.File], Any]) -> Any:
+        try:
+            with h5py.File(self.model_path, "r") as fh:
+                return read(fh)
+        except (OSError, KeyError) as exc:
+            raise PBGCheckpointError(f"cannot read the model parameters of {self.model_path}: {exc}") from exc
 
     # -- relations -------------------------------------------------------------------------
     def relation_rows(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -238,17 +255,16 @@ class PBGCheckpoint:
         if operator not in _OPERATOR_PARAMETERS:
             raise PBGCheckpointError(f"{self.config_path}: PBG's operator {operator!r} has no bigkg counterpart")
         names = _read_names(self.entities / "dynamic_rel_names.json", "relation names")
-        model_path, parameters = self.root / f"model.v{self.version}.h5", self._model_parameters()
         rows = []
         for side, reciprocal in (("lhs_operators", False), ("rhs_operators", True)):
             for pbg_name in _OPERATOR_PARAMETERS[operator]:
                 key = f"{side}.0.{pbg_name}"
-                values = parameters.get(key)
+                values = self._model_parameter(key)
                 if values is None:  # else the relations would silently start fresh
-                    raise PBGCheckpointError(f"{model_path} has no {key}, a parameter of PBG's {operator} operators "
+                    raise PBGCheckpointError(f"{self.model_path} has no {key}, a parameter of PBG's {operator} operators "
                                              f"(is the checkpoint's model file missing or from another model?)")
                 if values.shape[0] != len(names):
-                    raise PBGCheckpointError(f"{model_path}: {key} of shape {values.shape} is not a parameter of "
+                    raise PBGCheckpointError(f"{self.model_path}: {key} of shape {values.shape} is not a parameter of "
                                              f"{len(names)} relations' {operator} operators")
                 rows += [relation_row(name, reciprocal, operator, _PARAMETER_NAMES[pbg_name], torch.from_numpy(values[r]))
                          for r, name in enumerate(names)]
