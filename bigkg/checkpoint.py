@@ -116,9 +116,10 @@ def write_partition_file(path: Path, state: PartitionState) -> None:
         torch.save({"embeddings": state.embeddings, "adagrad": state.adagrad}, path)
 
 
-def read_partition_file(path: Path) -> tuple[Tensor, Tensor]:
-    """(embeddings [n, d], adagrad [n]) stored in one partition file."""
-    data = read_tensor_file(path)
+def read_partition_file(path: Path, mmap: bool = False) -> tuple[Tensor, Tensor]:
+    """(embeddings [n, d], adagrad [n]) stored in one partition file; with ``mmap``,
+    views of the file's pages (copy-on-write) for a caller that copies them anyway."""
+    data = read_tensor_file(path, mmap=mmap)
     if not (isinstance(data, dict) and all(isinstance(data.get(k), Tensor) for k in ("embeddings", "adagrad"))):
         raise CheckpointError(f"{path} is not a partition file: it lacks the embeddings and adagrad tensors")
     return data["embeddings"], data["adagrad"]
@@ -159,9 +160,10 @@ class CheckpointVersion:
     def partition_path(self, entity_type: str, part: int) -> Path:
         return self.path / partition_relpath(entity_type, part)
 
-    def load_partition(self, entity_type: str, part: int) -> tuple[Tensor, Tensor]:
-        """(embeddings [n, d], adagrad [n]) of one partition, on the CPU."""
-        return read_partition_file(self.partition_path(entity_type, part))
+    def load_partition(self, entity_type: str, part: int, mmap: bool = False) -> tuple[Tensor, Tensor]:
+        """(embeddings [n, d], adagrad [n]) of one partition, on the CPU (``mmap``: see
+        ``read_partition_file``)."""
+        return read_partition_file(self.partition_path(entity_type, part), mmap)
 
     def shared_state(self) -> dict[str, Any]:
         return read_tensor_file(self.path / "shared.pt")

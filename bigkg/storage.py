@@ -125,7 +125,8 @@ class BucketLoader:
                 groups.append(GroupEdges(group, *(self._pin(t) for t in parts)))
         partitions = {}
         for key in sorted(bucket_partition_keys(self.manifest, bucket) - skip):
-            emb, ada = version.load_partition(*key)
+            # To be pinned: mapped, so the one copy is the one into pinned memory.
+            emb, ada = version.load_partition(*key, mmap=self.pin_memory)
             partitions[key] = PartitionState(self._pin(emb), self._pin(ada))
         return LoadedBucket(bucket, groups, partitions)
 

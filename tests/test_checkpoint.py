@@ -38,6 +38,10 @@ def test_versions_link_unchanged_partitions_and_prune(tmp_path):
     assert os.stat(v1.partition_path("e", 0)).st_ino == os.stat(v0.partition_path("e", 0)).st_ino
     emb, ada = v1.load_partition("e", 1)
     assert torch.equal(emb, torch.full((3, 4), 7.0)) and torch.equal(ada, torch.full((3,), 7.0))
+    mapped, mapped_ada = v1.load_partition("e", 1, mmap=True)  # what a loader that pins reads
+    assert torch.equal(mapped, emb) and torch.equal(mapped_ada, ada)
+    mapped += 1  # copy-on-write: the version stays as written
+    assert torch.equal(v1.load_partition("e", 1)[0], emb)
     assert v1.meta["epoch"] == 1
     v2 = store.write({"epoch": 2}, {"model": {}}, {}, KEYS, base=v1, keep_versions=2)
     assert [p.name for p in store.versions()] == ["v000001", "v000002"]
