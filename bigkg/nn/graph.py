@@ -73,9 +73,10 @@ def compact_ids(ids: Tensor, n: int) -> tuple[Tensor | None, Tensor | None]:
     """The distinct values of ``ids`` (in [0, n)) in order, and the position
     of each value in [0, n) among them; (None, None) when all n occur."""
     present = torch.bincount(ids, minlength=n) > 0
-    if bool(present.all()):
+    values = torch.nonzero(present).squeeze(1)  # its size is the one host sync
+    if values.numel() == n:
         return None, None
-    return torch.nonzero(present).squeeze(1), torch.cumsum(present, 0) - 1
+    return values, torch.cumsum(present, 0) - 1
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,9 @@ class Graph:
         if fanouts is not None and len(fanouts) != hops:
             raise GraphError(f"fanouts has {len(fanouts)} entries but the encoder has {hops} layers")
         seeds = seeds.reshape(-1).long()
-        if seeds.numel() and (int(seeds.min()) < 0 or int(seeds.max()) >= self.num_nodes):
+        # Checked on the CPU only: on a GPU the check would cost a host sync per batch,
+        # and indexing ``local`` below asserts the range on the device anyway.
+        if seeds.device.type == "cpu" and seeds.numel() and (int(seeds.min()) < 0 or int(seeds.max()) >= self.num_nodes):
             raise GraphError(f"node ids must lie in [0, {self.num_nodes})")
         unique, inverse = torch.unique(seeds, return_inverse=True)
         dev = self.device
@@ -234,13 +237,16 @@ class Graph:
         count = unique.numel()
         frontier = unique
         picked = []
+        reached = torch.empty(self.num_nodes, dtype=torch.bool, device=dev)
         for hop in range(hops):
             if frontier.numel() == 0:
                 break
             eids = self._incoming(frontier, None if fanouts is None else fanouts[hop], generator)
             picked.append(eids)
-            new = torch.unique(self.src[eids])
-            new = new[local[new] < 0]
+            # The sources not yet numbered, ascending: a flag per node and one nonzero
+            # (one host sync; a unique and a mask took two, and sorted the sources).
+            reached.zero_()[self.src[eids]] = True
+            new = torch.nonzero(reached.logical_and_(local < 0)).squeeze(1)
             local[new] = torch.arange(count, count + new.numel(), device=dev)
             count += new.numel()
             nodes.append(new)
