@@ -35,5 +35,6 @@ def test_two_workers_validate_as_one_process_does(codex2, tmp_path):
     assert "[rank 1]" in log.read_text()  # really two workers
     (validated,) = json.loads(summary_path.read_text())["valid"]
     alone = evaluate(load_config(config, []), split="valid")  # the final checkpoint: the validated weights
-    for key in ("mrr", "mr", "hits@10", "count", "recall@5", "ndcg@5", "recall@20", "ndcg@20", "rec_users"):
+    for key in ("mrr", "mr", "hits@10", "count", "amr", "amri", "amrri", "tails", "heads",
+                "recall@5", "ndcg@5", "recall@20", "ndcg@20", "rec_users"):
         assert validated[key] == alone[key], key

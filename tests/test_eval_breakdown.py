@@ -12,7 +12,7 @@ from bigkg.config import config_to_dict
 from bigkg.evaluation import evaluate
 from bigkg.evaluation.breakdown import relation_categories
 from bigkg.evaluation.filters import iter_split
-from bigkg.evaluation.metrics import ranking_metrics
+from bigkg.evaluation.metrics import QueryRanks, ranking_metrics
 from bigkg.format import load_manifest
 from eval_datasets import RELS, write_dataset, write_trained_run
 from launcher.cli import main
@@ -56,17 +56,21 @@ def test_per_relation_and_per_category_metrics_are_those_of_their_triples(tmp_pa
         got, mask = result["relations"][name], rels == r
         assert got["category"] == categories[r]
         assert got["count"] == 2 * mask.sum()
-        assert got["tails"]["mrr"] == pytest.approx(np.mean(1 / ref["rhs"][mask]), rel=1e-5)
-        assert got["heads"]["mrr"] == pytest.approx(np.mean(1 / ref["lhs"][mask]), rel=1e-5)
-        assert got["mrr"] == pytest.approx(np.mean(1 / np.concatenate([ref["rhs"][mask], ref["lhs"][mask]])), rel=1e-5)
+        assert got["tails"]["mrr"] == pytest.approx(np.mean(1 / ref["rhs"].ranks[mask]), rel=1e-5)
+        assert got["heads"]["mrr"] == pytest.approx(np.mean(1 / ref["lhs"].ranks[mask]), rel=1e-5)
+        assert got["mrr"] == pytest.approx(np.mean(1 / np.concatenate([ref["rhs"].ranks[mask], ref["lhs"].ranks[mask]])),
+                                           rel=1e-5)
+        tails = ref["rhs"][mask]
+        assert got["tails"]["amri"] == pytest.approx(ranking_metrics(tails.ranks, tails.candidates)["amri"], rel=1e-5)
     for category, got in result["categories"].items():
         members = [r for r, c in enumerate(categories) if c == category and (rels == r).any()]
         mask = np.isin(rels, members)
         tails, heads = got.pop("tails"), got.pop("heads")
         assert got.pop("relations") == len(members)
-        assert got == pytest.approx(ranking_metrics(np.concatenate([ref["rhs"][mask], ref["lhs"][mask]])))
-        assert tails == pytest.approx(ranking_metrics(ref["rhs"][mask]))
-        assert heads == pytest.approx(ranking_metrics(ref["lhs"][mask]))
+        both = QueryRanks.concatenate([ref["rhs"][mask], ref["lhs"][mask]])
+        assert got == pytest.approx(ranking_metrics(both.ranks, both.candidates))
+        assert tails == pytest.approx(ranking_metrics(ref["rhs"].ranks[mask], ref["rhs"].candidates[mask]))
+        assert heads == pytest.approx(ranking_metrics(ref["lhs"].ranks[mask], ref["lhs"].candidates[mask]))
     assert sum(m["count"] for m in result["categories"].values()) == result["count"] > 0
 
 

@@ -34,11 +34,14 @@ def test_eval_command_prints_table_and_writes_json(run, tmp_path, capsys):
     assert main(["eval", str(path), "--split", "valid", "--json", str(out), "--set", "eval.query_batch=3"]) == 0
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
-    for key in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "count", "unseen_entity_triples"):
+    for key in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "amr", "amri", "amrri", "count", "unseen_entity_triples"):
         assert key in data
+    for side in ("tails", "heads"):
+        assert {"amr", "amri", "amrri"} <= set(data[side])
     assert data["split"] == "valid"
     assert data["mrr"] == pytest.approx(evaluate(config, "valid")["mrr"])
     assert f"{data['mrr']:.4f}" in printed and "tails" in printed and "heads" in printed
+    assert "AMRI" in printed and f"{data['heads']['amri']:.4f}" in printed
 
 
 def test_eval_command_bad_override_is_one_line_error(run, capsys):

@@ -58,6 +58,8 @@ def test_kinships_end_to_end(shared_dataset, tmp_path, capsys):
     baseline = random_baseline_mrr(data, manifest)
     assert metrics["count"] == 2 * 1074 and metrics["unseen_entity_triples"] == 0
     assert metrics["mrr"] > baseline + 0.2, (metrics["mrr"], baseline)
+    # The adjusted MRR index rests on the same expectation: E[MRR] = (MRR - AMRRI) / (1 - AMRRI).
+    assert (metrics["mrr"] - metrics["amrri"]) / (1 - metrics["amrri"]) == pytest.approx(baseline, rel=1e-9)
     assert metrics["hits@10"] >= metrics["hits@3"] >= metrics["hits@1"]
 
     # Export: names match the dataset's entity tables, vectors the checkpoint.

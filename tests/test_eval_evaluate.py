@@ -11,12 +11,16 @@ import torch
 from bigkg.config import config_from_dict, config_to_dict
 from bigkg.evaluation import evaluate
 from bigkg.evaluation.evaluate import dataset_index, link_prediction_ranks, ranking_options, recommendation_metrics
+from bigkg.evaluation.metrics import QueryRanks, ranking_metrics
 from bigkg.evaluation.source import CheckpointSource, EvaluationError, open_run
 from eval_datasets import RELS, random_triples as _triples, write_trained_run as _setup
 
-def _brute_force(model, splits, by_index, split="test"):
+def _brute_force(model, splits, by_index, split="test") -> dict[str, QueryRanks]:
+    """Per side, each test triple's rank and its number of candidates (the answer and the
+    entities of its type that make no other known triple), in the split's order."""
     known = {tuple(t) for s in splits.values() for t in s.tolist()}
     ranks = {"rhs": [], "lhs": []}
+    candidates = {"rhs": [], "lhs": []}
     with torch.no_grad():
         for h, r, t in splits[split].tolist():
             _, ht, tt = RELS[r]
@@ -28,7 +32,8 @@ def _brute_force(model, splits, by_index, split="test"):
                 comp = [scores[x] for x in range(len(scores)) if x != answer and other(x) not in known]
                 comp = np.array(comp)
                 ranks[side].append(1 + (comp > true).sum() + (comp == true).sum() / 2)
-    return {k: np.array(v) for k, v in ranks.items()}
+                candidates[side].append(1 + len(comp))
+    return {k: QueryRanks(np.array(ranks[k]), np.array(candidates[k])) for k in ranks}
 
 
 @pytest.mark.parametrize("operator,overrides", [
@@ -41,13 +46,20 @@ def test_evaluate_matches_brute_force(tmp_path, operator, overrides):
     config, model, splits, by_index = _setup(tmp_path, operator=operator, overrides=overrides)
     result = evaluate(config, "test")
     ref = _brute_force(model, splits, by_index)
-    all_ranks = np.concatenate([ref["rhs"], ref["lhs"]])
+    both = QueryRanks.concatenate([ref["rhs"], ref["lhs"]])
+    all_ranks = both.ranks
     assert result["count"] == 2 * len(splits["test"]) == 2 * result["triples"]
     assert result["mrr"] == pytest.approx(np.mean(1 / all_ranks), rel=1e-5)
     assert result["mr"] == pytest.approx(np.mean(all_ranks), rel=1e-5)
     assert result["hits@10"] == pytest.approx(np.mean(all_ranks <= 10))
-    assert result["tails"]["mrr"] == pytest.approx(np.mean(1 / ref["rhs"]), rel=1e-5)
-    assert result["heads"]["mrr"] == pytest.approx(np.mean(1 / ref["lhs"]), rel=1e-5)
+    assert result["tails"]["mrr"] == pytest.approx(np.mean(1 / ref["rhs"].ranks), rel=1e-5)
+    assert result["heads"]["mrr"] == pytest.approx(np.mean(1 / ref["lhs"].ranks), rel=1e-5)
+    # The adjusted metrics from the brute-force ranks and candidate counts, overall and per side.
+    assert np.unique(both.candidates).size > 3  # types of 12 and 20 entities, filters of different sizes
+    adjusted = ("amr", "amri", "amrri")
+    for got, ranked in ((result, both), (result["tails"], ref["rhs"]), (result["heads"], ref["lhs"])):
+        expected = ranking_metrics(ranked.ranks, ranked.candidates)
+        assert {k: got[k] for k in adjusted} == pytest.approx({k: expected[k] for k in adjusted}, rel=1e-5)
     assert result["epoch"] == 3 and result["checkpoint"] == "v000000"
 
 
@@ -63,7 +75,7 @@ def test_unseen_entities_are_kept_and_counted(tmp_path):
     assert result["triples"] == 3 and result["count"] == 6
     assert result["unseen_entity_triples"] == 2
     ref = _brute_force(model, splits, by_index)
-    assert result["mrr"] == pytest.approx(np.mean(1 / np.concatenate([ref["rhs"], ref["lhs"]])), rel=1e-5)
+    assert result["mrr"] == pytest.approx(np.mean(1 / np.concatenate([ref["rhs"].ranks, ref["lhs"].ranks])), rel=1e-5)
 
 
 def test_sampled_mode_reports_its_sampling(tmp_path):
@@ -72,6 +84,8 @@ def test_sampled_mode_reports_its_sampling(tmp_path):
     sampled, full = evaluate(config, "test"), evaluate(full_config, "test")
     assert "uniform" in sampled["sampling"] and sampled["mode"] == "sampled"
     assert sampled["mr"] < full["mr"]
+    # Adjusted by the sample's size, at most 4 candidates and the answer.
+    assert sampled["mr"] / sampled["amr"] <= (5 + 1) / 2 < full["mr"] / full["amr"]
 
 
 def test_recommendation_metrics_match_brute_force(tmp_path):
@@ -161,18 +175,24 @@ def test_cuda_evaluation_of_a_graph_encoder_matches_cpu(tmp_path):
 
 
 def test_ranks_split_over_workers_add_up_to_the_unsplit_ones_bit_for_bit(tmp_path):
-    """Three workers each rank every third query batch; their ranks, summed, are the
-    single process's; evaluate gets the whole result through its sum_over_workers."""
+    """Three workers each rank every third query batch; their ranks and candidate counts,
+    summed, are the single process's; evaluate gets the whole result through its sum_over_workers."""
     config, *_ = _setup(tmp_path, overrides=["eval.query_batch=7"])
     whole = evaluate(config, "test")
     run = open_run(config)
     index = dataset_index(config.dataset, run.manifest, "test")
     unsplit = link_prediction_ranks(run, index.triples, index.filters, ranking_options(config, "cpu"))
     shares = [link_prediction_ranks(run, index.triples, index.filters, ranking_options(config, "cpu", (w, 3))) for w in range(3)]
-    for side, ranks in unsplit.items():
-        assert all((share[side] == 0).any() for share in shares)  # each worker left batches to the others
-        np.testing.assert_array_equal(sum(share[side] for share in shares), ranks)
-    others = iter([shares[1]["rhs"] + shares[2]["rhs"], shares[1]["lhs"] + shares[2]["lhs"]])
+    for side, ranked in unsplit.items():
+        assert all((share[side].ranks == 0).any() for share in shares)  # each worker left batches to the others
+        np.testing.assert_array_equal(sum(share[side].ranks for share in shares), ranked.ranks)
+        np.testing.assert_array_equal(sum(share[side].candidates for share in shares), ranked.candidates)
+    # What workers 1 and 2 would put into each collective, added up: worker 0's collective.
+    sent: list[list[np.ndarray]] = [[], []]
+    for worker, values in zip((1, 2), sent):
+        for side in ("rhs", "lhs"):
+            shares[worker][side].summed(lambda v: values.append(v) or v)
+    others = iter([a + b for a, b in zip(*sent)])
     result = evaluate(config, "test", shard=(0, 3), sum_over_workers=lambda values: values + next(others))
-    assert {k: result[k] for k in ("mrr", "mr", "hits@1", "hits@10", "count")} == {
-        k: whole[k] for k in ("mrr", "mr", "hits@1", "hits@10", "count")}
+    keys = ("mrr", "mr", "hits@1", "hits@10", "count", "amr", "amri", "amrri", "tails", "heads")
+    assert {k: result[k] for k in keys} == {k: whole[k] for k in keys}

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from bigkg.evaluation.filters import FilterIndex, KeyedSets, QueryKeys, Triples, filter_stride, read_split
+from bigkg.evaluation.metrics import ranking_metrics
 from bigkg.evaluation.ranking import NonFiniteScoreError, RankingOptions, gather, rank_queries, top_k
 from bigkg.format import load_manifest
 from eval_datasets import TensorSource, write_dataset
@@ -63,8 +64,10 @@ def test_read_split_maps_to_global_ids(tmp_path):
 
 
 def _brute_force_ranks(scores_all, triples, known, side):
-    """scores_all(h, r) -> scores of all candidates; rank each triple with other known answers removed."""
-    ranks = []
+    """scores_all(h, r) -> scores of all candidates; rank each triple with other known answers
+    removed. Returns the ranks and the number of candidates of each: the entities that are not
+    another known answer (the answer among them)."""
+    ranks, candidates = [], []
     for h, r, t in triples:
         anchor, answer = (h, t) if side == "rhs" else (t, h)
         s = scores_all(anchor, r).copy()
@@ -73,7 +76,8 @@ def _brute_force_ranks(scores_all, triples, known, side):
         s[others] = -np.inf
         s[answer] = -np.inf  # the answer itself is the reference, not a competitor
         ranks.append(1 + (s > true).sum() + (s == true).sum() / 2)
-    return np.array(ranks)
+        candidates.append(len(s) - len(others))
+    return np.array(ranks), np.array(candidates)
 
 
 @pytest.mark.parametrize("chunk,batch", [(7, 5), (1000, 1000)])
@@ -106,21 +110,27 @@ def test_filtered_ranks_match_brute_force_with_ties(tmp_path, chunk, batch):
     for side, known in (("rhs", known_t), ("lhs", known_h)):
         anchors, answers = (test.heads, test.tails) if side == "rhs" else (test.tails, test.heads)
         got = rank_queries(side, anchors, test.rels, answers, "ent", "ent", source, score_fn, filters, opts)
-        exp = _brute_force_ranks(scores_all, test_triples, known, side)
-        np.testing.assert_allclose(got, exp)
-        assert np.any(got != np.floor(got)), "the data should contain ties"
+        exp, candidates = _brute_force_ranks(scores_all, test_triples, known, side)
+        np.testing.assert_allclose(got.ranks, exp)
+        np.testing.assert_array_equal(got.candidates, candidates)
+        assert np.any(got.ranks != np.floor(got.ranks)), "the data should contain ties"
+        assert np.any(candidates < n - 1), "some queries should have other known answers filtered"
 
 
-def test_hand_worked_example():
+@pytest.mark.parametrize("known_tails", [[1, 2], [2]])
+def test_hand_worked_example(known_tails):
     # 5 entities in 2 partitions; a candidate's score is its own value: [1, 1, 2, 2, 0].
     source = TensorSource({"ent": torch.tensor([[1.0], [1.0], [2.0], [2.0], [0.0]])}, {"ent": np.array([0, 2, 5])})
     score_fn = lambda side, a, r, c: c.transpose(-1, -2).expand(*a.shape[:-1], -1)  # noqa: E731
-    # Query (0, r0, ?) with answer 1 (score 1). Known tails of (0, r0): {1, 2}: 2 is filtered.
-    filters = FilterIndex(Triples(np.array([0, 0]), np.array([0, 0]), np.array([1, 2])), stride=5)
-    ranks = rank_queries("rhs", np.array([0]), np.array([0]), np.array([1]), "ent", "ent", source, score_fn,
-                         filters, RankingOptions(candidate_chunk=2))
-    # Competitors left: e0 (1, a tie), e3 (2, greater), e4 (0, lower) -> 1 + 1 + 1/2.
-    assert ranks.tolist() == [2.5]
+    # Query (0, r0, ?) with answer 1 (score 1). Known tails of (0, r0): 2 is filtered; the answer
+    # is the reference whether the filter lists it or not (a query outside the known triples).
+    heads = np.zeros(len(known_tails), dtype=np.int64)
+    filters = FilterIndex(Triples(heads, heads, np.array(known_tails)), stride=5)
+    got = rank_queries("rhs", np.array([0]), np.array([0]), np.array([1]), "ent", "ent", source, score_fn,
+                       filters, RankingOptions(candidate_chunk=2))
+    # Competitors left: e0 (1, a tie), e3 (2, greater), e4 (0, lower) -> 1 + 1 + 1/2, among 4 with e1.
+    assert got.ranks.tolist() == [2.5]
+    assert got.candidates.tolist() == [4]
 
 
 def test_sampled_mode_ranks_within_sample(tmp_path):
@@ -134,15 +144,86 @@ def test_sampled_mode_ranks_within_sample(tmp_path):
     source = TensorSource({"ent": vectors}, offsets)
     score_fn = diag_score(torch.ones(3, 8))
     full = rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, score_fn, filters,
-                        RankingOptions())
-    sampled = rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, score_fn, filters,
-                           RankingOptions(num_sampled=10, query_batch=16))
+                        RankingOptions()).ranks
+    got = rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, score_fn, filters,
+                       RankingOptions(num_sampled=10, query_batch=16))
+    sampled = got.ranks
     # A sample of <= 10 candidates can only lower the rank, and bounds it.
     assert np.all(sampled <= full) and np.all(sampled <= 11)
     assert sampled.mean() < full.mean()
     again = rank_queries("rhs", test.heads, test.rels, test.tails, "ent", "ent", source, score_fn, filters,
                          RankingOptions(num_sampled=10, query_batch=16))
-    np.testing.assert_array_equal(sampled, again)  # seeded
+    np.testing.assert_array_equal(sampled, again.ranks)  # seeded
+    # Candidates: the answer and the batch's distinct draws (seed 0, in batch order) that are
+    # not known answers of the query.
+    rng = np.random.default_rng(0)
+    known = known_sets(filters, "rhs", test.heads, test.rels)
+    expected = []
+    for start in range(0, len(test), 16):
+        sample = set(np.unique(rng.integers(0, n, 10)).tolist())
+        expected += [1 + len(sample - known[q] - {int(test.tails[q])}) for q in range(start, min(start + 16, len(test)))]
+    np.testing.assert_array_equal(got.candidates, expected)
+    assert np.all((1 <= sampled) & (sampled <= got.candidates))
+    assert len(set(expected)) > 2  # samples and filters differ between queries
+
+
+def _crowded_queries(seed: int, n_ent: int = 100, n_anchors: int = 50, n_rel: int = 2) -> Triples:
+    """Every (anchor, relation) has 1 to 60 known tails, each one a query: the filter removes
+    about 30 of 100 candidates per query, so candidate counts that ignored it would be far off."""
+    rng = np.random.default_rng(seed)
+    heads, rels, tails = [], [], []
+    for a in range(n_anchors):
+        for r in range(n_rel):
+            answers = rng.choice(n_ent, size=int(rng.integers(1, 61)), replace=False)
+            heads += [a] * answers.size
+            rels += [r] * answers.size
+            tails += answers.tolist()
+    return Triples(np.array(heads), np.array(rels), np.array(tails))
+
+
+def test_random_scores_give_adjusted_indices_near_zero_and_a_perfect_model_one():
+    queries = _crowded_queries(seed=4, n_anchors=100)
+    filters = FilterIndex(queries, stride=100)
+    vectors = torch.randn(100, 16, generator=torch.Generator().manual_seed(4))
+    source = TensorSource({"ent": vectors}, {"ent": np.array([0, 37, 100])})
+    got = rank_queries("rhs", queries.heads, queries.rels, queries.tails, "ent", "ent", source,
+                       diag_score(torch.randn(2, 16, generator=torch.Generator().manual_seed(5))), filters,
+                       RankingOptions(query_batch=64, candidate_chunk=30))
+    # The answers are drawn independently of the vectors: each rank is uniform over its candidates.
+    m = ranking_metrics(got.ranks, got.candidates)
+    assert len(queries) > 5000 and m["mr"] > 10
+    assert abs(m["amri"]) < 0.05 and abs(m["amr"] - 1) < 0.05 and abs(m["amrri"]) < 0.05, m
+    # Ranked among all 100 instead, the same ranks would look far better than random.
+    assert ranking_metrics(got.ranks, np.full(len(queries), 100))["amri"] > 0.3
+
+    # One-hot vectors and queries (e, r, e): each answer scores 1, every other candidate 0. The
+    # filter seldom lists e: an answer that tied with itself would rank 1.5.
+    selves = Triples(np.arange(100), np.zeros(100, dtype=np.int64), np.arange(100))
+    perfect = rank_queries("rhs", selves.heads, selves.rels, selves.tails, "ent", "ent",
+                           TensorSource({"ent": torch.eye(100)}, {"ent": np.array([0, 37, 100])}),
+                           diag_score(torch.ones(1, 100)), FilterIndex(queries, stride=100), RankingOptions(query_batch=64))
+    assert perfect.ranks.tolist() == [1.0] * 100
+    m = ranking_metrics(perfect.ranks, perfect.candidates)
+    assert m["amri"] == 1.0 and m["amrri"] == 1.0 and m["amr"] < 0.1
+
+
+@pytest.mark.parametrize("num_sampled", [None, 20])
+def test_sharded_ranks_and_candidates_add_up_to_the_unsplit_ones(num_sampled):
+    queries = _crowded_queries(seed=6, n_anchors=10)
+    filters = FilterIndex(queries, stride=100)
+    source = TensorSource({"ent": torch.randn(100, 8, generator=torch.Generator().manual_seed(6))},
+                          {"ent": np.array([0, 50, 100])})
+    score_fn = diag_score(torch.ones(2, 8))
+
+    def ranked(shard):
+        return rank_queries("lhs", queries.tails, queries.rels, queries.heads, "ent", "ent", source, score_fn, filters,
+                            RankingOptions(query_batch=9, candidate_chunk=13, num_sampled=num_sampled, shard=shard))
+
+    whole, shares = ranked(None), [ranked((w, 3)) for w in range(3)]
+    for share in shares:  # each worker left batches to the others, with rank and count 0
+        assert ((share.ranks == 0) == (share.candidates == 0)).all() and (share.ranks == 0).any()
+    np.testing.assert_array_equal(sum(share.ranks for share in shares), whole.ranks)
+    np.testing.assert_array_equal(sum(share.candidates for share in shares), whole.candidates)
 
 
 def test_each_partition_loaded_once_per_ranking(tmp_path):

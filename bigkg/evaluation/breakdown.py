@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from bigkg.evaluation.filters import Triples, filter_key, filter_stride, iter_split
-from bigkg.evaluation.metrics import both_directions
+from bigkg.evaluation.metrics import QueryRanks, both_directions
 from bigkg.format import Manifest
 
 CATEGORIES = ("1-1", "1-N", "N-1", "N-N")
@@ -58,7 +58,7 @@ def _distinct_per_relation(keys: list[np.ndarray], stride: int, num_rels: int) -
     return np.bincount(unique // stride, minlength=num_rels)
 
 
-def breakdown(triples: Triples, ranks: dict[str, np.ndarray], relation_names: list[str],
+def breakdown(triples: Triples, ranks: dict[str, QueryRanks], relation_names: list[str],
               categories: list[str | None], hits: Iterable[int]) -> dict[str, Any]:
     """``relations``: name -> category and metrics of its triples (both directions, tails, heads);
     ``categories``: the same over the relations of each category, with how many of its relations

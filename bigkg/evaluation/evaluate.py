@@ -13,7 +13,7 @@ from bigkg.checkpoint import CheckpointStore
 from bigkg.config import Config
 from bigkg.evaluation.breakdown import breakdown, relation_categories
 from bigkg.evaluation.filters import FilterIndex, QueryKeys, Triples, concatenate, filter_stride, iter_split, read_split
-from bigkg.evaluation.metrics import both_directions, mean_recall_ndcg, recall_ndcg_per_user
+from bigkg.evaluation.metrics import QueryRanks, both_directions, mean_recall_ndcg, recall_ndcg_per_user
 from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun, open_run
 from bigkg.format import SPLITS, DatasetError, Manifest, manifest_path
@@ -126,12 +126,14 @@ def ranking_options(config: Config, device: str, shard: tuple[int, int] | None =
     )
 
 
-def link_prediction_ranks(run: TrainedRun, triples: Triples, filters: FilterIndex, options: RankingOptions) -> dict[str, np.ndarray]:
-    """Ranks of every triple's tail ("rhs") and head ("lhs"), in the triples' order."""
+def link_prediction_ranks(run: TrainedRun, triples: Triples, filters: FilterIndex,
+                          options: RankingOptions) -> dict[str, QueryRanks]:
+    """Ranks (and candidate counts) of every triple's tail ("rhs") and head ("lhs"), in the triples' order."""
     rels = run.manifest.relations
     out = {}
     for side in ("rhs", "lhs"):
         ranks = np.empty(len(triples), dtype=np.float64)
+        candidates = np.empty(len(triples), dtype=np.int64)
         # One ranking pass per (anchor type, target type): candidates must be of the answer's type.
         groups: dict[tuple[str, str], list[int]] = {}
         for r, rel in enumerate(rels):
@@ -140,11 +142,12 @@ def link_prediction_ranks(run: TrainedRun, triples: Triples, filters: FilterInde
         for (anchor_type, target_type), rel_ids in groups.items():
             sel = np.flatnonzero(np.isin(triples.rels, rel_ids))
             anchors, answers = (triples.heads, triples.tails) if side == "rhs" else (triples.tails, triples.heads)
-            ranks[sel] = rank_queries(
+            ranked = rank_queries(
                 side, anchors[sel], triples.rels[sel], answers[sel], anchor_type, target_type,
                 run.source, run.score_fn, filters, options,
             )
-        out[side] = ranks
+            ranks[sel], candidates[sel] = ranked.ranks, ranked.candidates
+        out[side] = QueryRanks(ranks, candidates)
     return out
 
 
@@ -188,7 +191,8 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
              shard: tuple[int, int] | None = None,
              sum_over_workers: Callable[[np.ndarray], np.ndarray] | None = None,
              by_relation: bool = False) -> dict[str, Any]:
-    """Filtered MRR, MR, Hits@k of ``split`` (both directions), from the run's latest checkpoint.
+    """Filtered MRR, MR, Hits@k of ``split`` (both directions) and their chance-adjusted AMR,
+    AMRI and AMRRI (``ranking_metrics``), from the run's latest checkpoint.
 
     Test triples whose entities never occur in training are kept and ranked
     like the others; ``unseen_entity_triples`` says how many there were.
@@ -215,7 +219,7 @@ def evaluate(config: Config, split: str = "test", *, store: CheckpointStore | No
         raise EvaluationError(f"dataset {config.dataset} has no {split} edges to evaluate")
     ranks = link_prediction_ranks(run, triples, index.filters, ranking_options(config, run.device, shard))
     if sum_over_workers is not None:
-        ranks = {side: sum_over_workers(values) for side, values in ranks.items()}
+        ranks = {side: ranked.summed(sum_over_workers) for side, ranked in ranks.items()}
     hits = config.eval.hits
     result: dict[str, Any] = {
         "split": split,

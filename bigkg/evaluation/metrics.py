@@ -2,34 +2,98 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 
-def ranking_metrics(ranks: np.ndarray, hits: Iterable[int] = (1, 3, 10)) -> dict[str, float]:
-    """MRR, MR and Hits@k of (possibly fractional, tie-averaged) ranks.
+@dataclass(frozen=True)
+class QueryRanks:
+    """Per query: its filtered rank and how many entities it was ranked among (``candidates``:
+    its answer and the unfiltered others), which the chance-adjusted metrics need."""
 
-    A rank of 1.5 (tied with one other candidate) counts for Hits@2 but not Hits@1.
+    ranks: np.ndarray  # float64, ties counted half
+    candidates: np.ndarray  # int64
+
+    def __getitem__(self, select: np.ndarray | slice) -> QueryRanks:
+        return QueryRanks(self.ranks[select], self.candidates[select])
+
+    @staticmethod
+    def concatenate(parts: Iterable[QueryRanks]) -> QueryRanks:
+        parts = list(parts)
+        return QueryRanks(np.concatenate([p.ranks for p in parts]), np.concatenate([p.candidates for p in parts]))
+
+    def summed(self, sum_over_workers: Callable[[np.ndarray], np.ndarray]) -> QueryRanks:
+        """The sum of every worker's share (0 where another worker ranked), in one collective:
+        float64 holds the counts exactly."""
+        total = sum_over_workers(np.stack([self.ranks, self.candidates.astype(np.float64)]))
+        return QueryRanks(total[0], total[1].astype(np.int64))
+
+
+# Below this H(n) is summed; above it the asymptotic series is exact to double precision.
+_SUMMED_HARMONIC = 1024
+_HARMONIC_TABLE = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, _SUMMED_HARMONIC + 1))])
+
+
+def harmonic_numbers(n: np.ndarray) -> np.ndarray:
+    """H(n) = 1 + 1/2 + ... + 1/n of non-negative integers (H(0) = 0).
+
+    Beyond 1024, ln n + gamma + 1/(2n) - 1/(12n^2) + 1/(120n^4): the first term left out,
+    1/(252n^6), is below 1e-20 there. A table up to the largest n would take 8 bytes per entity.
     """
-    ranks = np.asarray(ranks, dtype=np.float64)
-    out: dict[str, float] = {"count": int(ranks.size)}
-    if ranks.size == 0:
-        out.update({"mrr": float("nan"), "mr": float("nan")})
-        out.update({f"hits@{k}": float("nan") for k in hits})
-        return out
-    out["mrr"] = float(np.mean(1.0 / ranks))
-    out["mr"] = float(np.mean(ranks))
-    for k in hits:
-        out[f"hits@{k}"] = float(np.mean(ranks <= k))
+    n = np.asarray(n, dtype=np.int64)
+    out = _HARMONIC_TABLE[np.minimum(n, _SUMMED_HARMONIC)]
+    large = n > _SUMMED_HARMONIC
+    x = n[large].astype(np.float64)
+    out[large] = np.log(x) + np.euler_gamma + 1 / (2 * x) - 1 / (12 * x**2) + 1 / (120 * x**4)
     return out
 
 
-def both_directions(tail_ranks: np.ndarray, head_ranks: np.ndarray, hits: Iterable[int]) -> dict[str, Any]:
+def ranking_metrics(ranks: np.ndarray, candidates: np.ndarray, hits: Iterable[int] = (1, 3, 10)) -> dict[str, float]:
+    """MRR, MR and Hits@k of (possibly fractional, tie-averaged) ranks, and their adjustments
+    for chance, AMR, AMRI and AMRRI; ``candidates[i]`` is how many entities query i was ranked
+    among, its answer included.
+
+    A rank of 1.5 (tied with one other candidate) counts for Hits@2 but not Hits@1.
+
+    A model that scores at random ranks a query with n candidates uniformly in 1..n:
+    E[rank] = (n + 1) / 2 and E[1/rank] = H(n) / n, averaged over the queries into E[MR] and
+    E[MRR]. ``amr`` = MR / E[MR] (1 at random, lower is better) and ``amri`` =
+    1 - (MR - 1) / (E[MR] - 1) (Berrendorf et al., 2020); ``amrri`` = (MRR - E[MRR]) /
+    (1 - E[MRR]) (Hoyt et al., 2022). Both indices are 1 for perfect ranks, 0 in expectation
+    at random, and negative below random; NaN when every query has a single candidate.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if candidates.shape != ranks.shape:
+        raise ValueError(f"{candidates.shape} candidate counts for {ranks.shape} ranks")
+    out: dict[str, float] = {"count": int(ranks.size)}
+    nan = float("nan")
+    if ranks.size == 0:
+        out.update({"mrr": nan, "mr": nan})
+        out.update({f"hits@{k}": nan for k in hits})
+        out.update({"amr": nan, "amri": nan, "amrri": nan})
+        return out
+    out["mrr"] = mrr = float(np.mean(1.0 / ranks))
+    out["mr"] = mr = float(np.mean(ranks))
+    for k in hits:
+        out[f"hits@{k}"] = float(np.mean(ranks <= k))
+    expected_mr = float(np.mean((candidates + 1.0) / 2.0))
+    expected_mrr = float(np.mean(harmonic_numbers(candidates) / candidates))
+    out["amr"] = mr / expected_mr
+    out["amri"] = 1.0 - (mr - 1.0) / (expected_mr - 1.0) if expected_mr > 1.0 else nan
+    out["amrri"] = (mrr - expected_mrr) / (1.0 - expected_mrr) if expected_mrr < 1.0 else nan
+    return out
+
+
+def both_directions(tails: QueryRanks, heads: QueryRanks, hits: Iterable[int]) -> dict[str, Any]:
     """The metrics of both directions together, and of each under ``tails`` and ``heads``."""
     hits = list(hits)
-    return {**ranking_metrics(np.concatenate([tail_ranks, head_ranks]), hits),
-            "tails": ranking_metrics(tail_ranks, hits), "heads": ranking_metrics(head_ranks, hits)}
+    both = QueryRanks.concatenate([tails, heads])
+    return {**ranking_metrics(both.ranks, both.candidates, hits),
+            "tails": ranking_metrics(tails.ranks, tails.candidates, hits),
+            "heads": ranking_metrics(heads.ranks, heads.candidates, hits)}
 
 
 def recall_ndcg_per_user(

@@ -8,7 +8,10 @@ equally, after removing every *other* known true answer (train+valid+test):
 
 so a model that gives every entity the same score gets the mean rank of a
 random order, not rank 1. The query's own answer is scored separately and never
-competes with itself.
+competes with itself, even when the filter does not list it. Each query also
+gets the number of candidates it was ranked among, for the chance-adjusted
+metrics: its answer and the entities of the target type (or of the sample) that
+are not known answers.
 
 The loop is partition-major: each partition of the target type is loaded once,
 and every query batch is scored against it in candidate chunks. Memory is the
@@ -34,6 +37,7 @@ import torch
 
 from bigkg.errors import BigKGError
 from bigkg.evaluation.filters import FilterIndex
+from bigkg.evaluation.metrics import QueryRanks
 
 # (side, anchor vectors [..., N, d], relation ids [..., N], candidate vectors [..., M, d]) -> scores [..., N, M];
 # side "rhs" ranks tails for (head, rel), "lhs" ranks heads for (tail, rel); higher is better.
@@ -67,7 +71,7 @@ class RankingOptions:
     seed: int = 0
     device: str = "cpu"
     # (worker, workers): rank only the query batches b with b % workers == worker; the others'
-    # ranks are 0, so summing every worker's ranks gives the unsplit ranks, bit for bit.
+    # ranks and candidate counts are 0, so summing every worker's gives the unsplit ones, bit for bit.
     shard: tuple[int, int] | None = None
 
 
@@ -132,6 +136,24 @@ def _masked_scores(
         yield chunk, scores
 
 
+def _masked_pairs(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np.ndarray,
+                  answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, gid) pairs that do not compete, each pair once: every known answer of the
+    queries, and each query's own answer also where the filter lacks it (it is the reference)."""
+    qidx, ids = filters.known_answers(side, anchors, rels)
+    listed = np.zeros(len(answers), dtype=bool)
+    listed[qidx[ids == answers[qidx]]] = True
+    own = np.flatnonzero(~listed)
+    return np.concatenate([qidx, own]), np.concatenate([ids, answers[own]])
+
+
+def _masked_per_query(masked: tuple[np.ndarray, np.ndarray], candidates: np.ndarray, n: int) -> np.ndarray:
+    """How many of the sorted, non-empty ``candidates`` each of ``n`` queries has masked (pairs distinct)."""
+    qidx, ids = masked
+    pos = np.minimum(np.searchsorted(candidates, ids), candidates.size - 1)
+    return np.bincount(qidx[candidates[pos] == ids], minlength=n)
+
+
 def _in_partition(candidates: np.ndarray | None, lo: int, hi: int) -> np.ndarray:
     if candidates is None:
         return np.arange(lo, hi, dtype=np.int64)
@@ -149,15 +171,16 @@ def rank_queries(
     score_fn: ScoreFn,
     filters: FilterIndex,
     options: RankingOptions,
-) -> np.ndarray:
-    """Filtered realistic ranks (float64) of ``answers`` among all candidates of ``target_type``.
+) -> QueryRanks:
+    """Filtered realistic ranks of ``answers`` among all candidates of ``target_type`` (or
+    the sample), and how many candidates each was ranked among, its answer included.
 
     All queries share one anchor type and one target type (the caller groups
     relations by their entity types). Ids are global ids.
     """
     n = len(anchors)
     if n == 0:
-        return np.empty(0, dtype=np.float64)
+        return QueryRanks(np.empty(0, dtype=np.float64), np.empty(0, dtype=np.int64))
     device = options.device
     anchor_vecs = gather(source, anchor_type, anchors, device)
     rel_t = torch.from_numpy(np.asarray(rels, dtype=np.int64)).to(device)
@@ -167,6 +190,7 @@ def rank_queries(
         raise NonFiniteScoreError(f"the model gives non-finite scores to {int((~torch.isfinite(true_scores)).sum())} {side} queries")
     greater = torch.zeros(n, dtype=torch.int64, device=device)
     equal = torch.zeros(n, dtype=torch.int64, device=device)
+    competitors = np.zeros(n, dtype=np.int64)  # counted on the host: no device sync
 
     offsets = source.partition_offsets(target_type)
     batches = _batches(n, options.query_batch)
@@ -187,8 +211,9 @@ def rank_queries(
             candidates = _in_partition(None if samples is None else samples[b], lo, hi)
             if candidates.size == 0:
                 continue
-            # Known answers of this batch, masked wherever they are candidates.
-            masked = filters.known_answers(side, anchors[sl], rels[sl])
+            # Known answers of this batch and its answers, masked wherever they are candidates.
+            masked = _masked_pairs(filters, side, anchors[sl], rels[sl], answers[sl])
+            competitors[sl] += candidates.size - _masked_per_query(masked, candidates, sl.stop - sl.start)
             true_b = true_scores[sl].unsqueeze(1)
             with torch.no_grad():
                 for _, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, candidates,
@@ -197,10 +222,11 @@ def rank_queries(
                     greater[sl] += (scores > true_b).sum(dim=1, dtype=torch.int32)
                     equal[sl] += (scores == true_b).sum(dim=1, dtype=torch.int32)
     ranks = 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
+    counts = competitors + 1
     for b, sl in enumerate(batches):
         if not mine[b]:
-            ranks[sl] = 0.0  # another worker's: summed in from its ranks
-    return ranks
+            ranks[sl], counts[sl] = 0.0, 0  # another worker's: summed in from its share
+    return QueryRanks(ranks, counts)
 
 
 def top_k(

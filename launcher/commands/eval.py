@@ -1,4 +1,4 @@
-"""bigkg eval CONFIG: filtered MRR, MR, Hits@k (and Recall/NDCG@K) from a run's latest checkpoint."""
+"""bigkg eval CONFIG: filtered MRR, MR, Hits@k and their chance-adjusted forms (and Recall/NDCG@K) from a run's latest checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from bigkg.evaluation import evaluate
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "eval"
-HELP = "evaluate the latest checkpoint: filtered MRR, MR, Hits@k (and Recall/NDCG@K)"
+HELP = "evaluate the latest checkpoint: filtered MRR, MR, Hits@k, adjusted AMR/AMRI/AMRRI (and Recall/NDCG@K)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def format_table(result: dict[str, Any]) -> str:
     hits = sorted(k for k in result if k.startswith("hits@"))
     hits.sort(key=lambda k: int(k.split("@")[1]))
-    head = f"{'':8}{'MRR':>8}{'MR':>10}" + "".join(f"{h:>9}" for h in hits) + f"{'count':>9}"
+    head = f"{'':8}{'MRR':>8}{'MR':>10}" + "".join(f"{h:>9}" for h in hits) + f"{'AMRI':>9}{'count':>9}"
     lines = [
         f"split {result['split']}, checkpoint {result['checkpoint']} (epoch {result['epoch']}), "
         f"{result['mode']} ranking, {result['triples']} triples "
@@ -33,7 +33,8 @@ def format_table(result: dict[str, Any]) -> str:
         head,
     ]
     for label, m in (("both", result), ("tails", result["tails"]), ("heads", result["heads"])):
-        lines.append(f"{label:8}{m['mrr']:8.4f}{m['mr']:10.2f}" + "".join(f"{m[h]:9.4f}" for h in hits) + f"{m['count']:9d}")
+        lines.append(f"{label:8}{m['mrr']:8.4f}{m['mr']:10.2f}" + "".join(f"{m[h]:9.4f}" for h in hits)
+                     + f"{m['amri']:9.4f}{m['count']:9d}")
     if "relations" in result:
         lines += _breakdown_lines(result)
     rec = sorted((k for k in result if k.startswith(("recall@", "ndcg@"))), key=lambda k: (k.split("@")[0], int(k.split("@")[1])))
