@@ -27,9 +27,7 @@ partitions, whose degrees follow a power law).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,8 +35,10 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-CODE_VARIABLE = "BIGKG_STEP_CODE"  # the tree whose code a worker of --against imports
-sys.path.insert(0, os.environ.get(CODE_VARIABLE, str(REPO)))
+sys.path.insert(0, str(REPO))
+from benchmarks.against import checkout, code_tree, interleaved_rounds, serve_rounds  # noqa: E402
+
+sys.path.insert(0, code_tree())  # a worker of --against imports its tree's code
 
 from launcher.process_settings import prepare_training_process  # noqa: E402
 from bigkg.checkpoint import PartitionState  # noqa: E402
@@ -140,47 +140,30 @@ def compare_sides(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    """A worker of --against: builds the closed-form step of ``args.dims[0]`` with the
-    code of its tree, then times one round per line read from stdin."""
+    """A worker of --against: builds the closed-form step of ``args.dims[0]`` (one side's
+    losses with ``--sides``) with the code of its tree, then times rounds on request."""
     rows, warm, timed = timed_batches(args)
-    step, part = build_step(args.dims[0], True, rows)
+    step, part = build_step(args.dims[0], True, rows, "tails" if args.sides else "both", args.uniform)
     run_round(step, part, warm)
-    print("ready", flush=True)
-    for _ in sys.stdin:
-        print(run_round(step, part, timed), flush=True)
+    serve_rounds(lambda: run_round(step, part, timed))
 
 
 def compare_trees(args: argparse.Namespace) -> None:
     """This tree's closed-form step against the checkout ``args.against``, in two worker
     processes that take turns round by round."""
-    other = Path(args.against).resolve()
-    if not (other / "bigkg" / "training" / "step.py").is_file():
-        raise SystemExit(f"--against {other}: not a bigkg checkout (no bigkg/training/step.py)")
+    other = checkout(args.against, "bigkg/training/step.py")
     trees = {"baseline": other, "this tree": REPO}
+    sides = "the tail side's losses alone (negative_sides: tails)" if args.sides else "both sides' losses"
     print(f"edges: {args.dataset or f'uniform over {args.entities:,} rows'}; {args.batches} batches of 1000 per "
-          f"round, {args.rounds} rounds, one thread per process; baseline: {other}\n")
+          f"round, {args.rounds} rounds, one thread per process; {sides}, {args.uniform} uniform negatives per side "
+          f"trained; baseline: {other}\n")
     print("| d | baseline ms/step | this tree ms/step | speed-up (medians) | median round ratio | this tree edges/s |")
     print("|---:|---:|---:|---:|---:|---:|")
     for dim in args.dims:
         command = [sys.executable, __file__, "--serve", "--dims", str(dim), "--batches", str(args.batches),
-                   "--entities", str(args.entities)] + (["--dataset", args.dataset] if args.dataset else [])
-        workers = {name: subprocess.Popen(command, env={**os.environ, CODE_VARIABLE: str(tree)}, cwd=tree,
-                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                   for name, tree in trees.items()}
-        try:
-            for name, worker in workers.items():
-                if worker.stdout.readline().strip() != "ready":
-                    raise SystemExit(f"the {name} worker ({trees[name]}) failed to start")
-            seconds: dict[str, list[float]] = {name: [] for name in workers}
-            for _ in range(args.rounds):
-                for name, worker in workers.items():
-                    worker.stdin.write("round\n")
-                    worker.stdin.flush()
-                    seconds[name].append(float(worker.stdout.readline()))
-        finally:
-            for worker in workers.values():
-                worker.stdin.close()
-                worker.wait()
+                   "--entities", str(args.entities), "--uniform", str(args.uniform)]
+        command += (["--dataset", args.dataset] if args.dataset else []) + (["--sides"] if args.sides else [])
+        seconds = interleaved_rounds(command, trees, args.rounds)
         base, here = (statistics.median(seconds[name]) for name in trees)
         ratio = statistics.median(b / h for b, h in zip(seconds["baseline"], seconds["this tree"]))
         print(f"| {dim} | {base * 1e3:.2f} | {here * 1e3:.2f} | {base / here:.2f}× | {ratio:.2f}× | {1000 / here:,.0f} |")
@@ -195,7 +178,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--against", metavar="DIR", help="time the closed-form step against this checkout's")
     parser.add_argument("--sides", action="store_true",
-                        help="time both sides' losses against the tail side's alone (training.negative_sides: tails)")
+                        help="time both sides' losses against the tail side's alone (training.negative_sides: tails); "
+                             "with --against, both trees' tail side alone")
     parser.add_argument("--uniform", type=int, default=50, help="uniform negatives per chunk (with --sides)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # a worker of --against
     args = parser.parse_args()

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -23,14 +25,16 @@ def test_step_benchmark_prints_a_row_per_dimension():
         assert abs(1000 / (closed_ms / 1e3) - edges_per_s) <= 0.02 * edges_per_s
 
 
-def test_step_benchmark_against_another_checkout_runs_both_in_turn(tmp_path):
+@pytest.mark.parametrize("sides", [[], ["--sides", "--uniform", "10"]], ids=["both-sides", "tails-only"])
+def test_step_benchmark_against_another_checkout_runs_both_in_turn(tmp_path, sides):
     """--against: the closed-form step of another checkout (here this one) and of this tree,
     each in its own worker; a row per dimension whose columns agree with each other."""
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "step.py"), "--entities", "3000", "--batches", "2",
-         "--rounds", "3", "--dims", "4", "8", "--against", str(REPO)],
+         "--rounds", "3", "--dims", "4", "8", "--against", str(REPO)] + sides,
         check=True, cwd=REPO, capture_output=True, text=True,
     ).stdout
+    assert ("the tail side's losses alone" if sides else "both sides' losses, 50 uniform") in out
     rows = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     header, *body = rows
     assert [cell.strip() for cell in header][:3] == ["d", "baseline ms/step", "this tree ms/step"]
