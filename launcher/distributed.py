@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -17,7 +16,6 @@ import sys
 import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from bigkg.atomic import write_text_atomic
 from bigkg.distributed.process_group import (
     WorkerEnv,
     in_torchrun,
@@ -25,6 +23,7 @@ from bigkg.distributed.process_group import (
     worker_device,
 )
 from bigkg.errors import BigKGError
+from bigkg.summary import summary_json, write_summary
 from launcher.process_settings import prepare_training_process
 from launcher.commands import train as train_command
 from launcher.commands._config_args import config_from_args
@@ -70,10 +69,7 @@ def run_distributed(args: argparse.Namespace) -> int:
     finally:
         dist.destroy_process_group()
     if env.rank == 0:
-        text = json.dumps(summary, indent=2)
-        if args.json:
-            write_text_atomic(args.json, text + "\n")
-        print(text)
+        print(write_summary(args.json, summary) if args.json else summary_json(summary))
     return 0
 
 

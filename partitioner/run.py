@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from bigkg.atomic import atomic_directory, write_text_atomic
+from bigkg.atomic import atomic_directory
 from bigkg.format import (
     SPLITS,
     EntityType,
@@ -471,6 +470,3 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     return "\n".join(lines)
 
-
-def write_summary_json(path: Path, summary: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")

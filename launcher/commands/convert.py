@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 
-from bigkg.atomic import atomic_file, write_text_atomic
+from bigkg.atomic import atomic_file
 from bigkg.export import FORMATS, ExportError, write_entity_tables, write_relation_rows
 from bigkg.pbg_checkpoint import PBGCheckpoint
+from bigkg.summary import write_summary
 from launcher.commands._outputs import check_outputs
 
 NAME = "convert"
@@ -64,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {relations['rows']} relation parameter rows ({relations['model']['operator']} operators, "
               f"{relations['model']['comparator']} comparator, reciprocal) to {args.relations}")
     if args.json:
-        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+        write_summary(args.json, summary)
     return 0

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from bigkg.atomic import write_text_atomic
 from bigkg.evaluation import evaluate
+from bigkg.summary import write_summary
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "eval"
@@ -65,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(config, args.split or config.eval.split, by_relation=args.by_relation)
     print(format_table(result))
     if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+        write_summary(args.json, result)
     return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 
-from bigkg.atomic import atomic_file, write_text_atomic
+from bigkg.atomic import atomic_file
 from bigkg.evaluation.source import open_run
 from bigkg.export import FORMATS, export_embeddings, export_relations
+from bigkg.summary import write_summary
 from launcher.commands._config_args import add_config_arguments, config_from_args
 from launcher.commands._outputs import check_outputs
 
@@ -49,5 +49,5 @@ def run(args: argparse.Namespace) -> int:
         summary["relations"] = relations
         print(f"wrote the parameters of {relations['relations']} relations to {args.relations} (parquet)")
     if args.json:
-        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+        write_summary(args.json, summary)
     return 0

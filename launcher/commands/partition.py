@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bigkg.summary import write_summary
 from partitioner.assign import ASSIGNMENTS
 from partitioner.errors import PartitionError
 from partitioner.readers import InputFormat
-from partitioner.run import PartitionOptions, format_summary, run_partition, write_summary_json
+from partitioner.run import PartitionOptions, format_summary, run_partition
 
 NAME = "partition"
 HELP = "partition edge files (TSV/CSV/Parquet) into a dataset of entity partitions and edge buckets"
@@ -98,5 +99,5 @@ def run(args: argparse.Namespace) -> int:
     summary = run_partition(options_from_args(args))
     print(format_summary(summary))
     if args.json:
-        write_summary_json(args.json, summary)
+        write_summary(args.json, summary, sort_keys=True)
     return 0

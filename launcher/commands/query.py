@@ -6,15 +6,14 @@ a file, into Parquet (--out)."""
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
-from bigkg.atomic import write_text_atomic
 from bigkg.config import Config
 from bigkg.evaluation.query import answer_file, query, similar
 from bigkg.evaluation.scoring import score_file
 from bigkg.evaluation.source import EvaluationError, open_run
+from bigkg.summary import write_summary
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "query"
@@ -68,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     for rank, a in enumerate(answers, 1):
         print(f"{rank:4d}  {a.score:10.4f}  {'*' if a.known else ' '} {a.name}")
     if args.json:
-        write_text_atomic(args.json, json.dumps({"query": what, "answers": [asdict(a) for a in answers]}, indent=2) + "\n")
+        write_summary(args.json, {"query": what, "answers": [asdict(a) for a in answers]})
     return 0
 
 
@@ -81,7 +80,7 @@ def _check_out(args: argparse.Namespace, what: str) -> None:
 
 def _summary(args: argparse.Namespace, summary: dict) -> int:
     if args.json:
-        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+        write_summary(args.json, summary)
     return 0
 
 
@@ -91,6 +90,5 @@ def _print_similar(args: argparse.Namespace, config: Config) -> int:
     for rank, n in enumerate(neighbours, 1):
         print(f"{rank:4d}  {n.similarity:8.4f}  {n.name}")
     if args.json:
-        write_text_atomic(args.json, json.dumps({"similar": args.similar, "entity_type": kind,
-                                                 "neighbours": [asdict(n) for n in neighbours]}, indent=2) + "\n")
+        write_summary(args.json, {"similar": args.similar, "entity_type": kind, "neighbours": [asdict(n) for n in neighbours]})
     return 0

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from bigkg.atomic import write_text_atomic
 from bigkg.training import train
+from bigkg.summary import summary_json, write_summary
 from launcher.process_settings import prepare_training_process
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
@@ -25,8 +24,5 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     prepare_training_process()
     summary = train(config, fresh=args.fresh)
-    text = json.dumps(summary, indent=2)
-    if args.json:
-        write_text_atomic(args.json, text + "\n")
-    print(text, file=sys.stdout)
+    print(write_summary(args.json, summary) if args.json else summary_json(summary), file=sys.stdout)
     return 0

@@ -4,11 +4,10 @@ validation MRR (Optuna), resumable; the best trial's config lands in DIR/best.ya
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from bigkg.atomic import write_text_atomic
 from bigkg.tune import SAMPLERS, base_values, check_search, load_space, tune
+from bigkg.summary import write_summary
 from launcher.commands._config_args import add_config_arguments, config_from_args
 
 NAME = "tune"
@@ -64,5 +63,5 @@ def run(args: argparse.Namespace) -> int:
                    prune_warmup=args.prune_warmup, timeout=args.timeout, enqueue=enqueue)
     print(format_trials(summary))
     if args.json:
-        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+        write_summary(args.json, summary)
     return 0
