@@ -102,6 +102,9 @@ class ModelConfig:
     max_norm: float | None = opt(
         None, "PBG's max_norm: every stored entity embedding row is kept at L2 norm at most this (rows start "
         "within it and are scaled down after each update; with an encoder, its input rows); null: unbounded")
+    global_embedding: bool = opt(
+        False, "PBG's global_emb: learn one vector per entity type, added to every entity's representation of that "
+        "type before it is scored (a shared parameter); exports and evaluation include it")
     init_from: str | None = opt(
         None, "a fresh run starts from this earlier run directory (its latest checkpoint: entity vectors and "
         "Adagrad state by type and name, relation parameters by relation name) or this export of 'bigkg "
@@ -113,12 +116,17 @@ class ModelConfig:
     encoder: EncoderConfig = opt(EncoderConfig(), "entity encoder section")
 
     # The options a checkpoint's parameters depend on: a run resumes only under the same values.
-    STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "reciprocal", "encoder")
+    STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "reciprocal", "encoder", "global_embedding")
 
     def structure(self) -> dict[str, Any]:
         """The values of ``STRUCTURAL_OPTIONS`` (recorded in every checkpoint)."""
         values = dataclasses.asdict(self)
         return {k: self.encoder.structure() if k == "encoder" else values[k] for k in self.STRUCTURAL_OPTIONS}
+
+    @classmethod
+    def recorded_structure(cls, recorded: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's recorded ``structure()``, with the defaults of options it predates."""
+        return {**cls().structure(), **recorded}
 
 
 @dataclass

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from bigkg.checkpoint import CheckpointStore, PartitionState
-from bigkg.config import Config, load_config
+from bigkg.config import Config, ModelConfig, load_config
 from bigkg.errors import BigKGError
 from bigkg.export import RELATION_SCHEMA
 from bigkg.format import Manifest, load_manifest, read_entity_names
@@ -193,19 +193,27 @@ class RunSource:
         if meta["partition_counts"] != {et.name: et.partition_counts for et in self.manifest.entity_types}:
             raise PretrainedError(f"model.init_from: {self.version.path} was not trained on {self.dataset}, which its config names")
         self.relations: list[str] = meta["relations"]
-        # The shared parameters fit this run's model only where every option they depend on agrees.
-        new = config.model.structure()
-        self.differs = next((key for key in config.model.STRUCTURAL_OPTIONS if meta["model"].get(key) != new[key]), None)
+        # The shared parameters fit this run's model only where every option they depend on agrees
+        # (global embeddings aside: they are folded into the rows).
+        new, saved = config.model.structure(), ModelConfig.recorded_structure(meta["model"])
+        self.differs = next((key for key in config.model.STRUCTURAL_OPTIONS
+                             if key != "global_embedding" and saved[key] != new[key]), None)
         if self.differs == "dim":
             raise PretrainedError(
                 f"model.init_from: {self.version.path} holds {meta['model']['dim']}-dimensional vectors, but model.dim is {config.model.dim}"
             )
 
     def rows(self, entity_type: str) -> Iterator[SourceRows]:
-        for et in self.manifest.entity_types:
+        """The rows of ``entity_type`` as the earlier run scored them: with its global embedding
+        of the type added, so that this run's global embeddings start at zero from the same
+        representations."""
+        for k, et in enumerate(self.manifest.entity_types):
             if et.name == entity_type:
+                global_embeddings = self.version.shared_state()["model"].get(GLOBAL_EMBEDDINGS)
                 for part in range(len(et.partition_counts)):
                     embeddings, adagrad = self.version.load_partition(entity_type, part)
+                    if global_embeddings is not None:
+                        embeddings += global_embeddings[k]
                     names = read_entity_names(self.dataset, entity_type, part)
                     yield SourceRows(entity_type, names, embeddings.numpy(), adagrad.numpy())
 
@@ -217,24 +225,41 @@ class RunSource:
                         self.version.path, self.differs, self.version.meta["model"].get(self.differs))
             return 0
         state = self.version.shared_state()
+        # Global embeddings are folded into the rows (``rows``): this run's start at zero.
+        saved = {name: value for name, value in state["model"].items() if name != GLOBAL_EMBEDDINGS}
         if relations == self.relations:
-            model.load_state_dict(state["model"])
+            own = model.state_dict()
+            if GLOBAL_EMBEDDINGS in own:
+                saved[GLOBAL_EMBEDDINGS] = own[GLOBAL_EMBEDDINGS]
+            model.load_state_dict(saved)
             if optimizer is not None and state.get("optimizer"):
-                optimizer.load_state_dict(state["optimizer"])
+                current = optimizer.state_dict()
+                # Global embeddings' state is the last (KGModel registers them last): kept fresh.
+                shared = len(_shared_parameters(model))
+                current["state"] = {k: v for k, v in state["optimizer"]["state"].items() if k < shared}
+                optimizer.load_state_dict(current)
             return len(relations)
         if next(model.encoder.parameters(), None) is not None:
             log.warning("model.init_from: the relation and encoder parameters start afresh: the relations of %s differ "
                         "from this dataset's, and a graph encoder's parameters cannot be matched by relation name", self.path)
             return 0
-        return remap_relation_parameters(model, optimizer, state, self.relations, relations)
+        return remap_relation_parameters(model, optimizer, {**state, "model": saved}, self.relations, relations)
+
+
+GLOBAL_EMBEDDINGS = "global_embeddings"  # KGModel's parameter
+
+
+def _shared_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The trained shared parameters but the global embeddings, in the shared optimizer's order."""
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad and name != GLOBAL_EMBEDDINGS]
 
 
 def remap_relation_parameters(model: nn.Module, optimizer: torch.optim.Optimizer | None, state: dict[str, Any],
                               old: list[str], new: list[str]) -> int:
     """Copy the rows of the relations ``new`` shares with ``old`` from ``state`` (a checkpoint's
-    shared state) into ``model``'s operator parameters and the optimizer's state for them; every
-    such tensor has a row per relation, then with reciprocal relations a row per twin. Returns
-    the number of relations shared."""
+    shared state, without global embeddings) into ``model``'s operator parameters and the
+    optimizer's state for them; every such tensor has a row per relation, then with reciprocal
+    relations a row per twin. Returns the number of relations shared."""
     index = {name: k for k, name in enumerate(old)}
     pairs = [(k, index[name]) for k, name in enumerate(new) if name in index]
     if not pairs:
@@ -250,12 +275,15 @@ def remap_relation_parameters(model: nn.Module, optimizer: torch.optim.Optimizer
 
     with torch.no_grad():
         for name, param in model.named_parameters():
-            param.copy_(merged(param, state["model"][name]))
+            if name != GLOBAL_EMBEDDINGS:
+                param.copy_(merged(param, state["model"][name]))
     if optimizer is not None and state.get("optimizer"):
-        # the optimizer's order (build_shared_optimizer)
-        params = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+        # the optimizer's order (build_shared_optimizer); the global embeddings' state, last, starts afresh
+        params = _shared_parameters(model)
         current = optimizer.state_dict()
         for k, saved in state["optimizer"]["state"].items():
+            if k >= len(params):
+                continue
             name, param = params[k]
             slot = current["state"].setdefault(k, {})
             for key, value in saved.items():

@@ -181,6 +181,15 @@ def test_batch_step_equals_dense_autograd_reference(uniform, anchor_negatives, f
     check_batch_step(uniform, anchor_negatives, foreign, operator, False, "n3", closed_form)
 
 
+@pytest.mark.parametrize("operator", ["complex_diagonal", "none"])
+@pytest.mark.parametrize("uniform, anchor_negatives, foreign", [(3, False, None), (3, True, "pool"), (3, False, "drawn")])
+def test_batch_step_with_global_embeddings_equals_dense_autograd_reference(uniform, anchor_negatives, foreign, operator):
+    """model.global_embedding: every row scored (positives, uniform and foreign negatives,
+    anchors) is represented with the type's global embedding added, which the shared optimizer
+    trains; the closed form, which has no shared parameters, steps aside."""
+    check_batch_step(uniform, anchor_negatives, foreign, operator, False, "n3", True, global_embedding=True)
+
+
 @pytest.mark.parametrize("reciprocal", [False, True])
 @pytest.mark.parametrize("regularizer", ["none", "l2", "n3"])
 def test_closed_form_step_with_reciprocal_relations_and_regularizers(reciprocal, regularizer):
@@ -207,11 +216,11 @@ def test_batch_step_when_every_relation_trains_one_side(side, closed_form, ancho
 
 
 def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, regularizer, closed_form, sides=None,
-                     global_side="both"):
+                     global_side="both", global_embedding=False):
     n, d = 30, 6
     config = config_from_dict({
         "model": {"dim": d, "operator": operator, "reciprocal": reciprocal, "regularizer": regularizer,
-                  "regularization_weight": 0.01},
+                  "regularization_weight": 0.01, "global_embedding": global_embedding},
         "training": {"chunk_size": 4, "num_uniform_negatives": uniform, "lr": 0.5, "shared_lr": 0.2,
                      "anchor_negatives": anchor_negatives, "closed_form_softmax": closed_form,
                      "relation_negative_sides": sides or {}, "negative_sides": global_side},
@@ -241,14 +250,18 @@ def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, r
     head_negatives, tail_negatives = (torch.randint(0, n, (3, uniform if global_side in ("both", trained) else 0),
                                                     generator=step_generator) for trained in ("heads", "tails"))
 
-    # reference: dense gradient of the same loss, then the dense rule
+    # reference: dense gradient of the same loss, then the dense rule; every row scored is
+    # represented with the type's global embedding added, when the model has them
+    def rep(rows):
+        return rows + reference.global_embeddings[0] if global_embedding else rows
+
     leaf = table.clone().requires_grad_()
     loss = 0.0
     for chunk, (start, size) in enumerate([(0, 4), (4, 4), (8, 2)]):
         sl = slice(start, start + size)
-        h, t, r = leaf[batch.lhs[sl]], leaf[batch.rhs[sl]], batch.rel[sl]
+        h, t, r = rep(leaf[batch.lhs[sl]]), rep(leaf[batch.rhs[sl]]), batch.rel[sl]
         pos = torch.arange(size)
-        tails, heads = torch.cat([t, leaf[tail_negatives[chunk]]]), torch.cat([h, leaf[head_negatives[chunk]]])
+        tails, heads = torch.cat([t, rep(leaf[tail_negatives[chunk]])]), torch.cat([h, rep(leaf[head_negatives[chunk]])])
         tail_scores, head_scores = reference.score_candidates("rhs", h, r, tails), reference.score_candidates("lhs", t, r, heads)
         if anchor_negatives:
             own = torch.stack([reference.score_candidates("rhs", h[k : k + 1], r[k : k + 1], h[k : k + 1])[0]
@@ -259,20 +272,20 @@ def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, r
             tail_scores = torch.cat([tail_scores, own.masked_fill(loop, float("-inf"))], 1)
             head_scores = torch.cat([head_scores, own_head.masked_fill(loop, float("-inf"))], 1)
         if foreign is not None:
-            tail_scores = torch.cat([tail_scores, reference.score_candidates("rhs", h, r, foreign_tails)], 1)
-            head_scores = torch.cat([head_scores, reference.score_candidates("lhs", t, r, foreign_heads)], 1)
+            tail_scores = torch.cat([tail_scores, reference.score_candidates("rhs", h, r, rep(foreign_tails))], 1)
+            head_scores = torch.cat([head_scores, reference.score_candidates("lhs", t, r, rep(foreign_heads))], 1)
         tail_weight, head_weight = expected_sides[r].T
         per = LOSSES["softmax"](tail_scores, pos, 0.1) * tail_weight + LOSSES["softmax"](head_scores, pos, 0.1) * head_weight
         loss = loss + (per * batch.weight[sl]).sum()
-    reg = reference.regularization([leaf[batch.lhs], leaf[batch.rhs]], batch.rel)
+    reg = reference.regularization([rep(leaf[batch.lhs]), rep(leaf[batch.rhs])], batch.rel)
     (loss if reg is None else loss + reg).backward()
     expected_table, expected_state = dense_row_adagrad(table, state, leaf.grad, 0.5)
     if list(reference.parameters()):
         torch.optim.Adagrad(reference.parameters(), lr=0.2).step()
 
     part = step_and_compare(model, config, batch, table, state, samples, pool_leaves,
-                            expected_table, expected_state, closed_form and not anchor_negatives and operator == "none",
-                            side_weights)
+                            expected_table, expected_state,
+                            closed_form and not anchor_negatives and operator == "none" and not global_embedding, side_weights)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
     untouched = torch.ones(n, dtype=torch.bool)

@@ -55,7 +55,7 @@ class CheckpointSource:
         rows = torch.arange(embeddings.shape[0], device=self.device)
         context = EncoderContext(entity_type, part, rows, embeddings)
         with torch.no_grad():
-            vectors = self.model.encoder.encode(embeddings, context)
+            vectors = self.model.encode(embeddings, context)
         self._cache[key] = vectors
         while len(self._cache) > self.cache_partitions:
             self._cache.popitem(last=False)

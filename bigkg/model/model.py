@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from bigkg.config import Config, ConfigError, ModelConfig
 from bigkg.format import Manifest
 from bigkg.model.comparators import Comparator, build_comparator
-from bigkg.model.encoder import Encoder, build_encoder
+from bigkg.model.encoder import Encoder, EncoderContext, build_encoder
 from bigkg.model.operators import OPERATORS
 from bigkg.model.regularizers import regularization
 
@@ -27,7 +27,9 @@ class KGModel(nn.Module):
     operator to the candidates once per distinct relation.
     """
 
-    def __init__(self, config: ModelConfig, relation_names: list[str], encoder: Encoder):
+    def __init__(self, config: ModelConfig, relation_names: list[str], encoder: Encoder,
+                 entity_types: list[str] | None = None):
+        """``entity_types``: the dataset's, in order; required with ``config.global_embedding``."""
         super().__init__()
         unknown = sorted(set(config.relation_operators) - set(relation_names))
         if unknown:
@@ -46,6 +48,13 @@ class KGModel(nn.Module):
         self.register_buffer("operator_of", torch.tensor([kinds.index(n) for n in names], dtype=torch.long), persistent=False)
         self.comparator: Comparator = build_comparator(config.comparator)
         self.encoder = encoder
+        # Registered last: the shared optimizer's state lists the other parameters first in
+        # any model, with or without it (model.init_from relies on that).
+        self.entity_types = list(entity_types or [])
+        if config.global_embedding and not self.entity_types:
+            raise ValueError("model.global_embedding needs the dataset's entity types")
+        self.global_embeddings = nn.Parameter(torch.zeros(len(self.entity_types), config.dim)) \
+            if config.global_embedding else None
         self.is_complex = all(op.is_complex for op in self.operators)
         # Every relation (and its reciprocal) leaves its anchor as it is: a score is a comparison of two rows.
         self.rows_compared_directly = all(op.name == "none" for op in self.operators)
@@ -84,6 +93,18 @@ class KGModel(nn.Module):
         if name == "cos" and all(op.distance_inverse and op.norm_preserving for op in self.operators):
             return "inverse"
         return "per_relation"
+
+    # -- representations -------------------------------------------------------------
+    def encode(self, entity_embeddings: Tensor, context: EncoderContext) -> Tensor:
+        """The representations scored: the encoder's output for the rows, plus the entity
+        type's global embedding when the model has them."""
+        return self.add_global_embedding(context.entity_type, self.encoder.encode(entity_embeddings, context))
+
+    def add_global_embedding(self, entity_type: str, vectors: Tensor) -> Tensor:
+        """``vectors`` of entities of ``entity_type`` plus that type's global embedding (as they are without one)."""
+        if self.global_embeddings is None:
+            return vectors
+        return vectors + self.global_embeddings[self.entity_types.index(entity_type)]
 
     # -- scoring -------------------------------------------------------------------
     def score_pairs(self, lhs: Tensor, rhs: Tensor, rel: Tensor) -> Tensor:
@@ -139,4 +160,5 @@ class KGModel(nn.Module):
 
 def build_model(config: Config, manifest: Manifest) -> KGModel:
     """The model of ``config`` for the relations of ``manifest`` (shared parameters only)."""
-    return KGModel(config.model, [r.name for r in manifest.relations], build_encoder(config, manifest))
+    return KGModel(config.model, [r.name for r in manifest.relations], build_encoder(config, manifest),
+                   [et.name for et in manifest.entity_types])

@@ -83,7 +83,7 @@ class _Rows:
             leaf = table.index_select(0, ids).requires_grad_()
         self.ids.append(ids)
         self.leaves.append(leaf)
-        return self.model.encoder.encode(leaf, EncoderContext(self.key[0], self.key[1], ids, table, self.edges))
+        return self.model.encode(leaf, EncoderContext(self.key[0], self.key[1], ids, table, self.edges))
 
 
 class BatchStep:
@@ -151,7 +151,7 @@ class BatchStep:
         if cfg.negatives == "all":
             lhs_all, rhs_all = left.take(None), right.take(None)
             h, t = lhs_all.index_select(0, batch.lhs), rhs_all.index_select(0, batch.rhs)
-            foreign_scores = self._foreign_scores(h, t, batch.rel, foreign_leaves)
+            foreign_scores = self._foreign_scores(h, t, batch.rel, foreign_leaves, (lkey[0], rkey[0]))
             losses = []
             if self.trains[0]:
                 losses.append(self._all_rows_loss("rhs", h, batch.rel, rhs_all, batch.rhs, foreign_scores))
@@ -283,7 +283,7 @@ class BatchStep:
         blocks = plan.blocks()
         per_edge, chunk, margin = [], 0, self.config.margin
         anchors = self.config.anchor_negatives and left.key[0] == right.key[0]  # anchors of the candidates' type
-        foreign_scores = self._foreign_scores(h, t, batch.rel, foreign)
+        foreign_scores = self._foreign_scores(h, t, batch.rel, foreign, (left.key[0], right.key[0]))
         for start, nc, c in blocks:
             whole = len(blocks) == 1  # no slicing: keeps autograd from copying whole leaves
             end = start + nc * c
@@ -322,12 +322,15 @@ class BatchStep:
         zero = torch.zeros_like(trained)
         return torch.cat([trained, zero] if self.trains[0] else [zero, trained])
 
-    def _foreign_scores(self, h: Tensor, t: Tensor, rel: Tensor, foreign: list[Tensor]) -> Tensor | None:
+    def _foreign_scores(self, h: Tensor, t: Tensor, rel: Tensor, foreign: list[Tensor],
+                        types: tuple[str, str]) -> Tensor | None:
         """[2, B, F]: every positive's (head, rel) against the foreign tails and (tail, rel)
-        against the foreign heads; None without foreign candidates."""
+        against the foreign heads (rows of the head and tail entity ``types``, represented
+        as the model represents rows: foreign negatives need a model without an encoder);
+        None without foreign candidates."""
         if not foreign:
             return None
-        heads, tails = foreign
+        heads, tails = (self.model.add_global_embedding(kind, rows) for kind, rows in zip(types, foreign))
         return torch.stack([
             self.model.score_candidates("rhs", h, rel, tails),
             self.model.score_candidates("lhs", t, rel, heads),
