@@ -69,8 +69,8 @@ class ExchangeView:
     def partition_path(self, entity_type: str, part: int) -> Path:
         return self.exchange.root / self.version_of((entity_type, part))
 
-    def load_partition(self, entity_type: str, part: int) -> tuple[Tensor, Tensor]:
-        return read_partition_file(self.partition_path(entity_type, part))
+    def load_partition(self, entity_type: str, part: int, mmap: bool = False) -> tuple[Tensor, Tensor]:
+        return read_partition_file(self.partition_path(entity_type, part), mmap)
 
 
 class PartitionExchange:
