@@ -123,10 +123,13 @@ class ModelConfig:
         values = dataclasses.asdict(self)
         return {k: self.encoder.structure() if k == "encoder" else values[k] for k in self.STRUCTURAL_OPTIONS}
 
-    @classmethod
-    def recorded_structure(cls, recorded: dict[str, Any]) -> dict[str, Any]:
-        """A checkpoint's recorded ``structure()``, with the defaults of options it predates."""
-        return {**cls().structure(), **recorded}
+    def first_difference(self, recorded: dict[str, Any], ignore: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:
+        """(option, recorded value, this config's value) of the first structural option on which
+        a checkpoint's recorded ``structure()`` differs from this config; None when none does.
+        Options the checkpoint predates count as recorded at their defaults."""
+        saved, own = {**ModelConfig().structure(), **recorded}, self.structure()
+        return next(((key, saved[key], own[key]) for key in self.STRUCTURAL_OPTIONS
+                     if key not in ignore and saved[key] != own[key]), None)
 
 
 @dataclass

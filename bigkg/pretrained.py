@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from bigkg.checkpoint import CheckpointStore, PartitionState
-from bigkg.config import Config, ModelConfig, load_config
+from bigkg.config import Config, load_config
 from bigkg.errors import BigKGError
 from bigkg.export import RELATION_SCHEMA
 from bigkg.format import Manifest, load_manifest, read_entity_names
@@ -195,9 +195,8 @@ class RunSource:
         self.relations: list[str] = meta["relations"]
         # The shared parameters fit this run's model only where every option they depend on agrees
         # (global embeddings aside: they are folded into the rows).
-        new, saved = config.model.structure(), ModelConfig.recorded_structure(meta["model"])
-        self.differs = next((key for key in config.model.STRUCTURAL_OPTIONS
-                             if key != "global_embedding" and saved[key] != new[key]), None)
+        difference = config.model.first_difference(meta["model"], ignore=("global_embedding",))
+        self.differs = None if difference is None else difference[0]
         if self.differs == "dim":
             raise PretrainedError(
                 f"model.init_from: {self.version.path} holds {meta['model']['dim']}-dimensional vectors, but model.dim is {config.model.dim}"

@@ -14,7 +14,7 @@ from bigkg.checkpoint import CheckpointStore
 from bigkg.config import config_from_dict
 from bigkg.evaluation import evaluate
 from bigkg.export import export_embeddings
-from bigkg.evaluation.source import open_run
+from bigkg.evaluation.source import EvaluationError, open_run
 from bigkg.format import load_manifest, read_entity_names
 from bigkg.pretrained import read_exported
 from bigkg.training import TrainingError, train
@@ -75,10 +75,12 @@ def test_training_learns_a_vector_per_type_that_exports_and_evaluation_include(t
         assert with_global[key] == pytest.approx(without[key], rel=1e-9)
 
 
-def test_a_resume_under_the_other_setting_is_refused_and_an_older_checkpoint_resumes(typed, tmp_path):
+def test_a_resume_or_evaluation_under_the_other_setting_is_refused_and_an_older_checkpoint_resumes(typed, tmp_path):
     train(run_config(typed, tmp_path / "run"))
     with pytest.raises(TrainingError, match="model.global_embedding=True but the config says False"):
         train(run_config(typed, tmp_path / "run", global_embedding=False))
+    with pytest.raises(EvaluationError, match="model.global_embedding=True but the config says False.*config.yaml"):
+        evaluate(run_config(typed, tmp_path / "run", global_embedding=False), "test")
 
     plain = run_config(typed, tmp_path / "plain", global_embedding=False)
     train(plain)

@@ -93,6 +93,11 @@ def open_run(config: Config, store: CheckpointStore | None = None) -> TrainedRun
     version = store.latest()
     if version is None:
         raise EvaluationError(f"{store.root} holds no complete checkpoint: train first (bigkg train)")
+    difference = config.model.first_difference(version.meta["model"])
+    if difference is not None:
+        key, saved, own = difference
+        raise EvaluationError(f"the checkpoint {version.path} was trained with model.{key}={saved!r} but the config "
+                              f"says {own!r}; use the run's own config ({config.run_dir}/config.yaml) or set the option")
     device = str(build_device(config))
     model = build_model(config, manifest)
     version.load_shared(model)

@@ -28,7 +28,7 @@ from bigkg.atomic import write_text_atomic
 from bigkg.checkpoint import (
     CheckpointStore, CheckpointVersion, PartitionKey, PartitionState, read_partition_rows, snapshot_run,
 )
-from bigkg.config import Config, ConfigError, ModelConfig, config_to_yaml
+from bigkg.config import Config, ConfigError, config_to_yaml
 from bigkg.device import build_device, set_cpu_threads
 from bigkg.errors import BigKGError
 from bigkg.format import Manifest, load_manifest
@@ -465,13 +465,13 @@ class Trainer:
     def _check_fits(self, version: CheckpointVersion) -> None:
         """A checkpoint of another model or dataset is a clear error, not a crash later."""
         meta = version.meta
-        model, saved = self.config.model.structure(), ModelConfig.recorded_structure(meta["model"])
-        for key in self.config.model.STRUCTURAL_OPTIONS:
-            if saved[key] != model[key]:
-                raise TrainingError(
-                    f"the checkpoint {version.path} was trained with model.{key}={saved[key]!r} but the "
-                    f"config says {model[key]!r}; restore the option, use another run_dir, or pass --fresh to start afresh"
-                )
+        difference = self.config.model.first_difference(meta["model"])
+        if difference is not None:
+            key, saved, own = difference
+            raise TrainingError(
+                f"the checkpoint {version.path} was trained with model.{key}={saved!r} but the "
+                f"config says {own!r}; restore the option, use another run_dir, or pass --fresh to start afresh"
+            )
         counts = {et.name: et.partition_counts for et in self.manifest.entity_types}
         if meta["partition_counts"] != counts or meta["relations"] != [r.name for r in self.manifest.relations]:
             raise TrainingError(
