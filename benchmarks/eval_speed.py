@@ -47,8 +47,8 @@ def write_random_checkpoint(config, manifest) -> None:
         for et in manifest.entity_types
         for part, count in enumerate(et.partition_counts)
     }
-    CheckpointStore(config.run_dir).write({"epoch": 0}, {"model": model.state_dict()}, changed, list(changed),
-                                          base=None, keep_versions=1)
+    CheckpointStore(config.run_dir).write({"epoch": 0, "model": config.model.structure()}, {"model": model.state_dict()},
+                                          changed, list(changed), base=None, keep_versions=1)
 
 
 def dense_reference_mrr(config, manifest, batch: int = 1024) -> float:

@@ -142,7 +142,8 @@ def write_trained_run(tmp_path: Path, overrides=(), splits=None, operator="diago
             emb = vectors[et.name][start : start + count].clone()
             changed[(et.name, part)] = PartitionState(emb, torch.zeros(count))
             start += count
-    CheckpointStore(run).write({"epoch": 3}, {"model": model.state_dict()}, changed, keys, base=None, keep_versions=1)
+    CheckpointStore(run).write({"epoch": 3, "model": config.model.structure()}, {"model": model.state_dict()}, changed, keys,
+                               base=None, keep_versions=1)
     # Vectors by entity index (the names' numbering), independent of partitions.
     by_index = {t: vectors[t][torch.from_numpy(gid[t])] for t in TYPES}
     return config, model, splits, by_index
