@@ -18,6 +18,7 @@ pyarrow's ``index_in``, which hashes the whole value set again for every batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from contextlib import closing
@@ -39,6 +40,7 @@ from bigkg.errors import BigKGError
 from bigkg.export import RELATION_SCHEMA
 from bigkg.format import Manifest, load_manifest, read_entity_names
 from bigkg.model import KGModel
+from bigkg.model.model import GLOBAL_EMBEDDINGS
 from bigkg.strtable import StringTable
 
 log = logging.getLogger(__name__)
@@ -202,13 +204,18 @@ class RunSource:
                 f"model.init_from: {self.version.path} holds {meta['model']['dim']}-dimensional vectors, but model.dim is {config.model.dim}"
             )
 
+    @functools.cached_property
+    def _shared_state(self) -> dict[str, Any]:
+        """The checkpoint's shared state, read once for the rows of every type and the parameters."""
+        return self.version.shared_state()
+
     def rows(self, entity_type: str) -> Iterator[SourceRows]:
         """The rows of ``entity_type`` as the earlier run scored them: with its global embedding
         of the type added, so that this run's global embeddings start at zero from the same
         representations."""
         for k, et in enumerate(self.manifest.entity_types):
             if et.name == entity_type:
-                global_embeddings = self.version.shared_state()["model"].get(GLOBAL_EMBEDDINGS)
+                global_embeddings = self._shared_state["model"].get(GLOBAL_EMBEDDINGS)
                 for part in range(len(et.partition_counts)):
                     embeddings, adagrad = self.version.load_partition(entity_type, part)
                     if global_embeddings is not None:
@@ -223,7 +230,7 @@ class RunSource:
             log.warning("model.init_from: the relation parameters start afresh: %s was trained with model.%s=%r",
                         self.version.path, self.differs, self.version.meta["model"].get(self.differs))
             return 0
-        state = self.version.shared_state()
+        state = self._shared_state
         # Global embeddings are folded into the rows (``rows``): this run's start at zero.
         saved = {name: value for name, value in state["model"].items() if name != GLOBAL_EMBEDDINGS}
         if relations == self.relations:
@@ -243,9 +250,6 @@ class RunSource:
                         "from this dataset's, and a graph encoder's parameters cannot be matched by relation name", self.path)
             return 0
         return remap_relation_parameters(model, optimizer, {**state, "model": saved}, self.relations, relations)
-
-
-GLOBAL_EMBEDDINGS = "global_embeddings"  # KGModel's parameter
 
 
 def _shared_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

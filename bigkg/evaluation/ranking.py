@@ -104,6 +104,33 @@ def pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torch
     return score_fn(side, anchors.unsqueeze(1), rels.unsqueeze(1), answers.unsqueeze(1))[:, 0, 0].float()
 
 
+@dataclass(frozen=True)
+class MaskedCandidates:
+    """The (query row, global id) pairs of a query batch that do not compete, found among one
+    sorted candidate array: each pair's query row and candidate position, by position."""
+
+    query_rows: np.ndarray
+    positions: np.ndarray  # ascending
+
+    @staticmethod
+    def among(pairs: tuple[np.ndarray, np.ndarray], candidates: np.ndarray) -> "MaskedCandidates":
+        """``pairs`` (query rows, global ids) located in the sorted, non-empty ``candidates``."""
+        qidx, ids = pairs
+        pos = np.minimum(np.searchsorted(candidates, ids), candidates.size - 1)
+        hit = np.flatnonzero(candidates[pos] == ids)
+        order = hit[np.argsort(pos[hit], kind="stable")]
+        return MaskedCandidates(qidx[order], pos[order])
+
+    def within(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(query rows, positions relative to ``start``) of the pairs at positions [start, stop)."""
+        a, b = np.searchsorted(self.positions, [start, stop])
+        return self.query_rows[a:b], self.positions[a:b] - start
+
+    def per_query(self, n: int) -> np.ndarray:
+        """How many candidates each of ``n`` queries has masked (the pairs are distinct)."""
+        return np.bincount(self.query_rows, minlength=n)
+
+
 def _masked_scores(
     score_fn: ScoreFn,
     side: str,
@@ -113,14 +140,13 @@ def _masked_scores(
     lo: int,
     candidates: np.ndarray,
     chunk_size: int,
-    masked: tuple[np.ndarray, np.ndarray],
+    masked: MaskedCandidates,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """(candidate ids, float scores [n, m]) per chunk of the sorted global ids ``candidates``.
 
-    ``vectors`` is the partition whose first row is global id ``lo``; the
-    (query row, global id) pairs of ``masked`` score -inf.
+    ``vectors`` is the partition whose first row is global id ``lo``; the ``masked``
+    (query row, candidate position) pairs score -inf.
     """
-    qidx, ids = masked
     contiguous = candidates.size > 0 and int(candidates[-1]) - int(candidates[0]) + 1 == candidates.size
     for start in range(0, candidates.size, chunk_size):
         chunk = candidates[start : start + chunk_size]
@@ -129,10 +155,9 @@ def _masked_scores(
         else:
             rows = vectors[torch.from_numpy(chunk - lo).to(vectors.device)]
         scores = score_fn(side, anchors, rels, rows).float()
-        pos = np.minimum(np.searchsorted(chunk, ids), chunk.size - 1)
-        hit = chunk[pos] == ids
-        if hit.any():
-            scores[torch.from_numpy(qidx[hit]).to(scores.device), torch.from_numpy(pos[hit]).to(scores.device)] = float("-inf")
+        query_rows, positions = masked.within(start, start + chunk.size)
+        if query_rows.size:
+            scores[torch.from_numpy(query_rows).to(scores.device), torch.from_numpy(positions).to(scores.device)] = float("-inf")
         yield chunk, scores
 
 
@@ -145,13 +170,6 @@ def _masked_pairs(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np
     listed[qidx[ids == answers[qidx]]] = True
     own = np.flatnonzero(~listed)
     return np.concatenate([qidx, own]), np.concatenate([ids, answers[own]])
-
-
-def _masked_per_query(masked: tuple[np.ndarray, np.ndarray], candidates: np.ndarray, n: int) -> np.ndarray:
-    """How many of the sorted, non-empty ``candidates`` each of ``n`` queries has masked (pairs distinct)."""
-    qidx, ids = masked
-    pos = np.minimum(np.searchsorted(candidates, ids), candidates.size - 1)
-    return np.bincount(qidx[candidates[pos] == ids], minlength=n)
 
 
 def _in_partition(candidates: np.ndarray | None, lo: int, hi: int) -> np.ndarray:
@@ -212,8 +230,8 @@ def rank_queries(
             if candidates.size == 0:
                 continue
             # Known answers of this batch and its answers, masked wherever they are candidates.
-            masked = _masked_pairs(filters, side, anchors[sl], rels[sl], answers[sl])
-            competitors[sl] += candidates.size - _masked_per_query(masked, candidates, sl.stop - sl.start)
+            masked = MaskedCandidates.among(_masked_pairs(filters, side, anchors[sl], rels[sl], answers[sl]), candidates)
+            competitors[sl] += candidates.size - masked.per_query(sl.stop - sl.start)
             true_b = true_scores[sl].unsqueeze(1)
             with torch.no_grad():
                 for _, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, candidates,
@@ -268,7 +286,7 @@ def top_k(
         vectors = source.load(target_type, part).to(device)
         for sl in _batches(n, options.query_batch):
             in_batch = (ex_q >= sl.start) & (ex_q < sl.stop)
-            masked = (ex_q[in_batch] - sl.start, ex_ids[in_batch])
+            masked = MaskedCandidates.among((ex_q[in_batch] - sl.start, ex_ids[in_batch]), ids_p)
             with torch.no_grad():
                 for chunk, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, ids_p,
                                                     options.candidate_chunk, masked):

@@ -16,6 +16,10 @@ from bigkg.model.encoder import Encoder, EncoderContext, build_encoder
 from bigkg.model.operators import OPERATORS
 from bigkg.model.regularizers import regularization
 
+# The name of KGModel's global embeddings in its state_dict (model.init_from treats them apart).
+GLOBAL_EMBEDDINGS = "global_embeddings"
+
+
 class KGModel(nn.Module):
     """Scores ``comparator(op_r(head), tail)``.
 
@@ -50,10 +54,10 @@ class KGModel(nn.Module):
         self.encoder = encoder
         # Registered last: the shared optimizer's state lists the other parameters first in
         # any model, with or without it (model.init_from relies on that).
-        self.entity_types = list(entity_types or [])
-        if config.global_embedding and not self.entity_types:
+        self._type_index = {name: k for k, name in enumerate(entity_types or [])}
+        if config.global_embedding and not self._type_index:
             raise ValueError("model.global_embedding needs the dataset's entity types")
-        self.global_embeddings = nn.Parameter(torch.zeros(len(self.entity_types), config.dim)) \
+        self.global_embeddings = nn.Parameter(torch.zeros(len(self._type_index), config.dim)) \
             if config.global_embedding else None
         self.is_complex = all(op.is_complex for op in self.operators)
         # Every relation (and its reciprocal) leaves its anchor as it is: a score is a comparison of two rows.
@@ -104,7 +108,7 @@ class KGModel(nn.Module):
         """``vectors`` of entities of ``entity_type`` plus that type's global embedding (as they are without one)."""
         if self.global_embeddings is None:
             return vectors
-        return vectors + self.global_embeddings[self.entity_types.index(entity_type)]
+        return vectors + self.global_embeddings[self._type_index[entity_type]]
 
     # -- scoring -------------------------------------------------------------------
     def score_pairs(self, lhs: Tensor, rhs: Tensor, rel: Tensor) -> Tensor:
