@@ -57,7 +57,7 @@ def main() -> None:
         # Trainer.train's loop, one bucket of each trainer at a time.
         for epoch in range(args.epochs):
             for trainer in trainers.values():
-                trainer.scheduler.start_epoch(epoch, [])
+                trainer.scheduler.start_pass(epoch, [])  # one edge chunk: a pass per epoch
             while all((buckets := {k: t.scheduler.acquire() for k, t in trainers.items()}).values()):
                 for kind, trainer in trainers.items():
                     start = time.perf_counter()

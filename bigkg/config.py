@@ -179,6 +179,14 @@ class TrainingConfig:
         "1 keeps CPU training reproducible", minimum=1)
     threads: int = opt(0, "CPU threads per worker (torch intra-op work and numba's parallel kernels); 0: cores / workers", minimum=0)
     prefetch: bool = opt(True, "load the next bucket's partitions and edges in the background")
+    num_edge_chunks: int = opt(
+        0, "split every bucket's edges into this many chunks; an epoch is then as many passes over the "
+        "buckets, pass c training chunk c of each, so only one chunk's edges are in memory and partitions "
+        "meet more often (PBG's num_edge_chunks); 0: as few as max_edges_per_chunk allows", minimum=0)
+    max_edges_per_chunk: int = opt(
+        0, "with num_edge_chunks 0: the fewest chunks that keep each within this many edges, from the "
+        "largest bucket (PBG's max_edges_per_chunk); 0: no limit, a bucket's edges are trained in one pass",
+        minimum=0)
 
 
 @dataclass

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from bigkg.atomic import atomic_file
+from bigkg.edge_chunks import WHOLE_BUCKET, EdgeChunk
 from bigkg.errors import BigKGError
 
 if TYPE_CHECKING:
@@ -312,11 +313,13 @@ def write_bucket(root: Path, split: str, i: int, j: int, edges: BucketEdges, *, 
         writer.append(edges.lhs, edges.rhs, edges.rel, edges.weight)
 
 
-def read_bucket(root: Path, split: str, i: int, j: int, *, expected: int | None = None) -> BucketEdges:
-    """All edges of bucket (i, j) of ``split``; empty arrays when it has none.
+def read_bucket(root: Path, split: str, i: int, j: int, *, expected: int | None = None,
+                chunk: EdgeChunk = WHOLE_BUCKET) -> BucketEdges:
+    """The edges of bucket (i, j) of ``split`` in ``chunk`` (by default all); empty arrays when it has none.
 
     ``expected``, the manifest's count, makes a missing file or one holding another number
-    of edges an error instead of a split that is silently smaller.
+    of edges an error instead of a split that is silently smaller. Only the chunk's rows
+    are read.
     """
     path = bucket_path(root, split, i, j)
     if not path.is_file():
@@ -326,11 +329,18 @@ def read_bucket(root: Path, split: str, i: int, j: int, *, expected: int | None 
         return BucketEdges(empty, empty, empty.astype(np.int32), None)
     try:
         with h5py.File(path, "r") as fh:
-            weight = fh["weight"][...] if "weight" in fh else None
-            edges = BucketEdges(fh["lhs"][...], fh["rhs"][...], fh["rel"][...], weight)
+            datasets = [fh["lhs"], fh["rhs"], fh["rel"], fh["weight"] if "weight" in fh else None]
+            lengths = {d.shape[0] for d in datasets if d is not None}
+            if len(lengths) > 1 or (expected is not None and lengths != {expected}):
+                raise DatasetError(
+                    f"bucket file {path} holds datasets of {sorted(lengths)} edges; the manifest counts {expected}")
+            ranges = chunk.ranges(lengths.pop())
+            return BucketEdges(*(None if d is None else _read_ranges(d, ranges) for d in datasets))  # type: ignore[arg-type]
     except (OSError, KeyError) as exc:  # truncated or not HDF5, or a dataset missing
         raise DatasetError(f"cannot read bucket file {path}: {exc}") from exc
-    lengths = {len(a) for a in edges if a is not None}
-    if len(lengths) > 1 or (expected is not None and lengths != {expected}):
-        raise DatasetError(f"bucket file {path} holds datasets of {sorted(lengths)} edges; the manifest counts {expected}")
-    return edges
+
+
+def _read_ranges(dataset: h5py.Dataset, ranges: list[tuple[int, int]]) -> np.ndarray:
+    if len(ranges) == 1 and ranges[0] == (0, dataset.shape[0]):
+        return dataset[...]
+    return np.concatenate([dataset[a:b] for a, b in ranges]) if ranges else np.empty(0, dtype=dataset.dtype)

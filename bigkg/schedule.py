@@ -1,7 +1,10 @@
-"""Bucket scheduling: in which order the P×P buckets of an epoch are trained.
+"""Bucket scheduling: in which order the P×P buckets of a pass are trained.
+
+A pass trains every bucket once; an epoch is one pass, or one per edge chunk when
+buckets are split (``training.num_edge_chunks``: pass c trains chunk c of each).
 
 One protocol, ``BucketScheduler``, serves both the single-process trainer
-(``LocalScheduler``, a fixed order per epoch) and distributed workers (the lock
+(``LocalScheduler``, a fixed order per pass) and distributed workers (the lock
 server client in ``bigkg.distributed``), so the training loop is the same code
 in both modes. The ordering rules live here once:
 
@@ -9,7 +12,7 @@ in both modes. The ordering rules live here once:
   so each new bucket touches at most one partition not seen before;
 * random; affinity (each next bucket shares a partition with the previous one
   when possible, saving a load);
-* PBG's first-epoch rule: in the first epoch a bucket is trained only if one of
+* PBG's first-epoch rule: in the first pass a bucket is trained only if one of
   its partitions was already trained (the very first bucket excepted), which
   keeps every partition in one embedding space.
 """
@@ -34,14 +37,15 @@ ORDERS = ("inside_out", "outside_in", "random", "affinity")
 class BucketScheduler(Protocol):
     """What the training loop asks for buckets; local and distributed alike."""
 
-    def start_epoch(self, epoch: int, finished: Iterable[Bucket] = ()) -> None:
-        """Begin ``epoch``; ``finished`` are its buckets already trained (on resume)."""
+    def start_pass(self, pass_index: int, finished: Iterable[Bucket] = ()) -> None:
+        """Begin pass ``pass_index`` (counted over the whole run); ``finished`` are its buckets
+        already trained (on resume)."""
 
     def acquire(self) -> Bucket | None:
-        """The next bucket to train, or None when the epoch has nothing left."""
+        """The next bucket to train, or None when the pass has nothing left."""
 
     def release(self, bucket: Bucket, *, done: bool) -> None:
-        """Give ``bucket`` back; ``done`` marks it trained for this epoch."""
+        """Give ``bucket`` back; ``done`` marks it trained for this pass."""
 
 
 def all_buckets(num_partitions: int) -> list[Bucket]:
@@ -58,9 +62,9 @@ def inside_out(num_partitions: int) -> list[Bucket]:
     return order
 
 
-def is_eligible(bucket: Bucket, trained_partitions: set[int], first_epoch: bool) -> bool:
+def is_eligible(bucket: Bucket, trained_partitions: set[int], first_pass: bool) -> bool:
     """PBG's first-epoch rule: a bucket needs one already-trained partition."""
-    if not first_epoch or not trained_partitions:
+    if not first_pass or not trained_partitions:
         return True
     return bool(bucket.partitions() & trained_partitions)
 
@@ -71,15 +75,15 @@ def affinity_choice(candidates: list[Bucket], held: set[int], rng: random.Random
     return rng.choice([b for b in candidates if len(b.partitions() & held) == best])
 
 
-def epoch_order(num_partitions: int, order: str, *, epoch: int, seed: int, first_epoch: bool) -> list[Bucket]:
-    """The full bucket order of one epoch.
+def pass_order(num_partitions: int, order: str, *, pass_index: int, seed: int, first_pass: bool) -> list[Bucket]:
+    """The full bucket order of one pass.
 
-    Partition labels are permuted per epoch (seeded) so that no partition is
+    Partition labels are permuted per pass (seeded) so that no partition is
     always trained first; the result honours the first-epoch rule when asked.
     """
     if order not in ORDERS:
         raise ValueError(f"bucket order {order!r} is not one of {ORDERS}")
-    rng = random.Random(seed * 1_000_003 + epoch)
+    rng = random.Random(seed * 1_000_003 + pass_index)
     perm = list(range(num_partitions))
     rng.shuffle(perm)
     if order in ("inside_out", "outside_in"):
@@ -96,7 +100,7 @@ def epoch_order(num_partitions: int, order: str, *, epoch: int, seed: int, first
     held: set[int] = set()
     remaining = list(candidates)
     while remaining:
-        eligible = [b for b in remaining if is_eligible(b, trained, first_epoch)]
+        eligible = [b for b in remaining if is_eligible(b, trained, first_pass)]
         if order == "affinity":
             chosen = affinity_choice(eligible, held, rng)
         else:
@@ -109,7 +113,7 @@ def epoch_order(num_partitions: int, order: str, *, epoch: int, seed: int, first
 
 
 class LocalScheduler:
-    """Single-process scheduler: walks ``epoch_order``, skipping finished buckets."""
+    """Single-process scheduler: walks ``pass_order``, skipping finished buckets."""
 
     def __init__(self, num_partitions: int, order: str = "inside_out", seed: int = 0):
         self.num_partitions = num_partitions
@@ -117,9 +121,10 @@ class LocalScheduler:
         self.seed = seed
         self._queue: list[Bucket] = []
 
-    def start_epoch(self, epoch: int, finished: Iterable[Bucket] = ()) -> None:
+    def start_pass(self, pass_index: int, finished: Iterable[Bucket] = ()) -> None:
         done = set(finished)
-        order = epoch_order(self.num_partitions, self.order, epoch=epoch, seed=self.seed, first_epoch=epoch == 0)
+        order = pass_order(self.num_partitions, self.order, pass_index=pass_index, seed=self.seed,
+                           first_pass=pass_index == 0)
         self._queue = [b for b in order if b not in done]
 
     def acquire(self) -> Bucket | None:

@@ -1,5 +1,6 @@
 """Storage for training: which partitions a bucket needs, loading them and the bucket's
-edges, and loading the next bucket in a background thread while the current one trains.
+edges (one edge chunk of them), and loading the next bucket in a background thread while
+the current one trains.
 
 Partitions are read from a complete checkpoint version (a fresh run first writes
 version 0 with the initial embeddings), so every load has one source and the
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor
 
 from bigkg.checkpoint import CheckpointVersion, PartitionKey, PartitionState
+from bigkg.edge_chunks import EdgeChunk
 from bigkg.format import Manifest, read_bucket
 from bigkg.schedule import Bucket
 
@@ -91,7 +93,7 @@ class LoadedBucket:
 
 
 class BucketLoader:
-    """Reads a bucket's edges and missing partitions; one background load at a time."""
+    """Reads a bucket's edges (one chunk) and missing partitions; one background load at a time."""
 
     def __init__(self, root: str | Path, manifest: Manifest, *, pin_memory: bool, background: bool,
                  relation_weights: np.ndarray | None = None):
@@ -101,12 +103,13 @@ class BucketLoader:
         self.groups = relation_groups(manifest)
         self.pin_memory = pin_memory
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if background else None
-        self._pending: tuple[Bucket, concurrent.futures.Future[LoadedBucket]] | None = None
+        self._pending: tuple[Bucket, EdgeChunk, concurrent.futures.Future[LoadedBucket]] | None = None
 
-    def load(self, bucket: Bucket, version: CheckpointVersion, skip: frozenset[PartitionKey]) -> LoadedBucket:
-        """Edges of ``bucket`` and its partitions not in ``skip`` (already held), on the CPU."""
+    def load(self, bucket: Bucket, chunk: EdgeChunk, version: CheckpointVersion,
+             skip: frozenset[PartitionKey]) -> LoadedBucket:
+        """The edges of ``bucket`` in ``chunk`` and its partitions not in ``skip`` (already held), on the CPU."""
         edges = read_bucket(self.root, "train", bucket.lhs, bucket.rhs,
-                            expected=self.manifest.bucket_count("train", bucket.lhs, bucket.rhs))
+                            expected=self.manifest.bucket_count("train", bucket.lhs, bucket.rhs), chunk=chunk)
         rel = torch.from_numpy(edges.rel.astype(np.int64))
         lhs = torch.from_numpy(edges.lhs.astype(np.int64))
         rhs = torch.from_numpy(edges.rhs.astype(np.int64))
@@ -133,25 +136,27 @@ class BucketLoader:
     def _pin(self, t: Tensor | None) -> Tensor | None:  # type: ignore[override]
         return t.pin_memory() if (t is not None and self.pin_memory) else t
 
-    def prefetch(self, bucket: Bucket, version: CheckpointVersion, skip: frozenset[PartitionKey]) -> None:
-        """Start loading ``bucket`` in the background (no-op without a background thread)."""
+    def prefetch(self, bucket: Bucket, chunk: EdgeChunk, version: CheckpointVersion,
+                 skip: frozenset[PartitionKey]) -> None:
+        """Start loading ``bucket``'s ``chunk`` in the background (no-op without a background thread)."""
         if self._pool is None:
             return
-        self._pending = (bucket, self._pool.submit(self.load, bucket, version, skip))
+        self._pending = (bucket, chunk, self._pool.submit(self.load, bucket, chunk, version, skip))
 
-    def get(self, bucket: Bucket, version: CheckpointVersion, skip: frozenset[PartitionKey]) -> LoadedBucket:
-        """The prefetched load of ``bucket`` when it matches, else a load now."""
+    def get(self, bucket: Bucket, chunk: EdgeChunk, version: CheckpointVersion,
+            skip: frozenset[PartitionKey]) -> LoadedBucket:
+        """The prefetched load of ``bucket``'s ``chunk`` when it matches, else a load now."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            p_bucket, future = pending
+            p_bucket, p_chunk, future = pending
             loaded = future.result()
             # Prefetched partitions were not in training meanwhile (the skip set
             # at prefetch time was the bucket then training), so they are current.
-            if p_bucket == bucket:
+            if (p_bucket, p_chunk) == (bucket, chunk):
                 loaded.partitions = {k: v for k, v in loaded.partitions.items() if k not in skip}
                 if bucket_partition_keys(self.manifest, bucket) - skip <= set(loaded.partitions):
                     return loaded
-        return self.load(bucket, version, skip)
+        return self.load(bucket, chunk, version, skip)
 
     def close(self) -> None:
         if self._pool is not None:

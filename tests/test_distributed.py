@@ -95,21 +95,22 @@ def audit_run(run_dir: Path) -> dict[int, object]:
     return {k: audit(sorted(groups[name]), P) for k, name in enumerate(sorted(groups))}
 
 
-def check_complete(run_dir: Path, reports: dict) -> None:
-    """Every epoch's buckets were done exactly once over the whole job, restarts included."""
-    done_by_epoch: dict[int, list] = {}
+def check_complete(run_dir: Path, reports: dict, chunks: int = 1) -> None:
+    """Every pass's buckets (an epoch has one pass per edge chunk) were done exactly once over
+    the whole job, restarts included."""
+    done_by_pass: dict[int, list] = {}
     for attempt in sorted(reports):
         report = reports[attempt]
-        for epoch, counts in report.done.items():
-            earlier = done_by_epoch.setdefault(epoch, [])
+        for pass_index, counts in report.done.items():
+            earlier = done_by_pass.setdefault(pass_index, [])
             # what a restart resumes with must be work an earlier attempt really finished
-            assert report.resumed.get(epoch, set()) <= set(earlier), (attempt, epoch)
+            assert report.resumed.get(pass_index, set()) <= set(earlier), (attempt, pass_index)
             # work of an earlier attempt that the restart does not resume with was lost with the crash
-            kept = [b for b in earlier if b in report.resumed.get(epoch, set())]
-            done_by_epoch[epoch] = kept + list(counts)
-    for epoch in range(EPOCHS):
-        buckets = done_by_epoch[epoch]
-        assert sorted(buckets) == sorted({(p, q) for p in range(P) for q in range(P)}), epoch
+            kept = [b for b in earlier if b in report.resumed.get(pass_index, set())]
+            done_by_pass[pass_index] = kept + list(counts)
+    assert sorted(done_by_pass) == list(range(EPOCHS * chunks))
+    for pass_index, buckets in done_by_pass.items():
+        assert sorted(buckets) == sorted({(p, q) for p in range(P) for q in range(P)}), pass_index
     meta = CheckpointStore(run_dir).latest().meta
     assert meta["epoch"] == EPOCHS
 
@@ -163,33 +164,44 @@ def worker_pids(log: Path, attempt: int) -> dict[int, int]:
     return pids
 
 
-def test_sigkilled_worker_job_completes(fb4, single_mrr, tmp_path):
+@pytest.fixture(scope="module")
+def single_mrr_two_chunks(fb4: Path, tmp_path_factory: pytest.TempPathFactory) -> float:
+    config_path = write_config(fb4, tmp_path_factory.mktemp("single2") / "run", training__num_edge_chunks=2)
+    train(load_config(config_path, []))
+    return mrr_of(config_path)
+
+
+def test_sigkilled_worker_job_completes(fb4, single_mrr_two_chunks, tmp_path):
+    """With two edge chunks, killed in the second epoch's second pass: the restart resumes
+    that pass from the exchange (rank 0 checkpoints only at epochs' ends)."""
     run_dir = tmp_path / "run"
-    config = write_config(fb4, run_dir)
+    config = write_config(fb4, run_dir, training__num_edge_chunks=2)
     log = tmp_path / "torchrun.log"
     proc = start_torchrun(config, ["--nproc-per-node", "2", "--max-restarts", "2", *SINGLE_NODE], log)
-    # wait until rank 1 holds a bucket of the second epoch after some of that epoch is done
+    # wait until rank 1 holds a bucket of pass 3 (epoch 1, chunk 1) after some of that pass is done
     deadline = time.monotonic() + 240
     while True:
         assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-3000:]
         found = list((run_dir / "logs").glob("buckets.*.attempt0.rank1.jsonl"))
         complete = found[0].read_text().rpartition("\n")[0] if found else ""
         rows = [json.loads(x) for x in complete.splitlines()]
-        if rows and rows[-1]["event"] == "grant" and rows[-1]["epoch"] == 1 and any(r["event"] == "done" and r["epoch"] == 1 for r in rows):
+        if rows and rows[-1]["event"] == "grant" and rows[-1]["pass"] == 3 and any(r["event"] == "done" and r["pass"] == 3 for r in rows):
             break
         time.sleep(0.02)
     os.kill(worker_pids(log, 0)[1], signal.SIGKILL)
     finish(proc, log)
     reports = audit_run(run_dir)
     assert len(reports) == 2 and not reports[0].complete and reports[1].complete  # one restart
-    assert reports[1].resumed.get(1), "the restart should resume the second epoch's finished buckets"
-    check_complete(run_dir, reports)
+    assert reports[1].resumed.get(3), "the restart should resume the finished buckets of the pass it was killed in"
+    assert min(reports[1].done) == 3
+    check_complete(run_dir, reports, chunks=2)
+    assert "resuming epoch 2, edge chunk 2/2 with" in log.read_text()
     # the final checkpoint is intact: every partition loads with finite values
     version = CheckpointStore(run_dir).latest()
     for p in range(P):
         emb, ada = version.load_partition("entity", p)
         assert torch.isfinite(emb).all() and torch.isfinite(ada).all()
-    assert_close_mrr(config, single_mrr, "after a SIGKILL and restart")
+    assert_close_mrr(config, single_mrr_two_chunks, "after a SIGKILL and restart")
 
 
 @pytest.mark.gpu

@@ -15,7 +15,7 @@ import pytest
 import torch.distributed as dist
 
 from bigkg.distributed.audit import AuditError, audit, read_events
-from bigkg.distributed.lock_server import EpochBusy, EpochOver, LeaseLostError, LockServer, LockServerError
+from bigkg.distributed.lock_server import PassBusy, PassOver, LeaseLostError, LockServer, LockServerError
 from bigkg.distributed.scheduler import DistributedScheduler, SchedulerTimeout
 from bigkg.schedule import Bucket
 
@@ -26,11 +26,11 @@ def client(port: int, prefix: str = "run") -> dist.Store:
 
 
 # -- rules, one process, several handles --------------------------------------------------
-def test_first_epoch_rule_and_affinity(store):
+def test_first_pass_rule_and_affinity(store):
     a = LockServer(client(store.port), "a", 3)
     b = LockServer(client(store.port), "b", 3)
-    assert a.start_epoch(0, first_epoch=True) is True
-    assert b.start_epoch(0, first_epoch=True) is False  # already open: b joins
+    assert a.start_pass(0, first_pass=True) is True
+    assert b.start_pass(0, first_pass=True) is False  # already open: b joins
     first = a.try_acquire(0, set())
     # nothing is trained yet and a bucket is in flight: no other bucket is anchored
     assert b.try_acquire(0, set()) is None
@@ -47,33 +47,33 @@ def test_first_epoch_rule_and_affinity(store):
     assert sum(c == "1" for c in a.snapshot()["done"]) == len({first.bucket, second.bucket})
 
 
-def test_epoch_lifecycle_and_no_double_grant(store):
+def test_pass_lifecycle_and_no_double_grant(store):
     workers = [LockServer(client(store.port), w, 2) for w in "ab"]
-    workers[0].start_epoch(0, first_epoch=False)
+    workers[0].start_pass(0, first_pass=False)
     seen = []
     while True:
         try:
             grant = workers[len(seen) % 2].try_acquire(0, set())
-        except EpochOver:
+        except PassOver:
             break
         assert grant is not None
         workers[len(seen) % 2].release(grant, done=True)
         seen.append(grant.bucket)
     assert sorted(seen) == sorted(Bucket(p, q) for p in range(2) for q in range(2))
-    with pytest.raises(EpochOver):
+    with pytest.raises(PassOver):
         workers[1].try_acquire(0, set())
-    # epoch 1 opens only after epoch 0 is complete; resumed buckets are not handed again
-    workers[1].start_epoch(1, {Bucket(0, 0), Bucket(1, 1)}, first_epoch=False)
+    # pass 1 opens only after pass 0 is complete; resumed buckets are not handed again
+    workers[1].start_pass(1, {Bucket(0, 0), Bucket(1, 1)}, first_pass=False)
     got = {workers[0].try_acquire(1, set()).bucket}
-    with pytest.raises(EpochBusy):
-        workers[1].start_epoch(2, first_epoch=False)
+    with pytest.raises(PassBusy):
+        workers[1].start_pass(2, first_pass=False)
     assert got <= {Bucket(0, 1), Bucket(1, 0)}
 
 
 def test_expired_lease_is_fenced(store):
     a = LockServer(client(store.port), "a", 2, lease_seconds=0.2)
     b = LockServer(client(store.port), "b", 2, lease_seconds=0.2)
-    a.start_epoch(0, first_epoch=False)
+    a.start_pass(0, first_pass=False)
     a.heartbeat()
     grant = a.try_acquire(0, set())
     others = [Bucket(p, q) for p in range(2) for q in range(2) if not Bucket(p, q).partitions() & grant.bucket.partitions()]
@@ -96,8 +96,8 @@ def test_expired_lease_is_fenced(store):
 
 
 # -- real worker processes -------------------------------------------------------------
-def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_epoch: int, workers: int,
-            gate_epoch: int) -> None:
+def _worker(port: int, name: str, partitions: int, passes: int, out: str, hang_pass: int, workers: int,
+            gate_pass: int) -> None:
     """Train fake buckets: a read-modify-write of each held partition's counter file.
 
     The files are written in place, so any overlap of two holders (a lock bug,
@@ -108,21 +108,21 @@ def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_e
         client(port), name, partitions, lease_seconds=3.0, heartbeat_seconds=0.2, timeout=60, event_log=f"{out}/{name}.jsonl"
     )
     rng = random.Random(name)
-    # Start together: a worker slow to spawn must not find every epoch already done.
+    # Start together: a worker slow to spawn must not find every pass already done.
     barrier = client(port)
     barrier.add("test/ready", 1)
     while barrier.add("test/ready", 0) < workers:
         time.sleep(0.01)
-    for epoch in range(epochs):
-        sched.start_epoch(epoch)
-        if epoch == gate_epoch and hang_epoch < 0:
+    for pass_index in range(passes):
+        sched.start_pass(pass_index)
+        if pass_index == gate_pass and hang_pass < 0:
             # Leave the worker that hangs a bucket first: otherwise its peers, quicker on a busy
-            # machine, may take every bucket of every epoch before it asks, and it never hangs.
+            # machine, may take every bucket of every pass before it asks, and it never hangs.
             while not any(Path(out).glob("*.holding")):
                 time.sleep(0.01)
         while (bucket := sched.acquire()) is not None:
-            if 0 <= hang_epoch <= epoch:
-                Path(out, f"{name}.holding").write_text(json.dumps([epoch, *bucket]))
+            if 0 <= hang_pass <= pass_index:
+                Path(out, f"{name}.holding").write_text(json.dumps([pass_index, *bucket]))
                 time.sleep(600)  # the test SIGKILLs us here
             values = {p: int(Path(out, f"part_{p}").read_text()) for p in bucket.partitions()}
             time.sleep(rng.uniform(0.0, 0.02))  # widen the race window a lock bug would open
@@ -132,13 +132,13 @@ def _worker(port: int, name: str, partitions: int, epochs: int, out: str, hang_e
     sched.close()
 
 
-def _run_workers(tmp_path: Path, port: int, partitions: int, epochs: int, n: int, hang: dict[str, int]):
+def _run_workers(tmp_path: Path, port: int, partitions: int, passes: int, n: int, hang: dict[str, int]):
     for p in range(partitions):
         (tmp_path / f"part_{p}").write_text("0")
     ctx = multiprocessing.get_context("spawn")
     gate = min(hang.values(), default=-1)
     procs = {
-        f"w{k}": ctx.Process(target=_worker, args=(port, f"w{k}", partitions, epochs, str(tmp_path), hang.get(f"w{k}", -1), n,
+        f"w{k}": ctx.Process(target=_worker, args=(port, f"w{k}", partitions, passes, str(tmp_path), hang.get(f"w{k}", -1), n,
                                                     gate))
         for k in range(n)
     }
@@ -147,10 +147,10 @@ def _run_workers(tmp_path: Path, port: int, partitions: int, epochs: int, n: int
     return procs
 
 
-def _check_counters(tmp_path: Path, partitions: int, epochs: int) -> None:
-    # each bucket (p, q) increments p and q once (a diagonal bucket once): 2P - 1 per epoch
+def _check_counters(tmp_path: Path, partitions: int, passes: int) -> None:
+    # each bucket (p, q) increments p and q once (a diagonal bucket once): 2P - 1 per pass
     for p in range(partitions):
-        assert int((tmp_path / f"part_{p}").read_text()) == epochs * (2 * partitions - 1), f"lost update on partition {p}"
+        assert int((tmp_path / f"part_{p}").read_text()) == passes * (2 * partitions - 1), f"lost update on partition {p}"
 
 
 def test_four_workers_exclusive_and_exactly_once(store, tmp_path):
@@ -161,7 +161,7 @@ def test_four_workers_exclusive_and_exactly_once(store, tmp_path):
         assert p.exitcode == 0
     report = audit(sorted(tmp_path.glob("w*.jsonl")), P)
     assert report.complete
-    assert report.epochs == list(range(E))
+    assert report.passes == list(range(E))
     assert all(sum(c.values()) == P * P for c in report.done.values())
     trainers = {e["worker"] for e in read_events(tmp_path.glob("w*.jsonl")) if e["event"] == "done"}
     assert len(trainers) > 1  # the work was really shared
@@ -175,7 +175,7 @@ def test_sigkilled_worker_bucket_is_reassigned(store, tmp_path):
     deadline = time.monotonic() + 300  # as generous as the joins below: spawning waits for torch imports
     while not holding.exists():
         assert procs["w0"].exitcode is None, f"worker w0 exited ({procs['w0'].exitcode}) before holding a bucket"
-        assert time.monotonic() < deadline, "worker w0 never reached epoch 1"
+        assert time.monotonic() < deadline, "worker w0 never reached pass 1"
         time.sleep(0.05)
     os.kill(procs["w0"].pid, signal.SIGKILL)
     for name, p in procs.items():
@@ -184,8 +184,8 @@ def test_sigkilled_worker_bucket_is_reassigned(store, tmp_path):
     report = audit(sorted(tmp_path.glob("w*.jsonl")), P)
     assert report.complete
     assert report.expired == 1
-    epoch, *held = json.loads(holding.read_text())
-    assert report.done[epoch][tuple(held)] == 1  # the dead worker's bucket was finished by another
+    pass_index, *held = json.loads(holding.read_text())
+    assert report.done[pass_index][tuple(held)] == 1  # the dead worker's bucket was finished by another
     assert all(sum(c.values()) == P * P for c in report.done.values())
     _check_counters(tmp_path, P, E)
 
@@ -193,17 +193,17 @@ def test_sigkilled_worker_bucket_is_reassigned(store, tmp_path):
 def test_audit_catches_overlap_and_double_done(tmp_path):
     log = tmp_path / "bad.jsonl"
     rows = [
-        {"event": "start_epoch", "worker": "a", "epoch": 0, "version": 1, "bucket": None, "holder": None},
-        {"event": "grant", "worker": "a", "epoch": 0, "version": 2, "bucket": [0, 1], "holder": None},
-        {"event": "grant", "worker": "b", "epoch": 0, "version": 3, "bucket": [1, 1], "holder": None},
+        {"event": "start_pass", "worker": "a", "pass": 0, "version": 1, "bucket": None, "holder": None},
+        {"event": "grant", "worker": "a", "pass": 0, "version": 2, "bucket": [0, 1], "holder": None},
+        {"event": "grant", "worker": "b", "pass": 0, "version": 3, "bucket": [1, 1], "holder": None},
     ]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(AuditError, match="partition 1 granted to b while a holds it"):
         audit([log], 2)
     rows[2:] = [
-        {"event": "done", "worker": "a", "epoch": 0, "version": 3, "bucket": [0, 1], "holder": None},
-        {"event": "grant", "worker": "b", "epoch": 0, "version": 4, "bucket": [0, 1], "holder": None},
-        {"event": "done", "worker": "b", "epoch": 0, "version": 5, "bucket": [0, 1], "holder": None},
+        {"event": "done", "worker": "a", "pass": 0, "version": 3, "bucket": [0, 1], "holder": None},
+        {"event": "grant", "worker": "b", "pass": 0, "version": 4, "bucket": [0, 1], "holder": None},
+        {"event": "done", "worker": "b", "pass": 0, "version": 5, "bucket": [0, 1], "holder": None},
     ]
     log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(AuditError, match=r"done more than once: \[\(0, 1\)\]"):
@@ -212,11 +212,11 @@ def test_audit_catches_overlap_and_double_done(tmp_path):
 
 def test_waiting_is_bounded_by_the_timeout(store):
     holder = LockServer(client(store.port), "a", 1, lease_seconds=60)
-    holder.start_epoch(0, first_epoch=False)
+    holder.start_pass(0, first_pass=False)
     holder.heartbeat()
     holder.try_acquire(0, set())  # the only bucket; its holder keeps beating
     with DistributedScheduler(client(store.port), "b", 1, lease_seconds=60, heartbeat_seconds=1, timeout=0.5) as sched:
-        sched.start_epoch(0)
+        sched.start_pass(0)
         with pytest.raises(SchedulerTimeout, match="distributed.timeout"):
             sched.acquire()
 

@@ -11,6 +11,7 @@ import torch
 
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import config_from_dict
+from bigkg.edge_chunks import WHOLE_BUCKET
 from bigkg.schedule import Bucket
 from bigkg.training import train
 from bigkg.training.trainer import Trainer
@@ -72,11 +73,11 @@ def test_foreign_rows_late_gradients_keep_max_norm(codex2, tmp_path):
                                            training={"epochs": 1, "foreign_negatives": 64}))
     train(config)
     with Trainer(config) as trainer:  # resumes the finished run
-        trainer._load(Bucket(0, 0))
+        trainer._load(Bucket(0, 0), WHOLE_BUCKET)
         sample = trainer.foreign[("entity", 0)]
         sample.grad.copy_(-1e4 * sample.rows)  # descent lengthens every drawn row
         trainer.deferred.add(sample)
-        trainer._load(Bucket(1, 1))
+        trainer._load(Bucket(1, 1), WHOLE_BUCKET)
         moved = trainer.held[("entity", 1)].embeddings[sample.origin[1]].norm(dim=1)
     assert moved.max() <= BELOW and (moved >= AT).all()
 

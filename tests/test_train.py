@@ -21,10 +21,10 @@ from bigkg import checkpoint
 from bigkg.checkpoint import CheckpointError, CheckpointStore
 from bigkg.config import ConfigError, config_from_dict, load_config
 from bigkg.evaluation import evaluate
+from bigkg.edge_chunks import WHOLE_BUCKET, EdgeChunk
 from bigkg.errors import BigKGError
 from bigkg.format import (
-    DatasetError, EntityType, Manifest, Relation, bucket_key, load_manifest, read_bucket, write_bucket,
-    write_entity_names, write_manifest, BucketEdges,
+    BucketEdges, DatasetError, EntityType, Manifest, Relation, bucket_key, load_manifest, read_bucket, write_bucket,
 )
 from bigkg.model import build_model
 from bigkg.optim import RowAdagrad
@@ -96,10 +96,13 @@ def test_training_learns_codex_s(codex2, tmp_path):
     assert trained > 0.1 and trained > 5 * random_mrr, (trained, random_mrr)
 
 
-def test_resume_after_sigkill_trains_every_bucket_once_per_epoch(codex2, tmp_path):
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_resume_after_sigkill_trains_every_bucket_once_per_epoch(codex2, tmp_path, chunks):
+    """With edge chunks: every chunk of every bucket once per epoch, each holding its share of the edges."""
     run_dir = tmp_path / "run"
     config_path = tmp_path / "config.json"  # JSON is YAML
-    config_path.write_text(json.dumps(small_config(codex2, run_dir, training={"epochs": 4, "batch_size": 200})))
+    training = {"epochs": 4, "batch_size": 200, "num_edge_chunks": chunks}
+    config_path.write_text(json.dumps(small_config(codex2, run_dir, training=training)))
     command = [sys.executable, "-m", "launcher.cli", "train", str(config_path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -113,13 +116,18 @@ def test_resume_after_sigkill_trains_every_bucket_once_per_epoch(codex2, tmp_pat
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = metrics.read_text().count('"type": "bucket"')
-    assert killed_at < 16
+    assert killed_at < 16 * chunks
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert "resuming from" in done.stderr and (chunks == 1) != ("edge chunk" in done.stderr)
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
-    per_epoch = Counter((r["epoch"], tuple(r["bucket"])) for r in records if r["type"] == "bucket")
-    expected = {(e, (i, j)) for e in range(4) for i in range(2) for j in range(2)}
-    assert set(per_epoch) == expected and set(per_epoch.values()) == {1}
+    buckets = [r for r in records if r["type"] == "bucket"]
+    per_pass = Counter((r["epoch"], r["chunk"], tuple(r["bucket"])) for r in buckets)
+    expected = {(e, c, (i, j)) for e in range(4) for c in range(chunks) for i in range(2) for j in range(2)}
+    assert set(per_pass) == expected and set(per_pass.values()) == {1}
+    manifest = load_manifest(codex2)
+    for r in buckets:
+        assert r["edges"] == EdgeChunk(r["chunk"], chunks).size(manifest.bucket_count("train", *r["bucket"]))
     assert [r["epoch"] for r in records if r["type"] == "epoch"] == [0, 1, 2, 3]
     version = CheckpointStore(run_dir).latest()
     assert version.meta["epoch"] == 4 and version.meta["finished_buckets"] == []
@@ -167,26 +175,6 @@ def test_sigkill_while_a_version_is_published_loses_no_finished_bucket(codex2, t
 
 
 # -- bad input ---------------------------------------------------------------------------
-@pytest.fixture()
-def tiny(tmp_path) -> Path:
-    """A small two-partition dataset written with bigkg.format."""
-    root = tmp_path / "tiny"
-    rng = np.random.default_rng(0)
-    counts = [20, 25]
-    for p, n in enumerate(counts):
-        write_entity_names(root, "entity", p, [f"e{p}_{k}" for k in range(n)])
-    bucket_counts = {"train": {}}
-    for i in range(2):
-        for j in range(2):
-            m = 60
-            edges = BucketEdges(rng.integers(0, counts[i], m).astype(np.int32), rng.integers(0, counts[j], m).astype(np.int32),
-                                rng.integers(0, 3, m).astype(np.int32), None)
-            write_bucket(root, "train", i, j, edges)
-            bucket_counts["train"][bucket_key(i, j)] = m
-    write_manifest(root, Manifest(2, [EntityType("entity", counts)], [Relation(f"r{k}", "entity", "entity") for k in range(3)], bucket_counts))
-    return root
-
-
 def test_missing_dataset_and_other_format_version(tiny, tmp_path):
     with pytest.raises(DatasetError, match="does not exist"):
         train(config_from_dict(small_config(tmp_path / "nowhere", tmp_path / "run")))
@@ -363,7 +351,7 @@ def test_foreign_negatives_come_from_other_partitions_and_their_gradients_land_l
     config = config_from_dict(small_config(codex2, tmp_path / "run", training={"epochs": 1, "foreign_negatives": 64}))
     train(config)
     with Trainer(config) as trainer:  # resumes the finished run
-        trainer._load(Bucket(0, 0))
+        trainer._load(Bucket(0, 0), WHOLE_BUCKET)
         assert set(trainer.foreign) == {("entity", 0)}
         sample = trainer.foreign[("entity", 0)]
         other = trainer.version.load_partition("entity", 1)[0]
@@ -372,7 +360,7 @@ def test_foreign_negatives_come_from_other_partitions_and_their_gradients_land_l
 
         sample.grad += 1.0  # as if the bucket's batches had pushed on every drawn row
         trainer.deferred.add(sample)
-        trainer._load(Bucket(1, 1))
+        trainer._load(Bucket(1, 1), WHOLE_BUCKET)
         moved = (trainer.held[("entity", 1)].embeddings != other).any(1)
     assert torch.equal(moved.nonzero().flatten(), torch.unique(sample.origin[1]))
 
@@ -392,7 +380,7 @@ def test_waiting_foreign_gradients_are_checkpointed_and_applied_after_a_resume(c
     expected_table, expected_adagrad = table.clone(), adagrad.clone()
     RowAdagrad(config.training.lr).step(expected_table, expected_adagrad, [ids], [grads])
     with Trainer(config) as trainer:  # resumes the finished run
-        trainer._load(Bucket(part, part))
+        trainer._load(Bucket(part, part), WHOLE_BUCKET)
         held = trainer.held[(entity_type, part)]
     torch.testing.assert_close(held.embeddings, expected_table, rtol=0, atol=0)
     torch.testing.assert_close(held.adagrad, expected_adagrad, rtol=0, atol=0)
@@ -404,7 +392,7 @@ def test_a_foreign_pool_is_read_per_bucket_and_drawn_from_per_batch(codex2, tmp_
         "epochs": 1, "foreign_negatives": 16, "foreign_pool": 200}))
     train(config)
     with Trainer(config) as trainer:
-        trainer._load(Bucket(1, 1))
+        trainer._load(Bucket(1, 1), WHOLE_BUCKET)
         sample = trainer.foreign[("entity", 1)]
     assert sample.rows.shape == (200, 16) and sample.per_batch == 16
     picks, leaf = sample.draw(torch.Generator().manual_seed(0))
@@ -421,7 +409,7 @@ def test_relation_weights_multiply_the_edges_own_weights(tmp_path):
     config = config_from_dict(small_config(tmp_path, tmp_path / "run", training={"relation_weights": {"r1": 0.5, "r2": 3}}))
     loader = BucketLoader(tmp_path, manifest, pin_memory=False, background=False,
                           relation_weights=build_relation_weights(config, manifest))
-    (group,) = loader.load(Bucket(0, 0), None, frozenset(all_partition_keys(manifest))).edges
+    (group,) = loader.load(Bucket(0, 0), WHOLE_BUCKET, None, frozenset(all_partition_keys(manifest))).edges
     assert group.weight.tolist() == [1.0, 1.0, 9.0, 2.0]
 
 

@@ -17,7 +17,7 @@ from typing import Iterable
 from bigkg.errors import BigKGError
 
 # Within one version an expiry or release precedes the grant it made possible.
-_ORDER = {"start_epoch": 0, "expire": 1, "release": 1, "done": 1, "grant": 2}
+_ORDER = {"start_pass": 0, "expire": 1, "release": 1, "done": 1, "grant": 2}
 
 
 class AuditError(BigKGError):
@@ -26,14 +26,14 @@ class AuditError(BigKGError):
 
 @dataclass
 class AuditReport:
-    epochs: list[int]
-    done: dict[int, Counter] = field(default_factory=dict)  # epoch -> bucket -> times done
-    resumed: dict[int, set[tuple[int, int]]] = field(default_factory=dict)  # epoch -> done before a restart
-    missing: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # epoch -> never done (a crash)
+    passes: list[int]
+    done: dict[int, Counter] = field(default_factory=dict)  # pass -> bucket -> times done
+    resumed: dict[int, set[tuple[int, int]]] = field(default_factory=dict)  # pass -> done before a restart
+    missing: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # pass -> never done (a crash)
 
     @property
     def complete(self) -> bool:
-        """Every epoch opened was finished (false for an attempt that crashed)."""
+        """Every pass opened was finished (false for an attempt that crashed)."""
         return not any(self.missing.values())
     grants: int = 0
     expired: int = 0
@@ -63,21 +63,21 @@ def audit(paths: Iterable[str | Path], num_partitions: int) -> AuditReport:
     """Replay the events; raise ``AuditError`` on the first broken invariant.
 
     Checks: no partition is leased to two workers at once; releases and
-    expiries match a live lease; no bucket is done twice in an epoch, nor
+    expiries match a live lease; no bucket is done twice in a pass, nor
     trained again after a restart resumed it as finished (the worker that
-    opened the epoch logs those). Buckets never done (an attempt that
+    opened the pass logs those). Buckets never done (an attempt that
     crashed) are listed in ``missing``; callers check ``complete``.
     """
     events = read_events(paths)
     holder_of: dict[int, str] = {}  # partition -> worker
     lease_of: dict[str, tuple[int, int]] = {}  # worker -> bucket
-    report = AuditReport(epochs=[], events=len(events))
+    report = AuditReport(passes=[], events=len(events))
     for e in events:
         kind, worker, bucket, where = e["event"], e["worker"], e["bucket"], e["_where"]
-        if kind == "start_epoch":
-            report.epochs.append(e["epoch"])
-            report.done[e["epoch"]] = Counter()
-            report.resumed[e["epoch"]] = {tuple(b) for b in e.get("finished", [])}
+        if kind == "start_pass":
+            report.passes.append(e["pass"])
+            report.done[e["pass"]] = Counter()
+            report.resumed[e["pass"]] = {tuple(b) for b in e.get("finished", [])}
         elif kind == "grant":
             report.grants += 1
             if worker in lease_of:
@@ -97,15 +97,15 @@ def audit(paths: Iterable[str | Path], num_partitions: int) -> AuditReport:
             if kind == "expire":
                 report.expired += 1
             elif kind == "done":
-                report.done.setdefault(e["epoch"], Counter())[bucket] += 1
+                report.done.setdefault(e["pass"], Counter())[bucket] += 1
     every = {(p, q) for p in range(num_partitions) for q in range(num_partitions)}
-    for epoch, counts in report.done.items():
+    for pass_index, counts in report.done.items():
         twice = sorted(b for b, n in counts.items() if n > 1)
         if twice:
-            raise AuditError(f"epoch {epoch}: buckets done more than once: {twice}")
-        before = report.resumed.get(epoch, set())
+            raise AuditError(f"pass {pass_index}: buckets done more than once: {twice}")
+        before = report.resumed.get(pass_index, set())
         again = sorted(set(counts) & before)
         if again:
-            raise AuditError(f"epoch {epoch}: buckets finished before the restart were trained again: {again}")
-        report.missing[epoch] = sorted(every - set(counts) - before)
+            raise AuditError(f"pass {pass_index}: buckets finished before the restart were trained again: {again}")
+        report.missing[pass_index] = sorted(every - set(counts) - before)
     return report

@@ -2,9 +2,9 @@
 
 Layout under ``run_dir/exchange``::
 
-    parts/<type>/part_<i>/<epoch>-<id>.pt   one file per partition version, never rewritten
+    parts/<type>/part_<i>/p<pass>-<id>.pt   one file per partition version, never rewritten
     shared/<id>.pt                          versions of the shared parameters (see shared_params)
-    progress/e<epoch>-n<done>.json          durable snapshots of the lock state
+    progress/p<pass>-n<done>.json           durable snapshots of the lock state
 
 A worker that finishes a bucket writes the bucket's partitions as NEW version
 files (temporary name, fsync, rename: a reader never sees half a file), then
@@ -14,8 +14,8 @@ the version that includes every finished bucket, and files of a worker that
 died (or lost its lease) before that step are simply never named.
 
 After its commit the worker writes the new lock state as a progress snapshot.
-Snapshots are keyed by (epoch, number of done buckets), which grows by one
-with every commit, so the largest durable key is the latest state that was
+Snapshots are keyed by (pass, number of done buckets), which grows with
+every commit (a pass trains every bucket once; see ``bigkg.schedule``), so the largest durable key is the latest state that was
 persisted; losing the very last snapshot to a crash only loses its bucket,
 which is then trained again from the previous versions (still on disk).
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -45,7 +46,7 @@ from bigkg.checkpoint import (
 )
 from bigkg.schedule import Bucket
 
-_SNAPSHOT_RE = re.compile(r"^e(\d{6})-n(\d{6})\.json$")
+_SNAPSHOT_RE = re.compile(r"^p(\d{6})-n(\d{6})\.json$")
 
 
 def partition_name(key: PartitionKey) -> str:
@@ -73,6 +74,18 @@ class ExchangeView:
         return read_partition_file(self.partition_path(entity_type, part), mmap)
 
 
+@dataclass(frozen=True)
+class RecordedProgress:
+    """A snapshot of the lock state: the pass, the edge chunks of its epoch, the pass's finished
+    buckets, the partition versions after them and the shared parameters' version."""
+
+    pass_index: int
+    edge_chunks: int
+    finished: list[Bucket]
+    payload: dict[str, str]
+    shared: str
+
+
 class PartitionExchange:
     def __init__(self, run_dir: str | Path):
         self.root = Path(run_dir) / "exchange"
@@ -81,9 +94,9 @@ class PartitionExchange:
     def view(self, payload: dict[str, str]) -> ExchangeView:
         return ExchangeView(self, payload)
 
-    def write(self, key: PartitionKey, state: PartitionState, epoch: int) -> str:
-        """Write a new version of ``key``; returns its name (relative to the exchange root)."""
-        name = f"parts/{key[0]}/part_{key[1]}/e{epoch:06d}-{uuid.uuid4().hex}.pt"
+    def write(self, key: PartitionKey, state: PartitionState, pass_index: int) -> str:
+        """Write a new version of ``key`` trained in pass ``pass_index``; returns its name (relative to the exchange root)."""
+        name = f"parts/{key[0]}/part_{key[1]}/p{pass_index:06d}-{uuid.uuid4().hex}.pt"
         with atomic_file(self.root / name) as tmp:
             write_partition_file(tmp, state)
         return name
@@ -102,32 +115,31 @@ class PartitionExchange:
             payload[partition_name(key)] = name
         return payload
 
-    def record(self, state: dict[str, Any], shared: str) -> None:
-        """Persist a lock state just committed (after each finished bucket), with the shared parameters' version."""
+    def record(self, state: dict[str, Any], shared: str, edge_chunks: int) -> None:
+        """Persist a lock state just committed (after each finished bucket), with the shared
+        parameters' version and the number of edge chunks of the epoch in progress."""
         done = state["done"].count("1")
-        snapshot = {"epoch": state["epoch"], "done": state["done"], "num_partitions": state["num_partitions"],
-                    "payload": state["payload"], "version": state["version"], "shared": shared}
-        write_text_atomic(self.progress_dir / f"e{state['epoch']:06d}-n{done:06d}.json", json.dumps(snapshot))
+        snapshot = {"pass_index": state["pass_index"], "done": state["done"], "num_partitions": state["num_partitions"],
+                    "payload": state["payload"], "version": state["version"], "shared": shared,
+                    "edge_chunks": edge_chunks}
+        write_text_atomic(self.progress_dir / f"p{state['pass_index']:06d}-n{done:06d}.json", json.dumps(snapshot))
 
-    def latest_progress(self, epoch: int) -> tuple[list[Bucket], dict[str, str], str] | None:
-        """The finished buckets of ``epoch``, the partition versions after them and the
-        shared parameters' version, if any were recorded."""
+    def latest_progress(self, since: int) -> RecordedProgress | None:
+        """The latest state recorded in pass ``since`` or later; None if none."""
         if not self.progress_dir.is_dir():
             return None
-        best: tuple[int, Path] | None = None
-        for path in self.progress_dir.iterdir():
-            match = _SNAPSHOT_RE.match(path.name)
-            if match and int(match.group(1)) == epoch and (best is None or int(match.group(2)) > best[0]):
-                best = (int(match.group(2)), path)
-        if best is None:
+        keys = [(int(m.group(1)), int(m.group(2)), path) for path in self.progress_dir.iterdir()
+                if (m := _SNAPSHOT_RE.match(path.name)) and int(m.group(1)) >= since]
+        if not keys:
             return None
-        snapshot = json.loads(best[1].read_text())
+        snapshot = json.loads(max(keys)[2].read_text())
         p = snapshot["num_partitions"]
         finished = [Bucket(k // p, k % p) for k, flag in enumerate(snapshot["done"]) if flag == "1"]
-        return finished, snapshot["payload"], snapshot["shared"]
+        return RecordedProgress(snapshot["pass_index"], snapshot["edge_chunks"], finished, snapshot["payload"],
+                                snapshot["shared"])
 
-    def collect(self, keep: dict[str, str], epoch: int) -> None:
-        """Remove versions not named in ``keep`` and snapshots of epochs before ``epoch``.
+    def collect(self, keep: dict[str, str], before: int) -> None:
+        """Remove versions not named in ``keep`` and snapshots of passes before ``before``.
 
         Only call while no worker trains (between epochs): an unnamed file may
         otherwise be a version about to be committed.
@@ -141,5 +153,5 @@ class PartitionExchange:
         if self.progress_dir.is_dir():
             for path in self.progress_dir.iterdir():
                 match = _SNAPSHOT_RE.match(path.name)
-                if match and int(match.group(1)) < epoch:
+                if match and int(match.group(1)) < before:
                     path.unlink(missing_ok=True)

@@ -9,7 +9,7 @@ the failed swap returned. No mutex is ever held, so a worker killed at any
 instant leaves a consistent document behind: either its swap happened or it
 did not.
 
-The document holds, for the current epoch: which buckets are done, which
+The document holds, for the current pass: which buckets are done, which
 partitions were trained (PBG's first-epoch rule), the leases (worker -> bucket,
 grant token) and a per-partition payload committed together with a finished
 bucket (the partition exchange stores the partitions' file versions there, so
@@ -46,12 +46,12 @@ class LeaseLostError(LockServerError):
     """A worker's lease was expired (it was presumed dead) before it released its bucket."""
 
 
-class EpochOver(Exception):
-    """Every bucket of the epoch is done (or a later epoch began)."""
+class PassOver(Exception):
+    """Every bucket of the pass is done (or a later pass began)."""
 
 
-class EpochBusy(Exception):
-    """The previous epoch still has buckets to train; opening the next must wait."""
+class PassBusy(Exception):
+    """The previous pass still has buckets to train; opening the next must wait."""
 
 
 STATE_KEY = "lock/state"
@@ -63,7 +63,7 @@ class Grant:
     """A bucket handed to a worker; ``version`` is the state version of the grant."""
 
     bucket: Bucket
-    epoch: int
+    pass_index: int
     token: str
     version: int
 
@@ -72,21 +72,21 @@ class Grant:
 class Event:
     """One committed change of the lock state, for logs and audits."""
 
-    kind: str  # "start_epoch", "grant", "release", "done", "expire"
+    kind: str  # "start_pass", "grant", "release", "done", "expire"
     worker: str
-    epoch: int
+    pass_index: int
     version: int
     bucket: Bucket | None = None
     holder: str | None = None  # for "expire": whose lease was expired
-    finished: tuple[Bucket, ...] = ()  # for "start_epoch": buckets already done before a restart
+    finished: tuple[Bucket, ...] = ()  # for "start_pass": buckets already done before a restart
 
 
 @dataclass
 class _State:
     version: int
-    epoch: int
+    pass_index: int
     num_partitions: int
-    first_epoch: bool
+    first_pass: bool
     done: str  # one '0'/'1' per bucket, row-major (lhs * P + rhs)
     trained: list[int]
     leases: dict[str, dict[str, Any]]  # worker -> {"bucket": [lhs, rhs], "token": str}
@@ -116,7 +116,7 @@ class _State:
 
 
 def _empty_state(num_partitions: int) -> _State:
-    # epoch -1: no epoch started yet; everything "done" so that epoch 0 may begin.
+    # pass -1: no pass started yet; everything "done" so that pass 0 may begin.
     return _State(0, -1, num_partitions, False, "1" * num_partitions**2, [], {}, {})
 
 
@@ -197,21 +197,21 @@ class LockServer:
                 expired.add(holder)
         return expired
 
-    # -- epochs ---------------------------------------------------------------------
-    def start_epoch(self, epoch: int, finished: set[Bucket] | frozenset[Bucket] = frozenset(), *, first_epoch: bool) -> bool:
-        """Open ``epoch`` unless a peer already did; True when this call opened it.
+    # -- passes ---------------------------------------------------------------------
+    def start_pass(self, pass_index: int, finished: set[Bucket] | frozenset[Bucket] = frozenset(), *, first_pass: bool) -> bool:
+        """Open pass ``pass_index`` unless a peer already did; True when this call opened it.
 
-        An epoch opens only once the previous one is complete; ``finished`` are
-        buckets of ``epoch`` already trained before a restart.
+        A pass opens only once the previous one is complete; ``finished`` are
+        buckets of the pass already trained before a restart.
         """
 
         def change(state: _State) -> tuple[str, bool]:
-            if state.epoch >= epoch:
+            if state.pass_index >= pass_index:
                 return "joined", False
             if not state.all_done() or state.leases:
                 return "wait", False
-            state.epoch = epoch
-            state.first_epoch = first_epoch
+            state.pass_index = pass_index
+            state.first_pass = first_pass
             state.done = "0" * self.num_partitions**2
             for b in finished:
                 state.mark_done(Bucket(*b))
@@ -220,17 +220,17 @@ class LockServer:
 
         state, outcome = self._update(change)
         if outcome == "wait":
-            raise EpochBusy(f"epoch {state.epoch} is not finished")
+            raise PassBusy(f"pass {state.pass_index} is not finished")
         if outcome == "opened":
-            self._on_event(Event("start_epoch", self.worker, epoch, state.version, finished=tuple(sorted(finished))))
+            self._on_event(Event("start_pass", self.worker, pass_index, state.version, finished=tuple(sorted(finished))))
         return outcome == "opened"
 
     # -- buckets --------------------------------------------------------------------
-    def try_acquire(self, epoch: int, held: set[int]) -> Grant | None:
-        """A free eligible bucket of ``epoch`` for this worker, or None if none is free now.
+    def try_acquire(self, pass_index: int, held: set[int]) -> Grant | None:
+        """A free eligible bucket of pass ``pass_index`` for this worker, or None if none is free now.
 
-        Raises ``EpochOver`` when every bucket of ``epoch`` is done (or a later
-        epoch began). Expires the leases of workers whose heartbeats stopped.
+        Raises ``PassOver`` when every bucket of the pass is done (or a later
+        pass began). Expires the leases of workers whose heartbeats stopped.
         """
         raw, state = self._read()
         expired = self._expired_holders(state) if state.leases else set()
@@ -238,10 +238,10 @@ class LockServer:
         token = uuid.uuid4().hex
 
         def change(state: _State) -> tuple[Bucket | str | None, bool]:
-            if state.epoch != epoch:
-                if state.epoch > epoch:
+            if state.pass_index != pass_index:
+                if state.pass_index > pass_index:
                     return "over", False
-                raise LockServerError(f"epoch {epoch} was not started (lock state is at epoch {state.epoch})")
+                raise LockServerError(f"pass {pass_index} was not started (lock state is at pass {state.pass_index})")
             changed = False
             expired_leases.clear()
             for holder in expired:
@@ -261,9 +261,9 @@ class LockServer:
                 for q in range(self.num_partitions)
                 if not state.is_done(b := Bucket(p, q))
                 and not (b.partitions() & busy)
-                and is_eligible(b, trained, state.first_epoch)
-                # first epoch: while the very first bucket trains, nothing else is anchored yet
-                and not (state.first_epoch and not trained and busy)
+                and is_eligible(b, trained, state.first_pass)
+                # first pass: while the very first bucket trains, nothing else is anchored yet
+                and not (state.first_pass and not trained and busy)
             ]
             if not candidates:
                 return None, changed
@@ -274,13 +274,13 @@ class LockServer:
         state, result = self._update(change)
         for holder, lease in expired_leases.items():
             self._seen_beats.pop(holder, None)
-            self._on_event(Event("expire", self.worker, epoch, state.version, Bucket(*lease["bucket"]), holder))
+            self._on_event(Event("expire", self.worker, pass_index, state.version, Bucket(*lease["bucket"]), holder))
         if result == "over":
-            raise EpochOver(epoch)
+            raise PassOver(pass_index)
         if result is None:
             return None
-        grant = Grant(result, epoch, token, state.version)
-        self._on_event(Event("grant", self.worker, epoch, state.version, result))
+        grant = Grant(result, pass_index, token, state.version)
+        self._on_event(Event("grant", self.worker, pass_index, state.version, result))
         return grant
 
     def release(self, grant: Grant, *, done: bool, payload: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -292,9 +292,9 @@ class LockServer:
         """
         def change(state: _State) -> tuple[None, bool]:
             lease = state.leases.get(self.worker)
-            if state.epoch != grant.epoch or lease is None or lease["token"] != grant.token:
+            if state.pass_index != grant.pass_index or lease is None or lease["token"] != grant.token:
                 raise LeaseLostError(
-                    f"worker {self.worker} lost its lease on bucket {tuple(grant.bucket)} of epoch {grant.epoch}"
+                    f"worker {self.worker} lost its lease on bucket {tuple(grant.bucket)} of pass {grant.pass_index}"
                 )
             del state.leases[self.worker]
             if done:
@@ -305,11 +305,11 @@ class LockServer:
             return None, True
 
         state, _ = self._update(change)
-        self._on_event(Event("done" if done else "release", self.worker, grant.epoch, state.version, grant.bucket))
+        self._on_event(Event("done" if done else "release", self.worker, grant.pass_index, state.version, grant.bucket))
         return json.loads(state.encode())
 
     def payload(self) -> dict[str, Any]:
-        """The committed per-partition values (kept across epochs)."""
+        """The committed per-partition values (kept across passes)."""
         return dict(self._read()[1].payload)
 
     def set_payload(self, payload: dict[str, Any]) -> None:

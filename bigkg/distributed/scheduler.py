@@ -5,7 +5,7 @@ while every free bucket is blocked by other workers, renews its leases from a
 background heartbeat thread (over its own Store connection), and writes every
 lock event it commits to an optional JSON-lines log, from which audits (and the
 tests) check that no partition was held twice at once and every bucket was
-done exactly once per epoch.
+done exactly once per pass.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, Callable, Iterable
 from torch.distributed import Store
 
 from bigkg.distributed.lock_server import (
-    EpochBusy,
-    EpochOver,
+    PassBusy,
+    PassOver,
     Event,
     Grant,
     LeaseLostError,
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class SchedulerTimeout(LockServerError):
-    """Waited longer than the configured timeout for a bucket or an epoch."""
+    """Waited longer than the configured timeout for a bucket or a pass."""
 
 
 class DistributedScheduler:
@@ -71,7 +71,7 @@ class DistributedScheduler:
         self._event_log = open(event_log, "a", buffering=1) if event_log is not None else None
         self.lock = LockServer(store, worker, num_partitions, lease_seconds=lease_seconds, seed=seed, on_event=self._record)
         self.on_commit = on_commit
-        self.epoch = -1
+        self.pass_index = -1
         self.lost_buckets = 0  # buckets whose lease expired before release (work discarded)
         self._grant: Grant | None = None
         self._held: set[int] = set()
@@ -86,15 +86,16 @@ class DistributedScheduler:
         self._beats.start()
 
     # -- BucketScheduler ------------------------------------------------------------
-    def start_epoch(self, epoch: int, finished: Iterable[Bucket] = ()) -> None:
+    def start_pass(self, pass_index: int, finished: Iterable[Bucket] = ()) -> None:
         finished = frozenset(Bucket(*b) for b in finished)
-        self._wait(lambda: self.lock.start_epoch(epoch, finished, first_epoch=epoch == 0), f"the start of epoch {epoch}")
-        self.epoch = epoch
+        self._wait(lambda: self.lock.start_pass(pass_index, finished, first_pass=pass_index == 0),
+                   f"the start of pass {pass_index}")
+        self.pass_index = pass_index
 
     def acquire(self) -> Bucket | None:
         if self._grant is not None:
             raise LockServerError(f"worker {self.worker} acquires before releasing {tuple(self._grant.bucket)}")
-        grant = self._wait(lambda: self.lock.try_acquire(self.epoch, self._held), f"a free bucket in epoch {self.epoch}")
+        grant = self._wait(lambda: self.lock.try_acquire(self.pass_index, self._held), f"a free bucket in pass {self.pass_index}")
         if grant is None:
             return None
         self._grant = grant
@@ -153,15 +154,15 @@ class DistributedScheduler:
                 return
 
     def _wait(self, attempt: Any, what: str) -> Any:
-        """Retry ``attempt`` with jittered exponential backoff until it yields a value or the epoch ends."""
+        """Retry ``attempt`` with jittered exponential backoff until it yields a value or the pass ends."""
         deadline = time.monotonic() + self.timeout
         delay = self.poll_min
         while True:
             try:
                 result = attempt()
-            except EpochOver:
+            except PassOver:
                 return None
-            except EpochBusy:
+            except PassBusy:
                 result = None
             else:
                 if result is not None:
@@ -172,13 +173,13 @@ class DistributedScheduler:
             delay = min(delay * 2, self.poll_max)
 
     def _record(self, event: Event) -> None:
-        log.debug("%s %s epoch %d bucket %s (v%d)", event.worker, event.kind, event.epoch, event.bucket, event.version)
+        log.debug("%s %s pass %d bucket %s (v%d)", event.worker, event.kind, event.pass_index, event.bucket, event.version)
         if self._event_log is not None:
             record = {
                 "t": time.time(),
                 "event": event.kind,
                 "worker": event.worker,
-                "epoch": event.epoch,
+                "pass": event.pass_index,
                 "version": event.version,
                 "bucket": list(event.bucket) if event.bucket is not None else None,
                 "holder": event.holder,

@@ -9,7 +9,7 @@
   totals are summed, and rank 0 alone commits the checkpoint version and writes the epoch record
   (the whole job's edges/s); every worker ranks its share of the validation queries;
 * a restarted job resumes from the latest checkpoint plus the buckets of the
-  current epoch that were durably recorded since.
+  current epoch (its passes, with edge chunks) that were durably recorded since.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from bigkg.distributed.exchange import ExchangeView, PartitionExchange, partitio
 from bigkg.distributed.process_group import WorkerEnv, barrier
 from bigkg.distributed.scheduler import DistributedScheduler
 from bigkg.distributed.shared_params import SharedParameterServer
+from bigkg.edge_chunks import EdgeChunk
 from bigkg.format import load_manifest
 from bigkg.schedule import Bucket
 from bigkg.storage import LoadedBucket, all_partition_keys
@@ -111,14 +112,17 @@ class DistributedTrainer(Trainer):
         if version is None:
             version = super()._resume_or_initialise()
         self.params = SharedParameterServer(self._store, self.exchange.root, self.model, self.shared_optimizer)
-        resumed = self.exchange.latest_progress(self.progress.epoch)
+        # Rank 0 checkpoints at epochs' ends only: the current epoch's passes are in the exchange.
+        p = self.progress
+        resumed = self.exchange.latest_progress(p.pass_index)
         shared: str | None = None  # None: the checkpoint's values, just loaded
         if resumed is None:
             payload = self.exchange.seed(version, all_partition_keys(self.manifest)) if rank == 0 else {}
         else:
-            self.progress.finished, payload, shared = resumed
-            log.info("resuming epoch %d with %d buckets finished since %s", self.progress.epoch + 1,
-                     len(resumed[0]), version.path)
+            p.chunk += resumed.pass_index - p.pass_index
+            p.pass_index, p.edge_chunks, p.finished = resumed.pass_index, resumed.edge_chunks, resumed.finished
+            payload, shared = resumed.payload, resumed.shared
+            log.info("resuming %s with %d buckets finished since %s", p.where(), len(p.finished), version.path)
         if rank == 0:
             self.scheduler.lock.set_payload(payload)
             self.params.publish(shared)
@@ -127,14 +131,14 @@ class DistributedTrainer(Trainer):
         return version
 
     # -- partitions through the exchange -------------------------------------------------------
-    def _load(self, bucket: Bucket) -> LoadedBucket:
+    def _load(self, bucket: Bucket, chunk: EdgeChunk) -> LoadedBucket:
         self.params.pull()
         view = self.exchange.view(self.scheduler.lock.payload())
         # A partition still in memory is reused only if nobody committed a newer version since.
         self.held = {k: v for k, v in self.held.items() if self._held_versions.get(k) == view.version_of(k)}
         checkpoint, self.version = self.version, view  # the loader reads partitions from ``self.version``
         try:
-            data = super()._load(bucket)
+            data = super()._load(bucket, chunk)
         finally:
             self.version = checkpoint
         for key in data.partitions:
@@ -145,20 +149,20 @@ class DistributedTrainer(Trainer):
         """After a bucket: write its partitions as new versions, committed with its release."""
         if not changed:
             return
-        epoch = self.progress.epoch
         versions = {}
         for key in changed:
             state = self.held[key]
-            name = self.exchange.write(key, PartitionState(state.embeddings.cpu(), state.adagrad.cpu()), epoch)
+            name = self.exchange.write(key, PartitionState(state.embeddings.cpu(), state.adagrad.cpu()),
+                                       self.progress.pass_index)
             versions[partition_name(key)] = name
             self._held_versions[key] = name
         self.scheduler.commit_with_release(versions)
 
     def _record_commit(self, state: dict[str, Any]) -> None:
         """After a bucket is marked done: push the shared parameters, persist the progress."""
-        self.exchange.record(state, self.params.push())
+        self.exchange.record(state, self.params.push(), self.progress.edge_chunks)
         done, total = state["done"].count("1"), len(state["done"])
-        log.info("epoch %d: job has %d/%d buckets done", state["epoch"] + 1, done, total)
+        log.info("pass %d: job has %d/%d buckets done", state["pass_index"] + 1, done, total)
 
     # -- epoch end: all workers meet -------------------------------------------------------------
     def _end_epoch(self, epoch: int) -> None:
@@ -192,7 +196,7 @@ class DistributedTrainer(Trainer):
             else:
                 self.validator(self.store)
         if self.env.rank == 0:
-            self.exchange.collect(payload, epoch + 1)
+            self.exchange.collect(payload, p.pass_index)  # the next epoch's first pass
             self.params.collect()
         # Everyone waits for rank 0's checkpoint and takes its progress (validation, early stop).
         shared = [self.progress.to_meta() if self.env.rank == 0 else None]

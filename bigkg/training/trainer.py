@@ -30,6 +30,7 @@ from bigkg.checkpoint import (
 )
 from bigkg.config import Config, ConfigError, config_to_yaml
 from bigkg.device import build_device, set_cpu_threads
+from bigkg.edge_chunks import EdgeChunk, edge_chunk_count
 from bigkg.errors import BigKGError
 from bigkg.format import Manifest, load_manifest
 from bigkg.memory import release_freed_memory
@@ -176,12 +177,17 @@ class Trainer:
             while self.progress.epoch < self.config.training.epochs and not self.progress.stopped_early:
                 self._snapshot_if_due()
                 epoch = self.progress.epoch
-                self.scheduler.start_epoch(epoch, self.progress.finished)
+                self._split_epoch()
                 with tqdm(total=self.manifest.split_count("train"), initial=self.progress.epoch_edges,
                           desc=f"epoch {epoch + 1}/{self.config.training.epochs}", unit="edge",
                           unit_scale=True, disable=None, leave=False) as bar:
-                    while (bucket := self.scheduler.acquire()) is not None:
-                        self._train_bucket(epoch, bucket, bar)
+                    while True:  # one pass per edge chunk
+                        self.scheduler.start_pass(self.progress.pass_index, self.progress.finished)
+                        while (bucket := self.scheduler.acquire()) is not None:
+                            self._train_bucket(epoch, bucket, bar)
+                        if self.progress.last_chunk:
+                            break
+                        self.progress.next_chunk()
                 self._end_epoch(epoch)
             self._snapshot_if_due()
             self._restore_best()
@@ -205,16 +211,29 @@ class Trainer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _split_epoch(self) -> None:
+        """At an epoch's start, the number of edge chunks its buckets are split into. An
+        epoch resumed midway keeps the split it began with."""
+        p, t = self.progress, self.config.training
+        chunks = edge_chunk_count(self.manifest.bucket_counts.get("train", {}).values(), t.num_edge_chunks,
+                                  t.max_edges_per_chunk)
+        if p.chunk == 0 and not p.finished:
+            p.edge_chunks = chunks
+        elif chunks != p.edge_chunks:
+            log.info("epoch %d goes on in the %d edge chunks it began with; %d chunks from the next epoch",
+                     p.epoch + 1, p.edge_chunks, chunks)
+
     def _train_bucket(self, epoch: int, bucket: Bucket, bar: tqdm) -> None:
-        if self.manifest.bucket_count("train", *bucket) == 0:
+        chunk = EdgeChunk(self.progress.chunk, self.progress.edge_chunks)
+        if chunk.size(self.manifest.bucket_count("train", *bucket)) == 0:
             self._skip_empty(epoch, bucket)
             return
         t0 = time.perf_counter()
-        data = self._load(bucket)
+        data = self._load(bucket, chunk)
         peek = getattr(self.scheduler, "peek", None)
         upcoming = peek() if peek is not None else None
         if upcoming is not None:
-            self.loader.prefetch(upcoming, self.version, frozenset(self.held))
+            self.loader.prefetch(upcoming, chunk, self.version, frozenset(self.held))
         t1 = time.perf_counter()
         bar.set_description(f"epoch {epoch + 1}/{self.config.training.epochs} bucket {tuple(bucket)}")
         loss = self._train_edges(bucket, data, bar)
@@ -233,7 +252,7 @@ class Trainer:
         p.steps = self.step.steps
         p.epoch_seconds += t2 - t0
         self.metrics.write({
-            "type": "bucket", "epoch": epoch, "bucket": list(bucket), "edges": edges, "loss": loss,
+            "type": "bucket", "epoch": epoch, "chunk": chunk.index, "bucket": list(bucket), "edges": edges, "loss": loss,
             "loss_per_edge": loss / max(edges, 1), "edges_per_s": edges / max(t2 - t1, 1e-9),
             "load_s": t1 - t0, "train_s": t2 - t1,
         })
@@ -243,7 +262,8 @@ class Trainer:
     def _skip_empty(self, epoch: int, bucket: Bucket) -> None:
         """A bucket without edges: nothing to load or train; the next commit records it."""
         self.progress.finished = self.progress.finished + [bucket]
-        self.metrics.write({"type": "bucket", "epoch": epoch, "bucket": list(bucket), "edges": 0, "loss": 0.0})
+        self.metrics.write({"type": "bucket", "epoch": epoch, "chunk": self.progress.chunk, "bucket": list(bucket),
+                            "edges": 0, "loss": 0.0})
         self.scheduler.release(bucket, done=True)
 
     def _train_edges(self, bucket: Bucket, data: LoadedBucket, bar: tqdm) -> float:
@@ -284,7 +304,8 @@ class Trainer:
         there yet. Called before each epoch too, so a run killed between the epoch's last
         version and its snapshot takes the snapshot when it resumes."""
         every, done = self.config.checkpoint.snapshot_every, self.progress.epoch
-        if not (every and done and done % every == 0 and not self.progress.finished and self.writes_checkpoints):
+        at_epoch_start = self.progress.chunk == 0 and not self.progress.finished
+        if not (every and done and done % every == 0 and at_epoch_start and self.writes_checkpoints):
             return
         if self.progress.restored_from is not None:  # a finished run: its version holds the best epoch's weights
             return
@@ -341,13 +362,13 @@ class Trainer:
                  p.best_epoch + 1, p.best_valid_mrr, best.name, self.version.name)
 
     # -- partitions and checkpoints ---------------------------------------------------------
-    def _load(self, bucket: Bucket) -> LoadedBucket:
+    def _load(self, bucket: Bucket, chunk: EdgeChunk) -> LoadedBucket:
         needed = bucket_partition_keys(self.manifest, bucket)
         kept = {k: v for k, v in self.held.items() if k in needed}
         if len(kept) < len(self.held):
             self.held = kept
             release_freed_memory()  # the partitions just dropped: memory follows the partitions held
-        data = self.loader.get(bucket, self.version, frozenset(self.held))
+        data = self.loader.get(bucket, chunk, self.version, frozenset(self.held))
         for key, state in data.partitions.items():
             self.held[key] = PartitionState(
                 state.embeddings.to(self.device, non_blocking=True), state.adagrad.to(self.device, non_blocking=True)
@@ -367,7 +388,7 @@ class Trainer:
         count = t.foreign_pool or t.foreign_negatives
         if not count or self.manifest.num_partitions == 1:
             return {}
-        rng = np.random.default_rng((self.config.seed, self.progress.epoch, *bucket))
+        rng = np.random.default_rng((self.config.seed, self.progress.pass_index, *bucket))
         drawn = {}
         for entity_type, part in sorted(keys):
             rows = foreign_rows(self.manifest.entity_type(entity_type).offsets, part, count, rng)
@@ -449,7 +470,7 @@ class Trainer:
         self.metrics.truncate(version.meta["metrics_lines"])
         self.progress = Progress.from_meta(version.meta["progress"])
         self.step.steps = self.progress.steps
-        log.info("resuming from %s (epoch %d, %d buckets done)", version.path, self.progress.epoch + 1, len(self.progress.finished))
+        log.info("resuming from %s (%s, %d buckets done)", version.path, self.progress.where(), len(self.progress.finished))
         return version
 
     def _load_relation_file(self) -> dict[str, Any] | None:
