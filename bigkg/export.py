@@ -1,4 +1,4 @@
-"""Export trained entity vectors with their names: Parquet, HDF5 or NumPy.
+"""Export trained entity vectors with their names: Parquet, HDF5, NumPy or TSV.
 
 Rows are written partition by partition, so memory holds one partition at a
 time (except ``npz``, a single in-memory archive meant for small graphs).
@@ -14,6 +14,9 @@ Within an entity type, rows follow global-id order (partition, then local id).
   ``<type>.local_id.npy`` and ``<type>.names.txt`` (one name per line).
 * npz: one archive with arrays ``<type>/embedding``, ``<type>/name``,
   ``<type>/partition``, ``<type>/local_id``.
+* tsv: one line per entity, its name and then its vector's values, tab-separated
+  (the entity lines of PBG's ``torchbiggraph_export_to_tsv``), every type in turn;
+  each value is the shortest decimal that reads back as the same float32.
 
 ``export_relations`` writes the relation operators' parameters beside them (Parquet, one
 row per relation, direction and parameter), which scoring outside bigkg needs.
@@ -31,6 +34,7 @@ from typing import Any, Callable, Iterator
 import h5py
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -41,7 +45,7 @@ from bigkg.evaluation.ranking import EntitySource
 from bigkg.format import DatasetError, EntityType, Manifest, read_entity_names
 from bigkg.model import KGModel
 
-FORMATS = ("parquet", "hdf5", "npy", "npz")
+FORMATS = ("parquet", "hdf5", "npy", "npz", "tsv")
 ROW_GROUP_ROWS = 65536
 
 
@@ -150,9 +154,8 @@ def _write_npy(tmp_dir: Path, tables: EntityTables) -> None:
             f["embedding"][sl] = vectors
             f["partition"][sl] = part
             f["local_id"][sl] = np.arange(vectors.shape[0])
+            _refuse_names_holding(names, "\n", "a newline", "npy")
             for name in names.to_pylist():
-                if "\n" in name:
-                    raise ExportError(f"entity name {name!r} holds a newline; use --format parquet or hdf5")
                 f["names"].write(name + "\n")
     finally:
         for f in files.values():
@@ -175,6 +178,25 @@ def _write_npz(tmp: Path, tables: EntityTables) -> None:
         np.savez(fh, **{k: np.concatenate(v) for k, v in arrays.items()})
 
 
+def _write_tsv(tmp: Path, tables: EntityTables, group_rows: int) -> None:
+    with open(tmp, "wb") as fh:
+        for _etype, _part, names, vectors in tables.partitions():
+            _refuse_names_holding(names, "\t\n\r", "a tab or a line break", "tsv")
+            for start in range(0, len(names), group_rows):
+                block = vectors[start:start + group_rows]
+                values = [pc.cast(pa.array(block[:, k]), pa.string()) for k in range(block.shape[1])]
+                lines = pc.binary_join_element_wise(names.slice(start, len(block)), *values, "\t")
+                fh.write("\n".join(lines.to_pylist()).encode() + b"\n")
+
+
+def _refuse_names_holding(names: pa.Array, characters: str, what: str, fmt: str) -> None:
+    """A name the format cannot hold is an error that names it, before anything is written for it."""
+    holding = pc.match_substring_regex(names, f"[{characters}]")
+    if pc.any(holding).as_py():
+        name = names.filter(holding)[0].as_py()
+        raise ExportError(f"entity name {name!r} holds {what}, which --format {fmt} cannot hold; use parquet or hdf5")
+
+
 def export_embeddings(
     root: str | Path,
     manifest: Manifest,
@@ -195,7 +217,8 @@ def write_entity_tables(tables: EntityTables, out: str | Path, fmt: str, *, forc
                         row_group_rows: int = ROW_GROUP_ROWS) -> dict[str, Any]:
     """Write ``tables`` to ``out`` in format ``fmt``; returns a summary.
 
-    ``row_group_rows`` caps the rows of a Parquet row group (a partition is cut into several).
+    ``row_group_rows`` caps the rows of a Parquet row group (a partition is cut into several),
+    and of a block of TSV lines formatted at once.
     """
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -207,8 +230,8 @@ def write_entity_tables(tables: EntityTables, out: str | Path, fmt: str, *, forc
             _write_npy(tmp_dir, tables)
     else:
         with atomic_file(out) as tmp:
-            if fmt == "parquet":
-                _write_parquet(tmp, tables, row_group_rows)
+            if fmt in ("parquet", "tsv"):
+                {"parquet": _write_parquet, "tsv": _write_tsv}[fmt](tmp, tables, row_group_rows)
             else:
                 {"hdf5": _write_hdf5, "npz": _write_npz}[fmt](tmp, tables)
     return {

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from bigkg.atomic import OutputError
 from bigkg.evaluation.filters import entity_offsets
-from bigkg.export import ExportError, export_embeddings
-from bigkg.format import DatasetError, load_manifest
+from bigkg.export import EntityTables, ExportError, export_embeddings, write_entity_tables
+from bigkg.format import DatasetError, EntityType, load_manifest
 from eval_datasets import TensorSource, write_dataset
 
 
@@ -84,6 +87,40 @@ def test_npy_and_npz_round_trip(dataset, tmp_path):
         np.testing.assert_array_equal(emb, npz[f"{t}/embedding"])
         for name, vec in zip(names, emb):
             np.testing.assert_array_equal(vec, expected[name])
+
+
+def test_tsv_round_trip_in_blocks(dataset, tmp_path):
+    """PBG's entity lines: name, then the values; each value reads back as the same float32."""
+    root, manifest, source, expected = dataset
+    out = tmp_path / "emb.tsv"
+    export_embeddings(root, manifest, source, out, "tsv", row_group_rows=2)  # lines formatted 2 at a time
+    lines = out.read_text().splitlines()
+    assert len(lines) == 12
+    for line in lines:
+        name, *values = line.split("\t")
+        np.testing.assert_array_equal(np.array(values, dtype=np.float32), expected[name])
+    # every type in turn, each in global-id order: the users first
+    assert [line.split("\t")[0][:4] for line in lines] == ["user"] * 5 + ["item"] * 7
+
+
+def _named(names: dict[str, list[str]], dim: int = 3) -> EntityTables:
+    """Entity tables of one partition per type, with the given names and vectors 0, 1, 2, ..."""
+    types = [EntityType(t, [len(n)]) for t, n in names.items()]
+    vectors = {t: torch.arange(len(n) * dim, dtype=torch.float32).reshape(len(n), dim) / 7 for t, n in names.items()}
+    source = TensorSource(vectors, {t: np.array([0, len(n)]) for t, n in names.items()})
+    return EntityTables(types, lambda t, part: pa.array(names[t]), source)
+
+
+def test_names_a_text_format_cannot_hold_are_an_error_naming_them(tmp_path):
+    odd = {"entity": ['say "hi"', "a,b c", "ünï"]}
+    write_entity_tables(_named(odd), tmp_path / "ok.tsv", "tsv")  # quotes, commas and spaces are fine
+    assert [line.split("\t")[0] for line in (tmp_path / "ok.tsv").read_text(encoding="utf-8").splitlines()] == odd["entity"]
+    for fmt, name in (("tsv", "tab\there"), ("tsv", "two\nlines"), ("npy", "two\nlines")):
+        out = tmp_path / f"bad.{fmt}"
+        with pytest.raises(ExportError, match=f"entity name {re.escape(repr(name))} holds .* --format {fmt} cannot hold"):
+            write_entity_tables(_named({"entity": ["fine", name]}), out, fmt)
+        assert not out.exists() and not list(tmp_path.glob("bad*"))
+    write_entity_tables(_named({"entity": ["tab\there"]}), tmp_path / "ok_npy", "npy")  # npy's names file has lines
 
 
 def test_existing_output_refused_without_force(dataset, tmp_path):

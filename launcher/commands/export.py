@@ -1,4 +1,4 @@
-"""bigkg export CONFIG --format parquet|hdf5|npy|npz --out PATH [--relations PATH]: entity vectors with their
+"""bigkg export CONFIG --format parquet|hdf5|npy|npz|tsv --out PATH [--relations PATH]: entity vectors with their
 names, and the relation operators' parameters."""
 
 from __future__ import annotations
@@ -14,13 +14,14 @@ from launcher.commands._config_args import add_config_arguments, config_from_arg
 from launcher.commands._outputs import check_outputs
 
 NAME = "export"
-HELP = "write every entity's name and vector from the latest checkpoint (Parquet, HDF5, NumPy)"
+HELP = "write every entity's name and vector from the latest checkpoint (Parquet, HDF5, NumPy, TSV)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--format", choices=FORMATS, default="parquet",
-                        help="parquet (one row per entity), hdf5 (a group per type), npy (a directory), npz")
+                        help="parquet (one row per entity), hdf5 (a group per type), npy (a directory), npz, "
+                        "tsv (a line per entity: name, then the values; PBG's export_to_tsv)")
     parser.add_argument("--out", required=True, help="output file (a directory for npy)")
     parser.add_argument("--relations", metavar="PATH",
                         help="also write the relation operators' parameters here (Parquet: a row per relation, "
