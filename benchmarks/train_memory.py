@@ -34,10 +34,11 @@ def partition(graph: Path, out: Path, partitions: int) -> None:
              "--force", "--no-progress"], out.with_suffix(".log"))
 
 
-def train(dataset: Path, run_dir: Path, dim: int, prefetch: bool) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of one epoch of `bigkg train` (vs_pbg.yaml's settings, one worker)."""
+def train(dataset: Path, run_dir: Path, dim: int, prefetch: bool, more: tuple[str, ...] = ()) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of one epoch of `bigkg train` (vs_pbg.yaml's settings, one
+    worker, and the ``more`` settings, KEY=VALUE)."""
     sets = [f"dataset={dataset}", f"run_dir={run_dir}", f"model.dim={dim}", "training.epochs=1", "training.workers=1",
-            "training.threads=2", f"training.prefetch={str(prefetch).lower()}"]
+            "training.threads=2", f"training.prefetch={str(prefetch).lower()}", *more]
     command = [sys.executable, "-m", "launcher.cli", "train", str(REPO / "benchmarks" / "configs" / "vs_pbg.yaml"),
                "--fresh", *[arg for s in sets for arg in ("--set", s)]]
     wall, _cpu, rss = measure(command, run_dir.with_suffix(".log"))
