@@ -95,6 +95,9 @@ class ModelConfig:
     operator: str = opt("none", "relation operator applied to the head", OPERATORS)
     relation_operators: dict[str, str] = opt({}, "per-relation operator, relation name -> operator (overrides 'operator')")
     comparator: str = opt("dot", "how an operated head is compared with a tail; higher is better", COMPARATORS)
+    bias: bool = opt(
+        False, "PBG's bias: the first coordinate of each compared vector (the operated head, the tail) is not "
+        "compared but added to the score, so an entity can score high or low whatever the query")
     reciprocal: bool = opt(False, "learn a reciprocal relation per relation to score heads given tails")
     regularizer: str = opt("none", "regularizer on the embedding rows and relation parameters used by a batch", REGULARIZERS)
     regularization_weight: float = opt(0.0, "weight of the regularizer", minimum=0.0)
@@ -116,7 +119,8 @@ class ModelConfig:
     encoder: EncoderConfig = opt(EncoderConfig(), "entity encoder section")
 
     # The options a checkpoint's parameters depend on: a run resumes only under the same values.
-    STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "reciprocal", "encoder", "global_embedding")
+    STRUCTURAL_OPTIONS = ("dim", "operator", "relation_operators", "comparator", "bias", "reciprocal", "encoder",
+                          "global_embedding")
 
     def structure(self) -> dict[str, Any]:
         """The values of ``STRUCTURAL_OPTIONS`` (recorded in every checkpoint)."""
@@ -335,6 +339,8 @@ def _check(config: Config) -> None:
     complex_ops = {"complex_diagonal", "rotate"} & ({m.operator} | set(m.relation_operators.values()))
     if complex_ops and m.dim % 2:
         raise ConfigError(f"model.dim: {m.dim} must be even for the {sorted(complex_ops)[0]} operator")
+    if m.bias and m.dim < 2:
+        raise ConfigError(f"model.bias: model.dim {m.dim} leaves nothing to compare besides the bias; use dim 2 or more")
     if m.max_norm is not None and m.max_norm <= 0:
         raise ConfigError(f"model.max_norm: {m.max_norm!r} must be above 0 (null leaves rows unbounded)")
     if not (config.device in ("cpu", "cuda", "auto") or re.fullmatch(r"cuda:\d+", config.device)):

@@ -233,8 +233,6 @@ class PBGCheckpoint:
         relations = self.config.get("relations") or []
         operators = {r.get("operator", "none") for r in relations}
         comparator = self.config.get("comparator", "cos")  # PBG's default
-        if self.config.get("bias"):
-            raise PBGCheckpointError(f"{self.config_path} sets bias: scores have a bias term bigkg does not have")
         if self.config.get("dynamic_relations"):
             if len(relations) != 1:
                 raise PBGCheckpointError(f"{self.config_path}: dynamic_relations with {len(relations)} relation "
@@ -248,7 +246,8 @@ class PBGCheckpoint:
                 f"{self.config_path}: without dynamic_relations PBG applies the operators {sorted(operators)} to the "
                 f"tail, which bigkg's operators (on the head) cannot express; only entity vectors convert")
         structure = {"dim": int(self.config.get("dimension", 0)), "operator": operator, "relation_operators": {},
-                     "comparator": comparator, "reciprocal": True, "encoder": {"name": "none"}}
+                     "comparator": comparator, "bias": bool(self.config.get("bias", False)), "reciprocal": True,
+                     "encoder": {"name": "none"}}
         return rows, structure
 
     def _dynamic_relation_rows(self, operator: str) -> list[dict[str, Any]]:

@@ -4,7 +4,8 @@ PBG's config is a Python file whose ``get_torchbiggraph_config()`` returns a dic
 option of PBG 1.0.0 (and the regulariser of later PBG) is either translated into bigkg's
 option of the same meaning, with PBG's default where the file leaves it out (the two
 projects' defaults differ: PBG's comparator is cos, its loss ranking, its lr 0.01), or
-named in a note saying where it went or why it has no translation. The table of the
+named in a note saying where it went or why it has no translation (featurized
+entities; all_negs on some relations only). The table of the
 translation is docs/migrating_from_pbg.md, "Config options".
 """
 
@@ -98,7 +99,7 @@ def translate(pbg: dict[str, Any]) -> Translation:
     t = Translation({"model": {}, "training": {}, "checkpoint": {}})
     model, training = t.config["model"], t.config["training"]
     model.update(dim=options["dimension"], init_scale=options["init_scale"], max_norm=options["max_norm"],
-                 global_embedding=options["global_emb"], comparator=options["comparator"],
+                 global_embedding=options["global_emb"], comparator=options["comparator"], bias=options["bias"],
                  # PBG learns an operator per side, each for the entity the other side is scored against.
                  reciprocal=True)
     training.update(epochs=options["num_epochs"], batch_size=options["batch_size"],
@@ -121,8 +122,6 @@ def translate(pbg: dict[str, Any]) -> Translation:
         model.update(regularizer=str(options["regularizer"]).lower(), regularization_weight=options["regularization_coef"])
     _translate_sides(options, training)
     _translate_relations(pbg.get("relations", []), bool(pbg.get("dynamic_relations")), t)
-    if options["bias"]:
-        t.untranslated.append("bias: true (the first coordinate as a bias term) has no bigkg equivalent")
     for name, entity in sorted(pbg.get("entities", {}).items()):
         if entity.get("featurized"):
             t.untranslated.append(f"entities.{name}.featurized: bigkg has no featurized entities")

@@ -212,8 +212,15 @@ from pathlib import Path
 import h5py, torch
 from torchbiggraph.checkpoint_storage import FileCheckpointStorage
 from torchbiggraph.graph_storages import FileEntityStorage
-from torchbiggraph.model import ComplexDiagonalDynamicOperator
-root, triples = Path(sys.argv[1]), json.loads(sys.argv[2])
+from torchbiggraph.model import BiasedComparator, ComplexDiagonalDynamicOperator, DotComparator
+root, triples, bias = Path(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3] == "bias"
+comparator = BiasedComparator(DotComparator()) if bias else DotComparator()
+
+def compare(a, b):  # PBG's comparator on one pair: [1, 1, dim] positives, no negatives
+    a, b = comparator.prepare(a[None]), comparator.prepare(b[None])
+    none = a.new_empty(1, 0, a.shape[-1])
+    return comparator(a, b, none, none)[0].item()
+
 storage, entities = FileCheckpointStorage(str(root / "model")), FileEntityStorage(str(root / "entities"))
 version = storage.load_version()
 vectors, _ = storage.load_entity_partition(version, "all", 0)
@@ -230,17 +237,18 @@ with torch.no_grad():
     for h, r, t in triples:
         u, v, k = vectors[row[h]][None], vectors[row[t]][None], torch.tensor([relations.index(r)])
         # PBG with dynamic relations: c(g_r(u), v) against tail candidates, c(u, h_r(v)) against head ones
-        scores.append([(operators["lhs"](u, k) * v).sum().item(), (u * operators["rhs"](v, k)).sum().item()])
+        scores.append([compare(operators["lhs"](u, k), v), compare(u, operators["rhs"](v, k))])
 print(json.dumps(scores))
 """
 
 
 @pytest.mark.skipif(not (Path(os.environ.get("BIGKG_PBG_VENV", "/work/pbg-venv")) / ".ready").is_file(),
                     reason="PBG 1.0.0 is not installed (benchmarks/pbg_env.py makes its venv)")
-def test_a_converted_pbg_complex_model_scores_every_triple_as_pbg_does(tmp_path):
-    """PBG 1.0.0 trains ComplEx with dynamic relations; converted (entities and relations) into
-    a bigkg run, its tail- and head-prediction scores of triples are PBG's own, computed by
-    PBG's operator classes from PBG's checkpoint."""
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_converted_pbg_complex_model_scores_every_triple_as_pbg_does(tmp_path, bias):
+    """PBG 1.0.0 trains ComplEx with dynamic relations (and with its bias); converted (entities
+    and relations) into a bigkg run, its tail- and head-prediction scores of triples are PBG's
+    own, computed by PBG's operator and comparator classes from PBG's checkpoint."""
     from benchmarks.pbg_env import locate_pbg, write_pbg_config
 
     pbg, env = locate_pbg(), locate_pbg().env()
@@ -252,7 +260,7 @@ def test_a_converted_pbg_complex_model_scores_every_triple_as_pbg_does(tmp_path)
     write_pbg_config(config, entity_path=tmp_path / "entities", edge_path=tmp_path / "edges_partitioned",
                      checkpoint_path=tmp_path / "model", partitions=1, operator="complex_diagonal", dimension=8,
                      comparator="dot", loss_fn="softmax", num_epochs=2, workers=1, global_emb=False, eval_fraction=0,
-                     init_scale=0.5)  # scores of order one, so the tolerances below are tight
+                     bias=bias, init_scale=0.5)  # scores of order one, so the tolerances below are tight
     for tool, args in (("torchbiggraph_import_from_tsv", ["-l", "0", "-r", "2", "--rel-col", "1", str(config), str(edges)]),
                        ("torchbiggraph_train", [str(config)])):
         done = subprocess.run(pbg.command(tool) + args, env=env, capture_output=True, text=True)
@@ -268,7 +276,7 @@ def test_a_converted_pbg_complex_model_scores_every_triple_as_pbg_does(tmp_path)
 
     partition([edges], tmp_path / "data", num_partitions=1)  # its one entity type: 'entity'; PBG's: 'all'
     run_config = config_from_dict({"dataset": str(tmp_path / "data"), "run_dir": str(tmp_path / "run"), "model": {
-        "dim": 8, "operator": "complex_diagonal", "comparator": "dot", "reciprocal": True,
+        "dim": 8, "operator": "complex_diagonal", "comparator": "dot", "bias": bias, "reciprocal": True,
         "init_from": str(tmp_path / "pbg.parquet"), "init_relations_from": str(tmp_path / "pbg_rel.parquet")},
         "training": {"epochs": 0}, "eval": {"valid_every": 0}})
     summary = train(run_config)
@@ -281,7 +289,8 @@ def test_a_converted_pbg_complex_model_scores_every_triple_as_pbg_does(tmp_path)
     rels = torch.tensor([run.manifest.relation_index(r) for _, r, _ in sample])
     with torch.no_grad():
         head_side = run.model.score_candidates("lhs", tails.unsqueeze(1), rels.unsqueeze(1), heads.unsqueeze(1))[:, 0, 0]
-    expected = json.loads(subprocess.run([str(pbg.python), "-c", PBG_SCORES, str(tmp_path), json.dumps(sample)],
+    expected = json.loads(subprocess.run([str(pbg.python), "-c", PBG_SCORES, str(tmp_path), json.dumps(sample),
+                                          "bias" if bias else "none"],
                                          env=env, check=True, capture_output=True, text=True).stdout)
     np.testing.assert_allclose(scored.scores, [tail for tail, _ in expected], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(head_side.numpy(), [head for _, head in expected], rtol=1e-5, atol=1e-6)

@@ -5,11 +5,12 @@ import itertools
 import pytest
 import torch
 
-from bigkg.config import config_from_dict
+from bigkg.config import TrainingConfig, config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
 from bigkg.model import IdentityEncoder, build_model
-from bigkg.model.comparators import COMPARATORS, candidate_product
+from bigkg.model.comparators import COMPARATORS, build_comparator, candidate_product
 from bigkg.model.operators import OPERATORS
+from bigkg.training.closed_form import supports_closed_form
 
 DIM = 6
 RELATIONS = ["r0", "r1", "r2"]
@@ -45,10 +46,13 @@ def model_for(operator="none", comparator="dot", reciprocal=False, relation_oper
     return m
 
 
-@pytest.mark.parametrize("operator, comparator", list(itertools.product(OPERATORS, COMPARATORS)))
-def test_candidate_scores_equal_pair_scores(operator, comparator):
+@pytest.mark.parametrize("operator, comparator, bias", [
+    *itertools.product(OPERATORS, COMPARATORS, [False]),
+    *itertools.product(["none", "translation", "complex_diagonal"], COMPARATORS, [True]),
+])
+def test_candidate_scores_equal_pair_scores(operator, comparator, bias):
     """score_candidates on both sides agrees with scoring each (head, rel, tail) directly."""
-    m = model_for(operator, comparator)
+    m = model_for(operator, comparator, bias=bias)
     g = torch.Generator().manual_seed(1)
     anchors, cands = torch.randn(4, DIM, generator=g), torch.randn(5, DIM, generator=g)
     rel = torch.tensor([0, 1, 2, 1])
@@ -131,6 +135,29 @@ def test_comparators_known_values():
     torch.testing.assert_close(COMPARATORS["l2"]().candidates(a, c), torch.tensor([[-5.0, -1e-6, -5.0]]), atol=1e-5, rtol=0)
     torch.testing.assert_close(COMPARATORS["squared_l2"]().candidates(a, c), torch.tensor([[-25.0, 0.0, -25.0]]))
     torch.testing.assert_close(COMPARATORS["cos"]().candidates(a, c[1:]), torch.tensor([[1.0, 1.0]]))
+
+
+def test_a_biased_comparator_adds_the_first_coordinates_and_compares_the_rest():
+    a = torch.tensor([[2.0, 3.0, 4.0]])
+    c = torch.tensor([[-1.0, 0.0, 0.0], [0.5, 3.0, 4.0]])
+    for name, compared in (("dot", [0.0, 25.0]), ("squared_l2", [-25.0, 0.0])):
+        biased = build_comparator(name, bias=True)
+        assert biased.name == f"{name}+bias"
+        expected = torch.tensor([[2.0 - 1.0 + compared[0], 2.0 + 0.5 + compared[1]]])
+        torch.testing.assert_close(biased.candidates(a, c), expected)
+        torch.testing.assert_close(biased.pairs(a.expand(2, 3), c), expected[0])
+    # the bias coordinate gets the score's gradient, one for one
+    a.requires_grad_(True)
+    build_comparator("dot", bias=True).pairs(a, c[1:]).sum().backward()
+    torch.testing.assert_close(a.grad, torch.tensor([[1.0, 3.0, 4.0]]))
+
+
+@pytest.mark.parametrize("reciprocal", [False, True])
+def test_a_biased_model_ranks_heads_exactly_and_never_in_closed_form(reciprocal):
+    m = model_for("complex_diagonal", "dot", reciprocal=reciprocal, bias=True)
+    assert m._head_ranking == ("reciprocal" if reciprocal else "per_relation")
+    assert not supports_closed_form(model_for("none", "dot", bias=True), TrainingConfig())
+    assert supports_closed_form(model_for("none", "dot"), TrainingConfig())
 
 
 def test_regularization_counts_rows_and_relations():

@@ -62,7 +62,7 @@ def translate_file(path: Path, tmp_path: Path, capsys) -> tuple[dict, str, str]:
 def test_a_fb15k_like_config_translates_to_the_same_model_and_training(tmp_path, capsys):
     config, text, _ = translate_file(write(tmp_path, FB15K_LIKE), tmp_path, capsys)
     assert config["model"] == {"dim": 400, "init_scale": 1e-3, "max_norm": None, "global_embedding": False,
-                               "comparator": "dot", "reciprocal": True, "operator": "complex_diagonal"}
+                               "comparator": "dot", "bias": False, "reciprocal": True, "operator": "complex_diagonal"}
     t = config["training"]
     assert (t["epochs"], t["loss"], t["lr"], t["num_uniform_negatives"]) == (50, "softmax", 0.1, 1000)
     assert (t["batch_size"], t["chunk_size"], t["margin"], t["bucket_order"], t["prefetch"]) == (1000, 50, 0.1, "inside_out", False)
@@ -112,10 +112,10 @@ def test_options_bigkg_cannot_reproduce_are_named_in_the_file_and_on_stderr(tmp_
                     half_precision=True)
     """
     config, written, err = translate_file(write(tmp_path, text), tmp_path, capsys)
-    for item in ("bias: true", "entities.page.featurized", "relations[].all_negs for some relations only"):
+    for item in ("entities.page.featurized", "relations[].all_negs for some relations only"):
         assert item in written.split("# Notes:")[0] and f"warning: not translated: {item}" in err
     assert "half_precision: not an option of PBG 1.0.0" in written
-    assert "negatives" not in config["training"]
+    assert "negatives" not in config["training"] and config["model"]["bias"] is True
 
 
 @pytest.mark.parametrize("text, message", [

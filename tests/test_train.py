@@ -235,6 +235,15 @@ def test_dimension_change_on_resume_is_a_clear_error(tiny, tmp_path):
     assert CheckpointStore(tmp_path / "run").latest().load_partition("entity", 0)[0].shape == (20, 32)
 
 
+def test_bias_trains_its_first_coordinate_and_a_resume_without_it_is_refused(tiny, tmp_path):
+    run = tmp_path / "run"
+    train(config_from_dict(small_config(tiny, run, model={"bias": True, "operator": "none"}, training={"epochs": 1})))
+    emb, _ = CheckpointStore(run).latest().load_partition("entity", 0)
+    assert emb[:, 0].std() > 0.01  # init_scale is 1e-3: the bias coordinate was trained
+    with pytest.raises(TrainingError, match="model.bias"):
+        train(config_from_dict(small_config(tiny, run, model={"operator": "none"})))
+
+
 def test_a_full_disk_while_checkpointing_stops_with_the_version_named_and_the_run_resumes(tiny, tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
     config = config_from_dict(small_config(tiny, run_dir, training={"epochs": 2}))

@@ -96,6 +96,20 @@ class L2Comparator(SquaredL2Comparator):
         return -(-super().pairs(a, b)).clamp_min(1e-12).sqrt()
 
 
+class BiasedComparator(Comparator):
+    """PBG's bias: coordinate 0 of both vectors is added to the score, the rest compared by ``base``."""
+
+    def __init__(self, base: Comparator):
+        self.base = base
+        self.name = f"{base.name}+bias"  # not the base's: its shortcuts (closed form, head ranking) do not hold
+
+    def candidates(self, a: Tensor, c: Tensor) -> Tensor:
+        return self.base.candidates(a[..., 1:], c[..., 1:]) + a[..., :1] + c[..., 0].unsqueeze(-2)
+
+    def pairs(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.base.pairs(a[..., 1:], b[..., 1:]) + a[..., 0] + b[..., 0]
+
+
 def _unit(x: Tensor) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
@@ -105,5 +119,6 @@ COMPARATORS: dict[str, type[Comparator]] = {
 }
 
 
-def build_comparator(name: str) -> Comparator:
-    return COMPARATORS[name]()
+def build_comparator(name: str, bias: bool = False) -> Comparator:
+    comparator = COMPARATORS[name]()
+    return BiasedComparator(comparator) if bias else comparator

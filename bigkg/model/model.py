@@ -50,7 +50,7 @@ class KGModel(nn.Module):
         total = len(names)
         self.operators = nn.ModuleList([OPERATORS[k](total, config.dim) for k in kinds])
         self.register_buffer("operator_of", torch.tensor([kinds.index(n) for n in names], dtype=torch.long), persistent=False)
-        self.comparator: Comparator = build_comparator(config.comparator)
+        self.comparator: Comparator = build_comparator(config.comparator, config.bias)
         self.encoder = encoder
         # Registered last: the shared optimizer's state lists the other parameters first in
         # any model, with or without it (model.init_from relies on that).
