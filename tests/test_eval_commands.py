@@ -131,6 +131,21 @@ def test_query_similar_ranks_the_entities_of_its_type_by_cosine_without_itself(r
     assert "need --relation" in capsys.readouterr().err
 
 
+def test_query_similar_leaves_a_bias_coordinate_out(tmp_path):
+    """With model.bias coordinate 0 is a popularity term: the cosine is of the other coordinates."""
+    config, model, splits, by_index = write_trained_run(tmp_path, ["model.bias=true"])
+    path, out = tmp_path / "config.yaml", tmp_path / "similar.json"
+    path.write_text(yaml.safe_dump(config_to_dict(config)))
+    assert main(["query", str(path), "--similar", "item7", "-k", "5", "--json", str(out)]) == 0
+    items = by_index["item"][:, 1:]
+    cosine = torch.nn.functional.cosine_similarity(items[7:8], items)
+    cosine[7] = float("-inf")
+    best = torch.topk(cosine, 5)
+    neighbours = json.loads(out.read_text())["neighbours"]
+    assert [n["name"] for n in neighbours] == [f"item{k}" for k in best.indices.tolist()]
+    assert [n["similarity"] for n in neighbours] == pytest.approx(best.values.tolist(), abs=1e-5)
+
+
 def test_query_command_top_tails_and_heads(run, tmp_path, capsys):
     path, config, model, splits, by_index = run
     out = tmp_path / "answers.json"

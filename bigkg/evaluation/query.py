@@ -4,6 +4,7 @@ neighbours by the cosine of their vectors."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,9 @@ def similar(run: TrainedRun, name: str, k: int, entity_type: str | None = None) 
     ((kind, gid),) = found.items()
     anchor = np.array([gid], dtype=np.int64)
     options = _options(run)
-    ids, scores = top_k("rhs", anchor, np.zeros(1, np.int64), kind, kind, run.source, _cosine, k, options,
+    # With model.bias, coordinate 0 is a popularity term, not a direction: left out of the cosine.
+    cosine = functools.partial(_cosine, skip=1 if run.config.model.bias else 0)
+    ids, scores = top_k("rhs", anchor, np.zeros(1, np.int64), kind, kind, run.source, cosine, k, options,
                         exclude=(np.zeros(1, np.int64), anchor))
     valid = ids[0] >= 0
     names = entity_names(root, manifest, kind, ids[0][valid])
@@ -157,9 +160,10 @@ def _options(run: TrainedRun) -> RankingOptions:
     return RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
 
 
-def _cosine(side: str, anchors: torch.Tensor, rels: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """A ranking score function of [n, d] anchors against [m, d] candidates: their cosines [n, m]."""
-    return F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T
+def _cosine(side: str, anchors: torch.Tensor, rels: torch.Tensor, candidates: torch.Tensor, skip: int = 0) -> torch.Tensor:
+    """A ranking score function of [n, d] anchors against [m, d] candidates: the cosines [n, m]
+    of their coordinates from ``skip`` on."""
+    return F.normalize(anchors[:, skip:], dim=-1) @ F.normalize(candidates[:, skip:], dim=-1).T
 
 
 def query(run: TrainedRun, relation: str, k: int, *, head: str | None = None, tail: str | None = None,
