@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from bigkg.checkpoint import CheckpointStore, PartitionState
-from bigkg.config import Config, load_config
+from bigkg.config import Config, ModelConfig, load_config
 from bigkg.errors import BigKGError
 from bigkg.export import RELATION_SCHEMA
 from bigkg.format import Manifest, load_manifest, read_entity_names
@@ -299,7 +299,7 @@ def remap_relation_parameters(model: nn.Module, optimizer: torch.optim.Optimizer
 RELATION_COLUMNS = tuple(RELATION_SCHEMA.names)
 
 
-def load_relation_file(model: KGModel, path: str | Path, relations: list[str], comparator: str) -> int:
+def load_relation_file(model: KGModel, path: str | Path, relations: list[str], model_config: ModelConfig) -> int:
     """Give ``model``'s operators the parameters that a relations Parquet (``bigkg export
     --relations``, ``bigkg convert --relations``) holds for the relations of the same name,
     reciprocal twins included; returns how many relations took them. Relations the dataset
@@ -308,9 +308,11 @@ def load_relation_file(model: KGModel, path: str | Path, relations: list[str], c
     path, what = Path(path), f"model.init_relations_from: {path}"
     table = _read_relation_table(path, what)
     saved = _saved_model(table, what)
-    if saved.get("comparator", comparator) != comparator:
-        log.warning("%s: its parameters were trained with the %s comparator, this model scores with %s",
-                    what, saved["comparator"], comparator)
+    for key in ("comparator", "bias"):  # parameters that still load, for a model that scores otherwise
+        own = getattr(model_config, key)
+        if saved.get(key, own) != own:
+            log.warning("%s: its parameters were trained with model.%s %s, this model scores with %s",
+                        what, key, saved[key], own)
     index = {name: k for k, name in enumerate(relations)}
     matched = set()
     columns = {c: table.column(c).to_pylist() for c in RELATION_COLUMNS if c != "values"}

@@ -265,6 +265,19 @@ def test_relation_parameters_start_from_an_exported_relations_file_by_name(grown
         assert_no_version_written(tmp_path / f"bad{k}")
 
 
+def test_relations_trained_under_another_comparator_or_bias_load_with_a_warning(grown, tmp_path, caplog):
+    rel_file = tmp_path / "rel.parquet"
+    assert cli_main(["export", str(grown / "old_run.yaml"), "--out", str(tmp_path / "e.parquet"),
+                     "--relations", str(rel_file)]) == 0
+    for k, (model, warning) in enumerate([({}, None), ({"bias": True}, "model.bias False, this model scores with True"),
+                                          ({"comparator": "cos"}, "model.comparator dot, this model scores with cos")]):
+        caplog.clear()
+        summary = train(config_from_dict(run_config(grown / "new", tmp_path / f"run{k}", init_relations_from=str(rel_file),
+                                                    **model)))
+        assert summary["initialised_from"]["relations_file"]["relations_matched"] == 41
+        assert ("trained with" in caplog.text) == (warning is not None) and (warning or "") in caplog.text
+
+
 def test_a_relations_file_of_other_column_types_or_metadata_is_a_clear_error(small, tmp_path):
     """A relations Parquet not written by bigkg (values a float, not a list; a null row;
     metadata that is not JSON) names the file and what is wrong, and writes no checkpoint."""

@@ -479,7 +479,7 @@ class Trainer:
         if not path:
             return None
         names = [r.name for r in self.manifest.relations]
-        matched = load_relation_file(self.model, path, names, self.config.model.comparator)
+        matched = load_relation_file(self.model, path, names, self.config.model)
         log.info("model.init_relations_from: %d of %d relations start from %s", matched, len(names), path)
         return {"path": str(path), "relations": len(names), "relations_matched": matched}
 
