@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import torch
 from torch import nn
@@ -57,7 +58,7 @@ class PretrainedError(BigKGError):
 class SourceRows:
     """Consecutive rows of one entity type of an export or a checkpoint."""
 
-    entity_type: str
+    entity_type: str | None  # None: a TSV export's, which names no type: offered to every type, by name
     names: pa.Array  # string
     vectors: np.ndarray  # [n, d] float32
     adagrad: np.ndarray | None = None  # [n] float32; a checkpoint's row-wise Adagrad state
@@ -77,8 +78,12 @@ def read_exported(path: Path, batch_rows: int = BATCH_ROWS) -> Generator[SourceR
         return _read_hdf5(path, batch_rows)
     if magic.startswith(b"PK"):
         return _read_npz(path, batch_rows)
+    with open(path, "rb") as fh:
+        first_line = fh.readline()
+    if b"\t" in first_line:
+        return _read_tsv(path, first_line.count(b"\t"), batch_rows)
     raise PretrainedError(
-        f"model.init_from: {path} is not an export of 'bigkg export' (Parquet, HDF5, npz or an npy directory)"
+        f"model.init_from: {path} is not an export of 'bigkg export' (Parquet, HDF5, npz, TSV or an npy directory)"
     )
 
 
@@ -112,6 +117,31 @@ def _list_vectors(column: pa.Array, path: Path, start: int) -> np.ndarray:
             f"model.init_from: {path}, row {start + int(bad[0])}: the embedding is missing or not as long as row {start}'s"
         )
     return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(column), int(lengths[0]))
+
+
+def _read_tsv(path: Path, dim: int, batch_rows: int) -> Iterator[SourceRows]:
+    """Lines of a name and ``dim`` values, tab-separated: bigkg's ``--format tsv`` and PBG's
+    ``torchbiggraph_export_to_tsv`` entity file. Read in blocks, so memory stays bounded."""
+    columns = [f"c{k}" for k in range(dim + 1)]
+    types = {columns[0]: pa.string(), **{c: pa.float32() for c in columns[1:]}}
+    start = 0
+    try:
+        reader = pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(column_names=columns),
+            parse_options=pcsv.ParseOptions(delimiter="\t", quote_char=False),  # a quote is part of a name
+            convert_options=pcsv.ConvertOptions(column_types=types, strings_can_be_null=False))
+        for batch in reader:
+            empty = [c for c in columns[1:] if batch.column(c).null_count]
+            if empty:
+                row = start + pc.index(batch.column(empty[0]).is_null(), True).as_py()
+                raise PretrainedError(f"model.init_from: {path}, line {row + 1}: a value is missing")
+            vectors = np.stack([batch.column(c).to_numpy() for c in columns[1:]], axis=1)
+            for first in range(0, batch.num_rows, batch_rows):
+                stop = min(first + batch_rows, batch.num_rows)
+                yield SourceRows(None, batch.column(0).slice(first, stop - first), vectors[first:stop])
+            start += batch.num_rows
+    except pa.ArrowInvalid as exc:  # a line of another number of fields, a value that is not a number
+        raise PretrainedError(f"model.init_from: {path} is not a TSV export (a name, then {dim} values): {exc}") from exc
 
 
 def _read_hdf5(path: Path, batch_rows: int) -> Iterator[SourceRows]:
@@ -169,7 +199,7 @@ class ExportSource:
             next(rows, None)
 
     def rows(self, entity_type: str) -> Iterator[SourceRows]:
-        return (rows for rows in read_exported(self.path) if rows.entity_type == entity_type)
+        return (rows for rows in read_exported(self.path) if rows.entity_type in (entity_type, None))
 
     def load_shared(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, relations: list[str]) -> int:
         return 0

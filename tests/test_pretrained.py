@@ -43,7 +43,8 @@ def test_every_export_format_reads_back_row_by_row(tmp_path, fmt):
         for name, vector in zip(rows.names.to_pylist(), rows.vectors):
             assert (rows.entity_type, name) not in read
             read[(rows.entity_type, name)] = vector
-    expected = {(t, f"{t}{k}"): vectors[t][gid[t][k]].numpy() for t in vectors for k in range(len(gid[t]))}
+    typed = fmt != "tsv"  # a TSV line has no entity type: its rows are offered to every type by name
+    expected = {(t if typed else None, f"{t}{k}"): vectors[t][gid[t][k]].numpy() for t in vectors for k in range(len(gid[t]))}
     assert read.keys() == expected.keys()
     for key, vector in expected.items():
         np.testing.assert_array_equal(read[key], vector)
@@ -110,6 +111,19 @@ def test_a_grown_graph_starts_from_the_exported_vectors_of_the_entities_it_share
         "path": str(grown / "old.parquet"), "source": "export", "entities": {"entity": len(warm)},
         "matched": {"entity": len(shared)}, "relations": 42, "relations_matched": 0,
     }
+
+
+def test_a_tsv_export_starts_a_run_as_the_parquet_export_does(grown, tmp_path):
+    """bigkg's --format tsv (PBG's entity lines; no entity type, so names match in every type)."""
+    tsv = tmp_path / "old.tsv"
+    assert cli_main(["export", str(grown / "old_run.yaml"), "--format", "tsv", "--out", str(tsv)]) == 0
+    via_tsv = train(config_from_dict(run_config(grown / "new", tmp_path / "tsv", init_from=str(tsv))))
+    via_parquet = train(config_from_dict(run_config(grown / "new", tmp_path / "parquet", init_from=str(grown / "old.parquet"))))
+    assert via_tsv["initialised_from"]["matched"] == via_parquet["initialised_from"]["matched"]
+    for a, b in zip(first_version(tmp_path / "tsv", grown / "new")[0].items(),
+                    first_version(tmp_path / "parquet", grown / "new")[0].items()):
+        assert a[0] == b[0]
+        np.testing.assert_array_equal(a[1], b[1])
 
 
 def test_a_grown_graph_starts_from_the_run_directory_with_its_optimizer_state(grown, tmp_path):
@@ -195,7 +209,10 @@ def test_a_dimension_mismatch_names_the_source_and_both_dimensions_and_writes_no
 
 def test_what_is_not_an_export_is_a_clear_error(small, tmp_path):
     tsv = tmp_path / "edges.tsv"
-    tsv.write_text("a\tr\tb\n")
+    tsv.write_text("a\tr\tb\n")  # an edge list, not vectors
+    text, hole = tmp_path / "notes.txt", tmp_path / "hole.tsv"
+    text.write_text("no tabs here\n")
+    hole.write_text("entity0\t0.5\t1\nentity1\t\t1\n")
     no_vectors = tmp_path / "names.parquet"
     pq.write_table(pa.table({"entity_type": ["entity"], "name": ["entity0"]}), no_vectors)
     ragged = write_parquet_export(tmp_path / "ragged.parquet", ["entity0", "entity1", "entity2"], [[0.0] * 16, [0.0] * 16, [0.0] * 15])
@@ -203,7 +220,9 @@ def test_what_is_not_an_export_is_a_clear_error(small, tmp_path):
     unnamed = write_parquet_export(tmp_path / "unnamed.parquet", ["entity0", None], [[0.0] * 16, [0.0] * 16])
     cases = [
         (tmp_path / "nowhere.parquet", "nowhere.parquet does not exist"),
-        (tsv, r"edges.tsv is not an export of 'bigkg export'"),
+        (tsv, r"edges.tsv is not a TSV export \(a name, then 2 values\): .*'r'"),
+        (text, r"notes.txt is not an export of 'bigkg export'"),
+        (hole, r"hole.tsv, line 2: a value is missing"),
         (no_vectors, r"names.parquet has no column 'embedding'"),
         (ragged, r"ragged.parquet, row 2: the embedding is missing or not as long as row 0's"),
         (missing, r"missing.parquet, row 1: the embedding is missing"),
