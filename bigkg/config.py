@@ -111,7 +111,7 @@ class ModelConfig:
     init_from: str | None = opt(
         None, "a fresh run starts from this earlier run directory (its latest checkpoint: entity vectors and "
         "Adagrad state by type and name, relation parameters by relation name) or this export of 'bigkg "
-        "export' (Parquet, HDF5, npz, npy directory: entity vectors by type and name); the rest starts afresh")
+        "export' (Parquet, HDF5, npz, TSV, npy directory: entity vectors by type and name); the rest starts afresh")
     init_relations_from: str | None = opt(
         None, "a fresh run's relation operators start from this relations Parquet ('bigkg export --relations', or "
         "'bigkg convert --relations' of a PyTorch-BigGraph model), matched by relation name; its operators must be "

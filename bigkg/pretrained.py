@@ -3,9 +3,10 @@ but matched by name rather than by position.
 
 The source is an earlier run directory (its latest checkpoint: entity vectors with their
 row-wise Adagrad state, relation parameters with their optimizer state) or anything
-``bigkg export`` writes (Parquet, HDF5, an npz archive or an npy directory, told apart by
-content: entity vectors only), made from any dataset. A row is used for the entity of the
-same type and name in this run's dataset, wherever the partitioner put it, and a
+``bigkg export`` writes (Parquet, HDF5, an npz archive, TSV or an npy directory, told apart
+by content: entity vectors only), made from any dataset. A row is used for the entity of the
+same type and name in this run's dataset (a TSV row, which names no type, for the entity of
+that name in every type), wherever the partitioner put it, and a
 relation's parameters for the relation of the same name. What the source lacks keeps its
 fresh initialisation, so a graph that grew since starts from what was learnt.
 
