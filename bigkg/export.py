@@ -229,11 +229,14 @@ def write_entity_tables(tables: EntityTables, out: str | Path, fmt: str, *, forc
         with atomic_directory(out, force=True) as tmp_dir:
             _write_npy(tmp_dir, tables)
     else:
+        writers: dict[str, Callable[[Path], None]] = {
+            "parquet": lambda tmp: _write_parquet(tmp, tables, row_group_rows),
+            "tsv": lambda tmp: _write_tsv(tmp, tables, row_group_rows),
+            "hdf5": lambda tmp: _write_hdf5(tmp, tables),
+            "npz": lambda tmp: _write_npz(tmp, tables),
+        }
         with atomic_file(out) as tmp:
-            if fmt in ("parquet", "tsv"):
-                {"parquet": _write_parquet, "tsv": _write_tsv}[fmt](tmp, tables, row_group_rows)
-            else:
-                {"hdf5": _write_hdf5, "npz": _write_npz}[fmt](tmp, tables)
+            writers[fmt](tmp)
     return {
         "path": str(out),
         "format": fmt,

@@ -19,7 +19,8 @@ from typing import Any
 
 from bigkg.config import ConfigError, config_from_dict
 
-# PBG 1.0.0's defaults (torchbiggraph/config.py) of the options translated below.
+# PBG 1.0.0's defaults (torchbiggraph/config.py) of the options translated below, and those
+# of later PBG's regulariser (regularization_coef, regularizer), which 1.0.0 lacks.
 PBG_DEFAULTS: dict[str, Any] = {
     "init_scale": 1e-3, "max_norm": None, "global_emb": True, "comparator": "cos", "bias": False,
     "loss_fn": "ranking", "margin": 0.1, "init_path": None, "checkpoint_preservation_interval": None,

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 65536
 PARQUET_COLUMNS = ("entity_type", "name", "embedding")
+TSV_LINE_LIMIT = 1 << 24  # bytes of a TSV export's first line read to count its values
 
 
 class PretrainedError(BigKGError):
@@ -73,14 +74,14 @@ def read_exported(path: Path, batch_rows: int = BATCH_ROWS) -> Generator[SourceR
         raise PretrainedError(f"model.init_from: {path} does not exist")
     with open(path, "rb") as fh:
         magic = fh.read(8)
+        fh.seek(0)
+        first_line = fh.readline(TSV_LINE_LIMIT)  # bounded: a binary file may hold no line break for long
     if magic.startswith(b"PAR1"):
         return _read_parquet(path, batch_rows)
     if magic == b"\x89HDF\r\n\x1a\n":
         return _read_hdf5(path, batch_rows)
     if magic.startswith(b"PK"):
         return _read_npz(path, batch_rows)
-    with open(path, "rb") as fh:
-        first_line = fh.readline()
     if b"\t" in first_line:
         return _read_tsv(path, first_line.count(b"\t"), batch_rows)
     raise PretrainedError(

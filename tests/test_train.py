@@ -239,7 +239,7 @@ def test_bias_trains_its_first_coordinate_and_a_resume_without_it_is_refused(tin
     run = tmp_path / "run"
     train(config_from_dict(small_config(tiny, run, model={"bias": True, "operator": "none"}, training={"epochs": 1})))
     emb, _ = CheckpointStore(run).latest().load_partition("entity", 0)
-    assert emb[:, 0].std() > 0.01  # init_scale is 1e-3: the bias coordinate was trained
+    assert emb[:, 0].std() > 0.01  # rows start at init_scale 1e-3: coordinate 0 is trained, not left out
     with pytest.raises(TrainingError, match="model.bias"):
         train(config_from_dict(small_config(tiny, run, model={"operator": "none"})))
 

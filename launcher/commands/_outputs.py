@@ -1,11 +1,17 @@
-"""The check that ``bigkg export`` and ``bigkg convert`` make before writing their two outputs
-(entity vectors at ``--out``, relation parameters at ``--relations``): both or neither."""
+"""What ``bigkg export`` and ``bigkg convert`` share about their outputs: the ``--format`` help,
+and the check made before writing their two outputs (entity vectors at ``--out``, relation
+parameters at ``--relations``): both or neither. ``bigkg config --from-pbg --out`` makes
+the same check for its one file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bigkg.export import ExportError
+
+
+FORMAT_HELP = ("parquet (one row per entity), hdf5 (a group per type), npy (a directory), npz, "
+               "tsv (a line per entity: name, then the values; PBG's export_to_tsv entity file)")
 
 
 def check_outputs(out: str, relations: str | None, force: bool) -> None:

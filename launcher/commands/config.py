@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import yaml
 
 from bigkg.atomic import write_text_atomic
-from bigkg.config import Config, ConfigError, config_to_yaml, describe_options
+from bigkg.config import Config, config_to_yaml, describe_options
 from bigkg.pbg_config import Translation, translate_pbg_config
 from launcher.commands._config_args import add_config_arguments, config_from_args
+from launcher.commands._outputs import check_outputs
 
 NAME = "config"
 HELP = "list every config option with its default and help, print a resolved config, or translate a PBG config"
@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _from_pbg(source: str, out: str | None, force: bool) -> int:
-    if out and Path(out).exists() and not force:
-        raise ConfigError(f"{out} already exists (use --force to replace it)")
+    if out:
+        check_outputs(out, None, force)
     translation = translate_pbg_config(source)
     text = translated_yaml(source, translation)
     if out:

@@ -12,7 +12,7 @@ from bigkg.atomic import atomic_file
 from bigkg.export import FORMATS, ExportError, write_entity_tables, write_relation_rows
 from bigkg.pbg_checkpoint import PBGCheckpoint
 from bigkg.summary import write_summary
-from launcher.commands._outputs import check_outputs
+from launcher.commands._outputs import FORMAT_HELP, check_outputs
 
 NAME = "convert"
 HELP = "write a PyTorch-BigGraph checkpoint's entity names and vectors as bigkg export does (Parquet, HDF5, NumPy, TSV)"
@@ -24,9 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relations", metavar="PATH",
                         help="also write the relation operators' parameters here (Parquet, as bigkg export --relations; "
                         "PBG models with dynamic_relations)")
-    parser.add_argument("--format", choices=FORMATS, default="parquet",
-                        help="parquet (one row per entity), hdf5 (a group per type), npy (a directory), npz, "
-                        "tsv (a line per entity: name, then the values)")
+    parser.add_argument("--format", choices=FORMATS, default="parquet", help=FORMAT_HELP)
     parser.add_argument("--entities", metavar="DIR",
                         help="PBG's entity_path, where its importer wrote entity_names_<type>_<part>.json "
                         "(default: the one in the checkpoint's config.json)")

@@ -11,7 +11,7 @@ from bigkg.evaluation.source import open_run
 from bigkg.export import FORMATS, export_embeddings, export_relations
 from bigkg.summary import write_summary
 from launcher.commands._config_args import add_config_arguments, config_from_args
-from launcher.commands._outputs import check_outputs
+from launcher.commands._outputs import FORMAT_HELP, check_outputs
 
 NAME = "export"
 HELP = "write every entity's name and vector from the latest checkpoint (Parquet, HDF5, NumPy, TSV)"
@@ -19,9 +19,7 @@ HELP = "write every entity's name and vector from the latest checkpoint (Parquet
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
-    parser.add_argument("--format", choices=FORMATS, default="parquet",
-                        help="parquet (one row per entity), hdf5 (a group per type), npy (a directory), npz, "
-                        "tsv (a line per entity: name, then the values; PBG's export_to_tsv)")
+    parser.add_argument("--format", choices=FORMATS, default="parquet", help=FORMAT_HELP)
     parser.add_argument("--out", required=True, help="output file (a directory for npy)")
     parser.add_argument("--relations", metavar="PATH",
                         help="also write the relation operators' parameters here (Parquet: a row per relation, "
