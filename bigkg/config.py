@@ -143,6 +143,10 @@ class TrainingConfig:
     chunk_size: int = opt(50, "C: positives per chunk; each is a negative for the chunk's other positives", minimum=1)
     num_uniform_negatives: int = opt(50, "U: entities drawn uniformly once per chunk from the partition", minimum=0)
     negatives: str = opt("batched", "'batched': chunk positives + U uniform; 'all': every entity of the partition", NEGATIVE_MODES)
+    relation_negatives: dict[str, str] = opt(
+        {}, "per-relation negatives, relation name -> batched or all (overrides 'negatives'; PBG's "
+        "relations[].all_negs): a batch's edges of 'all' relations are scored against every entity of the "
+        "partition, the others against their chunk's candidates")
     anchor_negatives: bool = opt(
         False, "batched mode: also score each positive against its own anchor (its head as a tail, its tail "
         "as a head), which evaluation ranks but sampled chunks almost never contain; helps graphs of "
@@ -351,10 +355,12 @@ def _check(config: Config) -> None:
             f"training.foreign_negatives: rows read from other partitions bypass model.encoder "
             f"({m.encoder.name!r}); use it with encoder 'none' only")
     t = config.training
-    for rel, sides in t.relation_negative_sides.items():
-        if sides not in NEGATIVE_SIDES:
-            raise ConfigError(
-                f"training.relation_negative_sides.{rel}: {sides!r} is not allowed; choose one of {', '.join(NEGATIVE_SIDES)}")
+    for key, named, allowed in (("relation_negative_sides", t.relation_negative_sides, NEGATIVE_SIDES),
+                                ("relation_negatives", t.relation_negatives, NEGATIVE_MODES)):
+        for rel, value in named.items():
+            if value not in allowed:
+                raise ConfigError(
+                    f"training.{key}.{rel}: {value!r} is not allowed; choose one of {', '.join(allowed)}")
     for rel, weight in t.relation_weights.items():
         if weight < 0:  # non-finite numbers are refused when read
             raise ConfigError(f"training.relation_weights.{rel}: {weight!r} is below the minimum 0")

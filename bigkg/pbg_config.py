@@ -5,7 +5,7 @@ option of PBG 1.0.0 (and the regulariser of later PBG) is either translated into
 option of the same meaning, with PBG's default where the file leaves it out (the two
 projects' defaults differ: PBG's comparator is cos, its loss ranking, its lr 0.01), or
 named in a note saying where it went or why it has no translation (featurized
-entities; all_negs on some relations only). The table of the
+entities). The table of the
 translation is docs/migrating_from_pbg.md, "Config options".
 """
 
@@ -156,6 +156,10 @@ def _translate_relations(relations: list[dict[str, Any]], dynamic: bool, t: Tran
     model, training = t.config["model"], t.config["training"]
     operators = Counter(r["operator"] for r in rows)
     model["operator"] = operators.most_common(1)[0][0]
+    modes = {r["name"]: "all" if r["all_negs"] else "batched" for r in rows}
+    negatives = Counter(modes.values()).most_common(1)[0][0]
+    if negatives == "all":
+        training["negatives"] = "all"
     if not dynamic:
         # Named relations: those whose operator, weight or negatives differ from the common ones.
         others = {r["name"]: r["operator"] for r in rows if r["operator"] != model["operator"]}
@@ -164,12 +168,10 @@ def _translate_relations(relations: list[dict[str, Any]], dynamic: bool, t: Tran
         weights = {r["name"]: r["weight"] for r in rows if r["weight"] != 1.0}
         if weights:
             training["relation_weights"] = weights
+        other_modes = {name: mode for name, mode in modes.items() if mode != negatives}
+        if other_modes:
+            training["relation_negatives"] = other_modes
     elif rows[0]["weight"] != 1.0:
         t.notes.append("relations[0].weight: with dynamic_relations it weighs every relation; scale training.lr instead")
-    all_negs = {bool(r["all_negs"]) for r in rows}
-    if all_negs == {True}:
-        training["negatives"] = "all"
-    elif len(all_negs) > 1:
-        t.untranslated.append("relations[].all_negs for some relations only: bigkg's training.negatives applies to all")
     t.notes.append("relations: their head and tail entity types go to `bigkg partition --schema` "
                    "(one line per relation: `name: [head_type, tail_type]`)")

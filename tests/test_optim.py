@@ -15,7 +15,7 @@ from bigkg.model import build_model
 from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_shared_optimizer, clip_row_norms
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
-from bigkg.training.builders import build_side_weights
+from bigkg.training.builders import build_all_rows_relations, build_side_weights
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,12 +151,12 @@ def foreign_candidates(mode: str | None, count: int, d: int, g: torch.Generator)
 
 
 def step_and_compare(model, config, batch, table, state, samples, pool_leaves, expected_table, expected_state,
-                     closed_form=False, side_weights=None):
+                     closed_form=False, side_weights=None, all_rows=None):
     """Run BatchStep on a copy of the partition and check it against the reference's update;
     foreign rows' gradients are handed back to their samples, not applied."""
     part = PartitionState(table.clone(), state.clone())
     step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.5),
-                     build_shared_optimizer(model, config.training), torch.Generator(), side_weights)
+                     build_shared_optimizer(model, config.training), torch.Generator(), side_weights, all_rows=all_rows)
     assert step.closed_form == closed_form
     step(batch, (("e", 0), part), (("e", 0), part), foreign=samples)
     torch.testing.assert_close(part.embeddings, expected_table)
@@ -326,3 +326,59 @@ def test_all_negatives_step_equals_dense_autograd_reference(foreign, sides):
 
     step_and_compare(model, config, batch, table, state, samples, pool_leaves,
                      expected_table, expected_state, side_weights=build_side_weights(config, manifest, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("operator", ["complex_diagonal", "none"])  # autograd; where the closed form would apply
+@pytest.mark.parametrize("negatives, named", [("batched", {"r": "all"}), ("all", {"s": "batched"})])
+def test_a_step_scores_some_relations_against_every_row_and_the_others_in_chunks(negatives, named, operator):
+    """training.relation_negatives: in one batch, the edges of 'r' are scored against every
+    row of the partition and those of 's' against their chunk's positives and uniform
+    negatives (chunks of 4 and 1 over the five 's' edges in batch order), each side weighted
+    by the edge's weight; one update with the summed gradient, as autograd's on the table.
+    The closed-form softmax step, for batched negatives only, steps aside."""
+    n, d, uniform = 12, 4, 3
+    config = config_from_dict({
+        "model": {"dim": d, "operator": operator, "regularizer": "n3", "regularization_weight": 0.01},
+        "training": {"negatives": negatives, "relation_negatives": named, "chunk_size": 4,
+                     "num_uniform_negatives": uniform, "lr": 0.5, "shared_lr": 0.2},
+    })
+    manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
+    all_rows = build_all_rows_relations(config, manifest, torch.device("cpu"))
+    assert all_rows.tolist() == [True, False]
+    model, reference = build_model(config, manifest), build_model(config, manifest)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), reference.parameters()):
+            p.normal_(generator=g)
+            q.copy_(p)
+    table, state = torch.randn(n, d, generator=g), torch.rand(n, generator=g)
+    rel = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0, 1])
+    batch = Batch(torch.tensor([0, 3, 3, 7, 11, 2, 5, 9, 1]), torch.tensor([1, 1, 5, 2, 0, 6, 6, 4, 8]), rel,
+                  torch.rand(9, generator=g))
+    step_generator = torch.Generator()  # the uniform rows of the 's' chunks: heads, then tails
+    head_negatives, tail_negatives = (torch.randint(0, n, (2, uniform), generator=step_generator) for _ in range(2))
+
+    leaf = table.clone().requires_grad_()
+    h, t = leaf[batch.lhs], leaf[batch.rhs]
+    loss = 0.0
+    every = rel == 0
+    tails = reference.score_candidates("rhs", h[every], rel[every], leaf)
+    heads = reference.score_candidates("lhs", t[every], rel[every], leaf)
+    per = LOSSES["softmax"](tails, batch.rhs[every], 0.1) + LOSSES["softmax"](heads, batch.lhs[every], 0.1)
+    loss = loss + (per * batch.weight[every]).sum()
+    chunked = torch.nonzero(rel == 1).flatten()
+    for chunk, rows in enumerate([chunked[:4], chunked[4:]]):
+        hc, tc, rc, pos = h[rows], t[rows], rel[rows], torch.arange(len(rows))
+        tail_scores = reference.score_candidates("rhs", hc, rc, torch.cat([tc, leaf[tail_negatives[chunk]]]))
+        head_scores = reference.score_candidates("lhs", tc, rc, torch.cat([hc, leaf[head_negatives[chunk]]]))
+        per = LOSSES["softmax"](tail_scores, pos, 0.1) + LOSSES["softmax"](head_scores, pos, 0.1)
+        loss = loss + (per * batch.weight[rows]).sum()
+    loss = loss + reference.regularization([h, t], rel)
+    loss.backward()
+    expected_table, expected_state = dense_row_adagrad(table, state, leaf.grad, 0.5)
+    if list(reference.parameters()):
+        torch.optim.Adagrad(reference.parameters(), lr=0.2).step()
+
+    step_and_compare(model, config, batch, table, state, None, (), expected_table, expected_state, all_rows=all_rows)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)

@@ -29,7 +29,7 @@ def get_torchbiggraph_config():
     )
 """
 
-# Named relations with their own operators, weights and one side's negatives switched off.
+# Named relations with their own operators, weights and negatives, and one side's negatives switched off.
 NAMED = """
 def get_torchbiggraph_config():
     relation = lambda name, op, **more: dict(name=name, lhs="user", rhs="item", operator=op, **more)
@@ -37,7 +37,7 @@ def get_torchbiggraph_config():
         entity_path="e", edge_paths=["p"], checkpoint_path="c",
         entities={"user": {"num_partitions": 2}, "item": {"num_partitions": 2}},
         relations=[relation("likes", "translation"), relation("buys", "translation", weight=2.5),
-                   relation("rates", "linear")],
+                   relation("rates", "linear", all_negs=True)],
         dimension=64, max_norm=1.0, init_scale=0.1, margin=0.3, batch_size=500, num_batch_negs=25,
         bucket_order="affinity", workers=8, relation_lr=0.02, disable_lhs_negs=True, background_io=True,
         checkpoint_preservation_interval=5, num_edge_chunks=3,
@@ -89,6 +89,7 @@ def test_named_relations_sides_snapshots_chunks_and_the_regulariser(tmp_path, ca
     assert model["operator"] == "translation" and model["relation_operators"] == {"rates": "linear"}
     assert (model["max_norm"], model["init_scale"]) == (1.0, 0.1)
     assert training["relation_weights"] == {"buys": 2.5}
+    assert "negatives" not in training and training["relation_negatives"] == {"rates": "all"}
     assert training["negative_sides"] == "tails"  # PBG's disable_lhs_negs: only tails are corrupted
     assert (training["workers"], training["shared_lr"], training["prefetch"]) == (8, 0.02, True)
     assert (training["batch_size"], training["chunk_size"], training["margin"]) == (500, 25, 0.3)
@@ -112,10 +113,10 @@ def test_options_bigkg_cannot_reproduce_are_named_in_the_file_and_on_stderr(tmp_
                     half_precision=True)
     """
     config, written, err = translate_file(write(tmp_path, text), tmp_path, capsys)
-    for item in ("entities.page.featurized", "relations[].all_negs for some relations only"):
-        assert item in written.split("# Notes:")[0] and f"warning: not translated: {item}" in err
+    assert "entities.page.featurized" in written.split("# Notes:")[0]
+    assert "warning: not translated: entities.page.featurized" in err
     assert "half_precision: not an option of PBG 1.0.0" in written
-    assert "negatives" not in config["training"] and config["model"]["bias"] is True
+    assert config["model"]["bias"] is True
 
 
 @pytest.mark.parametrize("text, message", [

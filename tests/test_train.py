@@ -465,11 +465,37 @@ def test_a_relation_trained_on_heads_only_never_moves_its_tail_negatives(tmp_pat
     assert not torch.equal(both[10:], initial[10:])
 
 
-def test_relation_negative_sides_name_a_missing_relation_or_a_bad_side(tiny, tmp_path):
-    with pytest.raises(ConfigError, match="training.relation_negative_sides.*'likes'"):
-        train(config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_negative_sides": {"likes": "tails"}})))
-    with pytest.raises(ConfigError, match="training.relation_negative_sides.r1: 'lhs' is not allowed; choose one of both"):
-        config_from_dict(small_config(tiny, tmp_path / "run", training={"relation_negative_sides": {"r1": "lhs"}}))
+def test_a_relation_with_all_negatives_moves_items_no_edge_names(tmp_path):
+    """Items 10-19 occur in no edge, and without uniform negatives only a relation scored
+    against every row of the partition reaches them: with relation_negatives {likes: all}
+    they move; without it they stay ('follows' edges are scored in chunks either way)."""
+    rng = np.random.default_rng(0)
+    likes = np.stack([rng.integers(0, 12, 300), np.zeros(300, dtype=int), rng.integers(0, 10, 300)], 1)
+    follows = np.stack([rng.integers(0, 12, 100), np.full(100, RELS.index(("follows", "user", "user"))),
+                        rng.integers(0, 12, 100)], 1)
+    write_dataset(tmp_path / "data", TYPES, RELS, {"train": np.concatenate([likes, follows])}, num_partitions=1)
+
+    def tables(name: str, **training) -> dict[str, torch.Tensor]:
+        run = tmp_path / name
+        train(config_from_dict(small_config(tmp_path / "data", run, model={"operator": "none"},
+                                            training={"epochs": 1, "num_uniform_negatives": 0, **training})))
+        return {t: CheckpointStore(run).latest().load_partition(t, 0)[0] for t in ("user", "item")}
+
+    initial = tables("initial", lr=0.0)
+    batched = tables("batched")
+    all_likes = tables("all", relation_negatives={"likes": "all"})
+    assert torch.equal(batched["item"][10:], initial["item"][10:])
+    assert not torch.equal(all_likes["item"][10:], initial["item"][10:])
+
+
+@pytest.mark.parametrize("key, good, bad, allowed", [
+    ("relation_negative_sides", "tails", "lhs", "both"), ("relation_negatives", "all", "uniform", "batched"),
+])
+def test_per_relation_negative_options_name_a_missing_relation_or_a_bad_value(tiny, tmp_path, key, good, bad, allowed):
+    with pytest.raises(ConfigError, match=f"training.{key}.*'likes'"):
+        train(config_from_dict(small_config(tiny, tmp_path / "run", training={key: {"likes": good}})))
+    with pytest.raises(ConfigError, match=f"training.{key}.r1: '{bad}' is not allowed; choose one of {allowed}"):
+        config_from_dict(small_config(tiny, tmp_path / "run", training={key: {"r1": bad}}))
 
 
 def test_relation_weights_name_a_missing_relation_or_a_negative_weight(tiny, tmp_path):

@@ -61,6 +61,17 @@ def build_side_weights(config: Config, manifest: Manifest, device: torch.device)
     return torch.tensor([_SIDE_WEIGHTS[side] for side in sides], device=device)
 
 
+def build_all_rows_relations(config: Config, manifest: Manifest, device: torch.device) -> torch.Tensor | None:
+    """[relations] bool: per relation id, whether its edges are scored against every row of
+    the partition (``training.relation_negatives``, else ``training.negatives``); None when
+    every relation takes ``training.negatives``."""
+    t = config.training
+    modes = _per_relation(config, manifest, "training.relation_negatives", t.relation_negatives, t.negatives)
+    if all(mode == t.negatives for mode in modes):
+        return None
+    return torch.tensor([mode == "all" for mode in modes], device=device)
+
+
 def build_scheduler(config: Config, manifest: Manifest) -> BucketScheduler:
     return LocalScheduler(manifest.num_partitions, config.training.bucket_order, config.seed)
 

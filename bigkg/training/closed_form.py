@@ -50,6 +50,7 @@ def supports_closed_form(model: KGModel, t: TrainingConfig) -> bool:
         and model.comparator.name == "dot"
         and t.loss == "softmax"
         and t.negatives == "batched"
+        and "all" not in t.relation_negatives.values()
         and not t.anchor_negatives
     )
 

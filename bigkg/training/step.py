@@ -31,6 +31,12 @@ class Batch:
     rel: Tensor  # [B]
     weight: Tensor | None  # [B]
 
+    def __len__(self) -> int:
+        return int(self.lhs.shape[0])
+
+    def rows(self, index: slice | Tensor) -> "Batch":
+        return Batch(self.lhs[index], self.rhs[index], self.rel[index], None if self.weight is None else self.weight[index])
+
 
 class _Rows:
     """Embedding rows of one partition gathered for a batch, as leaves that collect gradients.
@@ -103,11 +109,16 @@ class BatchStep:
         shared_optimizer: torch.optim.Optimizer | None,
         generator: torch.Generator,
         side_weights: Tensor | None = None,
+        *,
+        all_rows: Tensor | None = None,
     ):
         """``side_weights`` [relations, 2]: per relation, the weights of its tail- and
-        head-prediction losses (``bigkg.training.builders.build_side_weights``); None: 1 and 1."""
+        head-prediction losses (``bigkg.training.builders.build_side_weights``); None: 1 and 1.
+        ``all_rows`` [relations] bool: the relations whose edges are scored against every row
+        of the partition (``build_all_rows_relations``); None: ``config.negatives`` for all."""
         self.model = model
         self.side_weights = side_weights
+        self.all_rows = all_rows
         # Whether any relation trains its tail- and its head-prediction loss: a side that none
         # trains is not scored against every row ('all') nor given uniform negatives.
         self.trains = (True, True) if side_weights is None else tuple(bool(side_weights[:, k].any()) for k in (0, 1))
@@ -136,31 +147,29 @@ class BatchStep:
         cfg = self.config
         self.model.encoder.set_training_step(self.steps)
         self.steps += 1
-        size = batch.lhs.shape[0]
-        plan = ChunkPlan(size, min(cfg.chunk_size, size))
         gen = generator or self.generator
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         foreign_draws = [sample.draw(gen) for sample in foreign] if foreign is not None else []
-        sides = self._side_weights(batch)
         if self.closed_form:
-            return self._closed_form_step(plan, batch, sides, lhs, rhs, gen, foreign or (), foreign_draws)
+            plan = ChunkPlan(len(batch), min(cfg.chunk_size, len(batch)))
+            return self._closed_form_step(plan, batch, self._side_weights(batch), lhs, rhs, gen, foreign or (),
+                                          foreign_draws)
         foreign_leaves = [leaf for _, leaf in foreign_draws]
         left = _Rows(lkey, lstate, self.model, edges)
         right = left if lkey == rkey else _Rows(rkey, rstate, self.model, edges)
 
-        if cfg.negatives == "all":
-            lhs_all, rhs_all = left.take(None), right.take(None)
-            h, t = lhs_all.index_select(0, batch.lhs), rhs_all.index_select(0, batch.rhs)
-            foreign_scores = self._foreign_scores(h, t, batch.rel, foreign_leaves, (lkey[0], rkey[0]))
-            losses = []
-            if self.trains[0]:
-                losses.append(self._all_rows_loss("rhs", h, batch.rel, rhs_all, batch.rhs, foreign_scores))
-            if self.trains[1]:
-                losses.append(self._all_rows_loss("lhs", t, batch.rel, lhs_all, batch.lhs, foreign_scores))
-            per_edge = self._both_sides(torch.stack(losses))
-        else:
-            per_edge, h, t = self._chunked_loss(plan, batch, left, right, gen, foreign_leaves)
-        loss = (per_edge * sides).sum() if sides is not None else per_edge.sum()
+        if self.all_rows is None:
+            per_edge, h, t = self._edge_losses(batch, cfg.negatives == "all", left, right, gen, foreign_leaves)
+        else:  # some relations score every row, the others their chunks: the former edges first
+            on = self.all_rows.index_select(0, batch.rel)
+            batch = batch.rows(torch.argsort(on.to(torch.uint8), descending=True, stable=True))
+            split = int(on.sum())
+            parts = [self._edge_losses(batch.rows(slice(start, end)), all_rows, left, right, gen, foreign_leaves)
+                     for start, end, all_rows in ((0, split, True), (split, len(batch), False)) if end > start]
+            losses, heads, tails = zip(*parts)
+            per_edge, h, t = torch.cat(losses, 1), torch.cat(heads), torch.cat(tails)
+        side_weights = self._side_weights(batch)
+        loss = (per_edge * side_weights).sum() if side_weights is not None else per_edge.sum()
         reg = self.model.regularization([h, t], batch.rel)
         total = loss if reg is None else loss + reg
 
@@ -182,6 +191,23 @@ class BatchStep:
                     p.grad = g
                 self.shared_optimizer.step()
         return loss.detach()
+
+    def _edge_losses(self, batch: Batch, all_rows: bool, left: _Rows, right: _Rows, gen: torch.Generator,
+                     foreign: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-edge loss [2, B] of the tail and the head side, and the positives' head and tail
+        rows: against every row of the partitions (``all_rows``) or the chunks' candidates."""
+        if not all_rows:
+            plan = ChunkPlan(len(batch), min(self.config.chunk_size, len(batch)))
+            return self._chunked_loss(plan, batch, left, right, gen, foreign)
+        lhs_all, rhs_all = left.take(None), right.take(None)
+        h, t = lhs_all.index_select(0, batch.lhs), rhs_all.index_select(0, batch.rhs)
+        foreign_scores = self._foreign_scores(h, t, batch.rel, foreign, (left.key[0], right.key[0]))
+        losses = []
+        if self.trains[0]:
+            losses.append(self._all_rows_loss("rhs", h, batch.rel, rhs_all, batch.rhs, foreign_scores))
+        if self.trains[1]:
+            losses.append(self._all_rows_loss("lhs", t, batch.rel, lhs_all, batch.lhs, foreign_scores))
+        return self._both_sides(torch.stack(losses)), h, t
 
     def _all_rows_loss(self, side: str, queries: Tensor, rel: Tensor, rows: Tensor, targets: Tensor,
                        foreign_scores: Tensor | None) -> Tensor:

@@ -46,7 +46,8 @@ from bigkg.training.hogwild import SHARED_MEMORY, GroupWork, ProcessWorkers, Thr
 from bigkg.training.initial import InitialPartitions
 from bigkg.training.metrics import MetricsLog
 from bigkg.training.builders import (
-    Validator, build_generator, build_loss, build_relation_weights, build_scheduler, build_side_weights, build_validator,
+    Validator, build_all_rows_relations, build_generator, build_loss, build_relation_weights, build_scheduler,
+    build_side_weights, build_validator,
 )
 from bigkg.training.progress import Progress
 from bigkg.training.step import BatchStep, LossFn
@@ -100,6 +101,7 @@ class Trainer:
         self.step = BatchStep(
             self.model, self.loss_fn, config.training, self.row_optimizer, self.shared_optimizer,
             build_generator(config, self.device), build_side_weights(config, self.manifest, self.device),
+            all_rows=build_all_rows_relations(config, self.manifest, self.device),
         )
         self.shuffle_generator = build_generator(config, self.device)
         self.workers = self._build_workers(threads)  # before this process starts threads: it may fork
