@@ -3,6 +3,7 @@ shared by training and evaluation."""
 
 from __future__ import annotations
 
+import numba
 import torch
 
 from bigkg.config import Config, ConfigError
@@ -36,7 +37,5 @@ def set_cpu_threads(threads: int) -> None:
     ``threads: 1`` ran torch's sorts and products on two threads, whose idle
     half spun on a core another process needed (docs/benchmarks.md).
     """
-    import numba  # here: evaluation imports this module and needs no numba
-
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(threads)

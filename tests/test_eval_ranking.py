@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from bigkg.evaluation.counting import _compiled_applies, count_above_and_tied
 from bigkg.evaluation.filters import FilterIndex, KeyedSets, QueryKeys, Triples, filter_stride, read_split
 from bigkg.evaluation.metrics import ranking_metrics
-from bigkg.evaluation.ranking import NonFiniteScoreError, RankingOptions, gather, rank_queries, top_k
+from bigkg.evaluation.ranking import MaskedCandidates, NonFiniteScoreError, RankingOptions, gather, rank_queries, top_k
 from bigkg.format import load_manifest
 from eval_datasets import TensorSource, write_dataset
 
@@ -324,3 +325,44 @@ def test_an_index_of_the_queries_answers_them_as_the_whole_index_does_with_a_fra
         assert known_sets(restricted, side, anchors, queries.rels) == known_sets(full, side, anchors, queries.rels)
     one_side = FilterIndex.for_queries(codex2, manifest, QueryKeys.of_anchors("lhs", test.tails, test.rels, stride))
     assert known_sets(one_side, "lhs", test.tails, test.rels) == known_sets(full, "lhs", test.tails, test.rels)
+
+
+def test_compiled_and_torch_counts_agree_with_numpy():
+    """count_above_and_tied adds each row's above and tied counts: the compiled CPU pass and
+    the torch path (taken for a strided view) both match numpy, with ties, -inf (masked
+    candidates) and NaN (neither above nor tied), and add to what the counters hold."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (37, 203), generator=g).float()  # many ties
+    scores[torch.rand(scores.shape, generator=g) < 0.1] = float("-inf")
+    scores[3, :7] = float("nan")
+    answers = torch.randint(0, 5, (37,), generator=g).float()
+    answers[5] = float("-inf")
+    s, a = scores.numpy(), answers.numpy()[:, None]
+    expected_above, expected_tied = (s > a).sum(1) + 2, (s == a).sum(1) + 1
+    wide = torch.zeros(37, 406)
+    wide[:, ::2] = scores
+    for block, compiled in ((scores, True), (wide[:, ::2], False)):
+        greater, equal = torch.full((37,), 2, dtype=torch.int64), torch.ones(37, dtype=torch.int64)
+        assert _compiled_applies(block, answers, greater, equal) == compiled
+        count_above_and_tied(block, answers, greater, equal)
+        np.testing.assert_array_equal(greater.numpy(), expected_above)
+        np.testing.assert_array_equal(equal.numpy(), expected_tied)
+
+
+@pytest.mark.parametrize("candidates", [np.arange(10, 40), np.array([2, 5, 6, 11, 17, 18, 30, 33, 41])],
+                         ids=["range", "sample"])
+@pytest.mark.parametrize("chunk_size", [4, 100], ids=["chunks", "one chunk"])
+def test_masked_pairs_are_found_in_the_chunk_that_scores_them(candidates, chunk_size):
+    """Every (query row, id) pair whose id is a candidate comes back from the chunk holding
+    that id, at its position there; pairs of other ids from none."""
+    rng = np.random.default_rng(1)
+    pairs = (rng.integers(0, 6, 80), rng.integers(0, 45, 80))
+    pairs = tuple(np.array(sorted(set(zip(*pairs)))).T)  # distinct, as the filter gives them
+    masked = MaskedCandidates.among(pairs, candidates, chunk_size)
+    found = set()
+    for start in range(0, candidates.size, chunk_size):
+        chunk = candidates[start : start + chunk_size]
+        rows, positions = masked.within(start, start + chunk.size)
+        found |= {(int(q), int(chunk[p])) for q, p in zip(rows, positions)}
+    assert found == {(int(q), int(i)) for q, i in zip(*pairs) if i in set(candidates.tolist())}
+    assert masked.per_query(6).sum() == len(found)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from bigkg.errors import BigKGError
+from bigkg.evaluation.counting import count_above_and_tied
 from bigkg.evaluation.filters import FilterIndex
 from bigkg.evaluation.metrics import QueryRanks
 
@@ -107,28 +108,45 @@ def pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torch
 @dataclass(frozen=True)
 class MaskedCandidates:
     """The (query row, global id) pairs of a query batch that do not compete, found among one
-    sorted candidate array: each pair's query row and candidate position, by position."""
+    sorted candidate array: each pair's query row and candidate position."""
 
     query_rows: np.ndarray
-    positions: np.ndarray  # ascending
+    positions: np.ndarray
+    ordered: bool  # positions ascending, so each chunk's pairs are one slice
 
     @staticmethod
-    def among(pairs: tuple[np.ndarray, np.ndarray], candidates: np.ndarray) -> "MaskedCandidates":
-        """``pairs`` (query rows, global ids) located in the sorted, non-empty ``candidates``."""
+    def among(pairs: tuple[np.ndarray, np.ndarray], candidates: np.ndarray, chunk_size: int) -> "MaskedCandidates":
+        """``pairs`` (query rows, global ids) located in the sorted, non-empty ``candidates``,
+        scored in chunks of ``chunk_size``; ordered by position only when there are several chunks."""
         qidx, ids = pairs
-        pos = np.minimum(np.searchsorted(candidates, ids), candidates.size - 1)
-        hit = np.flatnonzero(candidates[pos] == ids)
-        order = hit[np.argsort(pos[hit], kind="stable")]
-        return MaskedCandidates(qidx[order], pos[order])
+        if _is_range(candidates):  # positions by subtraction
+            pos = ids - candidates[0]
+            hit = np.flatnonzero((pos >= 0) & (pos < candidates.size))
+        else:
+            pos = np.minimum(np.searchsorted(candidates, ids), candidates.size - 1)
+            hit = np.flatnonzero(candidates[pos] == ids)
+        ordered = candidates.size > chunk_size
+        if ordered:
+            hit = hit[np.argsort(pos[hit], kind="stable")]
+        return MaskedCandidates(qidx[hit], pos[hit], ordered)
 
     def within(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """(query rows, positions relative to ``start``) of the pairs at positions [start, stop)."""
-        a, b = np.searchsorted(self.positions, [start, stop])
-        return self.query_rows[a:b], self.positions[a:b] - start
+        if self.ordered:
+            a, b = np.searchsorted(self.positions, [start, stop])
+            picked: slice | np.ndarray = slice(a, b)
+        else:
+            picked = (self.positions >= start) & (self.positions < stop)
+        return self.query_rows[picked], self.positions[picked] - start
 
     def per_query(self, n: int) -> np.ndarray:
         """How many candidates each of ``n`` queries has masked (the pairs are distinct)."""
         return np.bincount(self.query_rows, minlength=n)
+
+
+def _is_range(candidates: np.ndarray) -> bool:
+    """Whether the sorted, distinct ``candidates`` are every id from the first to the last."""
+    return candidates.size > 0 and int(candidates[-1]) - int(candidates[0]) + 1 == candidates.size
 
 
 def _masked_scores(
@@ -147,10 +165,10 @@ def _masked_scores(
     ``vectors`` is the partition whose first row is global id ``lo``; the ``masked``
     (query row, candidate position) pairs score -inf.
     """
-    contiguous = candidates.size > 0 and int(candidates[-1]) - int(candidates[0]) + 1 == candidates.size
+    contiguous = _is_range(candidates)
     for start in range(0, candidates.size, chunk_size):
         chunk = candidates[start : start + chunk_size]
-        if contiguous:  # a range: a view, no copy
+        if contiguous:  # a view, no copy
             rows = vectors[int(chunk[0]) - lo : int(chunk[-1]) + 1 - lo]
         else:
             rows = vectors[torch.from_numpy(chunk - lo).to(vectors.device)]
@@ -230,15 +248,13 @@ def rank_queries(
             if candidates.size == 0:
                 continue
             # Known answers of this batch and its answers, masked wherever they are candidates.
-            masked = MaskedCandidates.among(_masked_pairs(filters, side, anchors[sl], rels[sl], answers[sl]), candidates)
+            masked = MaskedCandidates.among(_masked_pairs(filters, side, anchors[sl], rels[sl], answers[sl]), candidates,
+                                            options.candidate_chunk)
             competitors[sl] += candidates.size - masked.per_query(sl.stop - sl.start)
-            true_b = true_scores[sl].unsqueeze(1)
             with torch.no_grad():
                 for _, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, candidates,
                                                 options.candidate_chunk, masked):
-                    # int32 sums of the boolean masks: about twice as fast as the default int64.
-                    greater[sl] += (scores > true_b).sum(dim=1, dtype=torch.int32)
-                    equal[sl] += (scores == true_b).sum(dim=1, dtype=torch.int32)
+                    count_above_and_tied(scores, true_scores[sl], greater[sl], equal[sl])
     ranks = 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
     counts = competitors + 1
     for b, sl in enumerate(batches):
@@ -286,7 +302,7 @@ def top_k(
         vectors = source.load(target_type, part).to(device)
         for sl in _batches(n, options.query_batch):
             in_batch = (ex_q >= sl.start) & (ex_q < sl.stop)
-            masked = MaskedCandidates.among((ex_q[in_batch] - sl.start, ex_ids[in_batch]), ids_p)
+            masked = MaskedCandidates.among((ex_q[in_batch] - sl.start, ex_ids[in_batch]), ids_p, options.candidate_chunk)
             with torch.no_grad():
                 for chunk, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, ids_p,
                                                     options.candidate_chunk, masked):
