@@ -302,8 +302,9 @@ def test_score_blocks_bounded_by_batch_and_chunk(tmp_path):
     assert sum(s[0] * s[1] for s in blocks) == len(test) * n
 
 
-def known_sets(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np.ndarray) -> list[set[int]]:
-    position, answers = filters.known_answers(side, anchors, rels)
+def known_sets(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np.ndarray,
+               part: int | None = None) -> list[set[int]]:
+    position, answers = filters.known_answers(side, anchors, rels, part)
     sets: list[set[int]] = [set() for _ in anchors]
     for p, a in zip(position.tolist(), answers.tolist()):
         sets[p].add(a)
@@ -325,6 +326,27 @@ def test_an_index_of_the_queries_answers_them_as_the_whole_index_does_with_a_fra
         assert known_sets(restricted, side, anchors, queries.rels) == known_sets(full, side, anchors, queries.rels)
     one_side = FilterIndex.for_queries(codex2, manifest, QueryKeys.of_anchors("lhs", test.tails, test.rels, stride))
     assert known_sets(one_side, "lhs", test.tails, test.rels) == known_sets(full, "lhs", test.tails, test.rels)
+
+
+def test_a_partitioned_index_gives_each_partition_its_own_answers(codex2):
+    """CoDEx-S at P=2: asked for partition p, the index built with the manifest gives every
+    known answer of the query that lies in p and nothing else, the same as one index of
+    every answer cut down to p's global ids."""
+    manifest = load_manifest(codex2)
+    test = read_split(codex2, manifest, "test")
+    everything = read_split(codex2, manifest, "train")
+    stride = filter_stride(manifest)
+    unsplit = FilterIndex(everything, stride)
+    split = FilterIndex(everything, stride, manifest)
+    offsets = manifest.entity_type(manifest.entity_types[0].name).offsets
+    for side, anchors in (("rhs", test.heads), ("lhs", test.tails)):
+        whole = known_sets(unsplit, side, anchors, test.rels)
+        assert known_sets(split, side, anchors, test.rels) == whole
+        for part in range(manifest.num_partitions):
+            lo, hi = offsets[part], offsets[part + 1]
+            expected = [{a for a in answers if lo <= a < hi} for answers in whole]
+            assert known_sets(split, side, anchors, test.rels, part) == expected
+            assert any(expected), "each partition holds some answers"
 
 
 def test_compiled_and_torch_counts_agree_with_numpy():

@@ -12,7 +12,7 @@ import numpy as np
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import Config
 from bigkg.evaluation.breakdown import breakdown, relation_categories
-from bigkg.evaluation.filters import FilterIndex, QueryKeys, Triples, concatenate, filter_stride, iter_split, read_split
+from bigkg.evaluation.filters import FilterIndex, QueryKeys, Triples, by_entity_type, concatenate, filter_stride, iter_split, read_split
 from bigkg.evaluation.metrics import QueryRanks, both_directions, mean_recall_ndcg, recall_ndcg_per_user
 from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun, open_run
@@ -44,19 +44,10 @@ class DatasetIndex:
     def unseen_in_training(self, manifest: Manifest, triples: Triples) -> np.ndarray:
         """Mask of the triples whose head or tail never occurs in a training edge."""
         unseen = np.zeros(len(triples), dtype=bool)
-        for name, heads, tails in _by_entity_type(manifest, triples):
+        for name, heads, tails in by_entity_type(manifest, triples):
             unseen[heads] |= ~self.seen[name][triples.heads[heads]]
             unseen[tails] |= ~self.seen[name][triples.tails[tails]]
         return unseen
-
-
-def _by_entity_type(manifest: Manifest, triples: Triples):
-    """Per entity type: (name, mask of triples whose head has it, mask of those whose tail has it)."""
-    names = [et.name for et in manifest.entity_types]
-    lhs_code = np.array([names.index(r.lhs_type) for r in manifest.relations], dtype=np.int64)[triples.rels]
-    rhs_code = np.array([names.index(r.rhs_type) for r in manifest.relations], dtype=np.int64)[triples.rels]
-    for code, name in enumerate(names):
-        yield name, lhs_code == code, rhs_code == code
 
 
 # The index of the last split evaluated, reused by the validations of a training run.
@@ -83,12 +74,12 @@ def _build_index(root: str | Path, manifest: Manifest, split: str, rec_relation:
         for part in iter_split(root, manifest, s):
             answering.append(keys.answering(part))
             if s == "train":
-                for name, heads, tails in _by_entity_type(manifest, part):
+                for name, heads, tails in by_entity_type(manifest, part):
                     seen[name][part.heads[heads]] = True
                     seen[name][part.tails[tails]] = True
             if rec is not None:
                 rec.add(s, part)
-    filters = FilterIndex(concatenate(answering), keys.stride)
+    filters = FilterIndex(concatenate(answering), keys.stride, manifest)
     return DatasetIndex(triples, filters, seen, None if rec is None else rec.finish())
 
 

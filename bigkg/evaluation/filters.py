@@ -11,7 +11,10 @@ known heads. Each direction is a sorted int64 key array plus CSR
 direction, with no Python object per key, and lookups are vectorised
 ``searchsorted`` calls. Evaluation needs the known answers of its own queries
 only: ``QueryKeys`` picks, bucket by bucket, the triples that answer one of them,
-so memory holds those rather than every edge of the graph.
+so memory holds those rather than every edge of the graph. Ranking scores the
+candidates one partition at a time, so its index keys each set by the partition
+of its answers too: a query batch looks up each known answer once, not once per
+partition.
 """
 
 from __future__ import annotations
@@ -61,6 +64,26 @@ def iter_split(root: str | Path, manifest: Manifest, split: str,
         lhs_base = np.array([offsets[t][i] for t in lhs_types], dtype=np.int64)
         rhs_base = np.array([offsets[t][j] for t in rhs_types], dtype=np.int64)
         yield Triples(lhs_base[rel] + edges.lhs.astype(np.int64), rel, rhs_base[rel] + edges.rhs.astype(np.int64))
+
+
+def by_entity_type(manifest: Manifest, triples: Triples) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Per entity type: (name, mask of triples whose head has it, mask of those whose tail has it)."""
+    names = [et.name for et in manifest.entity_types]
+    lhs_code = np.array([names.index(r.lhs_type) for r in manifest.relations], dtype=np.int64)[triples.rels]
+    rhs_code = np.array([names.index(r.rhs_type) for r in manifest.relations], dtype=np.int64)[triples.rels]
+    for code, name in enumerate(names):
+        yield name, lhs_code == code, rhs_code == code
+
+
+def answer_partitions(manifest: Manifest, triples: Triples) -> tuple[np.ndarray, np.ndarray]:
+    """The partition of each triple's head and of its tail, within their entity types."""
+    head_parts = np.zeros(len(triples), dtype=np.int64)
+    tail_parts = np.zeros(len(triples), dtype=np.int64)
+    for name, heads, tails in by_entity_type(manifest, triples):
+        offsets = manifest.entity_type(name).offsets
+        head_parts[heads] = np.searchsorted(offsets, triples.heads[heads], side="right") - 1
+        tail_parts[tails] = np.searchsorted(offsets, triples.tails[tails], side="right") - 1
+    return head_parts, tail_parts
 
 
 def concatenate(parts: list[Triples]) -> Triples:
@@ -120,10 +143,12 @@ class KeyedSets:
 
 
 def filter_stride(manifest: Manifest) -> int:
-    """Keys are rel * stride + entity; the stride covers the largest entity type."""
+    """Keys are rel * stride + entity (times P plus the answers' partition in a partitioned
+    index); the stride covers the largest entity type."""
     stride = max(max((et.count for et in manifest.entity_types), default=1), 1)
-    if len(manifest.relations) * stride >= 2**63:
-        raise OverflowError(f"{len(manifest.relations)} relations x {stride} entities overflow int64 filter keys")
+    if len(manifest.relations) * stride * manifest.num_partitions >= 2**63:
+        raise OverflowError(f"{len(manifest.relations)} relations x {stride} entities x {manifest.num_partitions} "
+                            "partitions overflow int64 filter keys")
     return stride
 
 
@@ -132,22 +157,39 @@ def filter_key(rels: np.ndarray, entities: np.ndarray, stride: int) -> np.ndarra
 
 
 class FilterIndex:
-    """Known tails per (relation, head) and known heads per (relation, tail)."""
+    """Known tails per (relation, head) and known heads per (relation, tail); with a
+    ``manifest``, each set split by the partition its answers lie in."""
 
-    def __init__(self, triples: Triples, stride: int):
+    def __init__(self, triples: Triples, stride: int, manifest: Manifest | None = None):
         self.stride = stride
-        self.tails = KeyedSets.build(filter_key(triples.rels, triples.heads, stride), triples.tails)
-        self.heads = KeyedSets.build(filter_key(triples.rels, triples.tails, stride), triples.heads)
+        self.num_parts = 1 if manifest is None else manifest.num_partitions
+        if manifest is None:
+            head_parts = tail_parts = np.zeros(len(triples), dtype=np.int64)
+        else:
+            head_parts, tail_parts = answer_partitions(manifest, triples)
+        self.tails = KeyedSets.build(self._key(triples.rels, triples.heads, tail_parts), triples.tails)
+        self.heads = KeyedSets.build(self._key(triples.rels, triples.tails, head_parts), triples.heads)
 
-    def known_answers(self, side: str, anchors: np.ndarray, rels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(query position, answer gid) pairs: known tails (side "rhs") or heads ("lhs")."""
+    def _key(self, rels: np.ndarray, anchors: np.ndarray, parts: np.ndarray | int) -> np.ndarray:
+        return filter_key(rels, anchors, self.stride) * self.num_parts + parts
+
+    def known_answers(self, side: str, anchors: np.ndarray, rels: np.ndarray,
+                      part: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(query position, answer gid) pairs: known tails (side "rhs") or heads ("lhs").
+
+        With ``part``, those in that partition of the answers' entity type; an index not
+        split by partition gives them all, and the caller keeps the ones it ranks.
+        """
         sets = self.tails if side == "rhs" else self.heads
-        return sets.lookup(filter_key(rels, anchors, self.stride))
+        if part is not None and self.num_parts > 1:
+            return sets.lookup(self._key(rels, anchors, part))
+        found = [sets.lookup(self._key(rels, anchors, p)) for p in range(self.num_parts)]
+        return np.concatenate([q for q, _ in found]), np.concatenate([a for _, a in found])
 
     @classmethod
     def from_dataset(cls, root: str | Path, manifest: Manifest, splits: tuple[str, ...] = SPLITS) -> "FilterIndex":
-        """Every triple of ``splits``."""
-        return cls(concatenate([read_split(root, manifest, s) for s in splits]), filter_stride(manifest))
+        """Every triple of ``splits``, split by partition."""
+        return cls(concatenate([read_split(root, manifest, s) for s in splits]), filter_stride(manifest), manifest)
 
     @classmethod
     def for_queries(cls, root: str | Path, manifest: Manifest, keys: "QueryKeys") -> "FilterIndex":

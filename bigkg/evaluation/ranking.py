@@ -179,14 +179,15 @@ def _masked_scores(
         yield chunk, scores
 
 
-def _masked_pairs(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np.ndarray,
-                  answers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(query row, gid) pairs that do not compete, each pair once: every known answer of the
-    queries, and each query's own answer also where the filter lacks it (it is the reference)."""
-    qidx, ids = filters.known_answers(side, anchors, rels)
+def _masked_pairs(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np.ndarray, answers: np.ndarray,
+                  part: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """(query row, gid) pairs that do not compete in partition ``part`` (gids [lo, hi)), each
+    pair once: the queries' known answers there, and each query's own answer also where the
+    filter lacks it (it is the reference)."""
+    qidx, ids = filters.known_answers(side, anchors, rels, part)
     listed = np.zeros(len(answers), dtype=bool)
     listed[qidx[ids == answers[qidx]]] = True
-    own = np.flatnonzero(~listed)
+    own = np.flatnonzero(~listed & (answers >= lo) & (answers < hi))
     return np.concatenate([qidx, own]), np.concatenate([ids, answers[own]])
 
 
@@ -248,8 +249,8 @@ def rank_queries(
             if candidates.size == 0:
                 continue
             # Known answers of this batch and its answers, masked wherever they are candidates.
-            masked = MaskedCandidates.among(_masked_pairs(filters, side, anchors[sl], rels[sl], answers[sl]), candidates,
-                                            options.candidate_chunk)
+            pairs = _masked_pairs(filters, side, anchors[sl], rels[sl], answers[sl], part, lo, hi)
+            masked = MaskedCandidates.among(pairs, candidates, options.candidate_chunk)
             competitors[sl] += candidates.size - masked.per_query(sl.stop - sl.start)
             with torch.no_grad():
                 for _, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, candidates,
