@@ -12,7 +12,8 @@ import numpy as np
 from bigkg.checkpoint import CheckpointStore
 from bigkg.config import Config
 from bigkg.evaluation.breakdown import breakdown, relation_categories
-from bigkg.evaluation.filters import FilterIndex, QueryKeys, Triples, by_entity_type, concatenate, filter_stride, iter_split, read_split
+from bigkg.evaluation.filters import (FilterIndex, QueryKeys, Triples, by_entity_type, concatenate, filter_stride,
+                                     iter_split)
 from bigkg.evaluation.metrics import QueryRanks, both_directions, mean_recall_ndcg, recall_ndcg_per_user
 from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun, open_run
@@ -65,14 +66,16 @@ def dataset_index(root: str | Path, manifest: Manifest, split: str, rec_relation
 
 
 def _build_index(root: str | Path, manifest: Manifest, split: str, rec_relation: int | None) -> DatasetIndex:
-    triples = read_split(root, manifest, split)
+    evaluated = list(iter_split(root, manifest, split))
+    triples = concatenate(evaluated)
     keys = QueryKeys.of_triples(triples, filter_stride(manifest))
     seen = {et.name: np.zeros(et.count, dtype=bool) for et in manifest.entity_types}
     rec = None if rec_relation is None else _RecommendationCollector(rec_relation, triples)
     answering = []
     for s in SPLITS:
-        for part in iter_split(root, manifest, s):
-            answering.append(keys.answering(part))
+        # The evaluated split, read once: each of its triples answers its own queries.
+        for part in evaluated if s == split else iter_split(root, manifest, s):
+            answering.append(part if s == split else keys.answering(part))
             if s == "train":
                 for name, heads, tails in by_entity_type(manifest, part):
                     seen[name][part.heads[heads]] = True
