@@ -133,6 +133,16 @@ def test_clip_row_norms_scales_long_rows_only():
     torch.testing.assert_close(table, torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0]]))
 
 
+def twin_models(config, manifest, g: torch.Generator):
+    """The model a step updates and the autograd reference, with the same random parameters."""
+    model, reference = build_model(config, manifest), build_model(config, manifest)
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), reference.parameters()):
+            p.normal_(generator=g)
+            q.copy_(p)
+    return model, reference
+
+
 def foreign_candidates(mode: str | None, count: int, d: int, g: torch.Generator):
     """(head and tail samples for the step; for the reference, their pool rows as leaves, and
     the head and tail candidates a batch scores). ``mode``: None; "pool", every batch scores
@@ -230,13 +240,8 @@ def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, r
     side = {"both": (1.0, 1.0), "tails": (1.0, 0.0), "heads": (0.0, 1.0)}
     expected_sides = torch.tensor([side[(sides or {}).get(name, global_side)] for name in ("r", "s")])
     assert torch.equal(side_weights if side_weights is not None else torch.ones(2, 2), expected_sides)
-    model = build_model(config, manifest)
-    reference = build_model(config, manifest)
     g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p, q in zip(model.parameters(), reference.parameters()):
-            p.normal_(generator=g)
-            q.copy_(p)
+    model, reference = twin_models(config, manifest, g)
     table = torch.randn(n, d, generator=g)
     state = torch.rand(n, generator=g)
     batch = Batch(torch.tensor([0, 1, 1, 5, 7, 0, 2, 3, 9, 9]), torch.tensor([1, 2, 3, 0, 0, 4, 4, 3, 1, 2]),
@@ -304,12 +309,8 @@ def test_all_negatives_step_equals_dense_autograd_reference(foreign, sides):
         "training": {"negatives": "all", "lr": 0.5, "shared_lr": 0.2, "negative_sides": sides},
     })
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e")], {})
-    model, reference = build_model(config, manifest), build_model(config, manifest)
     g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p, q in zip(model.parameters(), reference.parameters()):
-            p.normal_(generator=g)
-            q.copy_(p)
+    model, reference = twin_models(config, manifest, g)
     table, state = torch.randn(n, d, generator=g), torch.rand(n, generator=g)
     batch = Batch(torch.tensor([0, 3, 3, 7, 11]), torch.tensor([1, 1, 5, 2, 0]), torch.zeros(5, dtype=torch.long), None)
     samples, pool_leaves, (foreign_heads, foreign_tails) = foreign_candidates(foreign, 2, d, g)
@@ -345,12 +346,8 @@ def test_a_step_scores_some_relations_against_every_row_and_the_others_in_chunks
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
     all_rows = build_all_rows_relations(config, manifest, torch.device("cpu"))
     assert all_rows.tolist() == [True, False]
-    model, reference = build_model(config, manifest), build_model(config, manifest)
     g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for p, q in zip(model.parameters(), reference.parameters()):
-            p.normal_(generator=g)
-            q.copy_(p)
+    model, reference = twin_models(config, manifest, g)
     table, state = torch.randn(n, d, generator=g), torch.rand(n, generator=g)
     rel = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0, 1])
     batch = Batch(torch.tensor([0, 3, 3, 7, 11, 2, 5, 9, 1]), torch.tensor([1, 1, 5, 2, 0, 6, 6, 4, 8]), rel,
