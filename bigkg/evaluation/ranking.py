@@ -14,9 +14,10 @@ metrics: its answer and the entities of the target type (or of the sample) that
 are not known answers.
 
 The loop is partition-major: each partition of the target type is loaded once,
-and every query batch is scored against it in candidate chunks. Memory is the
-query vectors, one partition, and a ``query_batch x candidate_chunk`` score
-block.
+and every query batch is scored against it in candidate chunks, with the batch's known
+answers in that partition masked (a partitioned ``FilterIndex`` gives each partition only
+its own). Memory is the query vectors, one partition, and a
+``query_batch x candidate_chunk`` score block.
 
 Sampled mode (for graphs too large for full ranking): each query batch draws
 ``num_sampled`` entities of the target type uniformly with replacement, keeps
