@@ -81,7 +81,8 @@ def test_eval_command_by_relation_prints_and_writes_the_breakdown(tmp_path, caps
     assert main(["eval", str(path), "--by-relation", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
-    for name, m in data["relations"].items():
-        assert any(line.startswith(name) and f"{m['mrr']:.4f}" in line for line in printed.splitlines())
+    for name, m in data["relations"].items():  # MRR and Hits@ the largest k on the relation's line
+        assert any(line.startswith(name) and f"{m['mrr']:.4f}" in line and f"{m['hits@10']:.4f}" in line
+                   for line in printed.splitlines())
     assert main(["eval", str(path), "--json", str(out)]) == 0
     assert "relations" not in json.loads(out.read_text()) and "category" not in capsys.readouterr().out

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("train", "valid", "test"), help="split to rank (default: eval.split)")
     parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH")
     parser.add_argument("--by-relation", action="store_true",
-                        help="also report MRR per relation and per category (1-1, 1-N, N-1, N-N from the training edges)")
+                        help="also report MRR and Hits@k per relation and per category (1-1, 1-N, N-1, N-N from the training edges)")
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -44,11 +44,14 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def _breakdown_lines(result: dict[str, Any]) -> list[str]:
-    """MRR of both directions, tails and heads per category, then per relation (largest first)."""
-    head = f"{'MRR both':>10}{'tails':>8}{'heads':>8}{'count':>8}"
+    """MRR of both directions, tails and heads, and Hits@ the largest k, per category, then
+    per relation (largest first)."""
+    hits = max((k for k in result if k.startswith("hits@")), key=lambda k: int(k.split("@")[1]), default=None)
+    head = f"{'MRR both':>10}{'tails':>8}{'heads':>8}" + (f"{hits:>9}" if hits else "") + f"{'count':>8}"
 
     def mrrs(m: dict[str, Any]) -> str:
-        return f"{m['mrr']:10.4f}{m['tails']['mrr']:8.4f}{m['heads']['mrr']:8.4f}{m['count']:8d}"
+        return (f"{m['mrr']:10.4f}{m['tails']['mrr']:8.4f}{m['heads']['mrr']:8.4f}"
+                + (f"{m[hits]:9.4f}" if hits else "") + f"{m['count']:8d}")
 
     lines = [f"{'category':10}{'relations':>10}" + head]
     lines += [f"{category:10}{m['relations']:10d}" + mrrs(m) for category, m in result["categories"].items()]
