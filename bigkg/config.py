@@ -203,7 +203,9 @@ class EvalConfig:
     mode: str = opt("full", "'full': filtered ranking against every entity; 'sampled': against num_sampled uniform ones", ("full", "sampled"))
     num_sampled: int = opt(1000, "candidates per query in sampled mode", minimum=1)
     query_batch: int = opt(1024, "queries scored together", minimum=1)
-    candidate_chunk: int = opt(65536, "candidates scored together (bounds memory)", minimum=1)
+    candidate_chunk: int = opt(0, "candidates scored together (bounds memory); 0: sized for the device, a block "
+                                  "of about 4M scores per query batch on the CPU (it stays in cache), 65536 on a GPU",
+                                  minimum=0)
     hits: list[int] = opt([1, 3, 10], "k of the reported hits@k")
     valid_every: int = opt(1, "validate every N epochs during training; 0 never", minimum=0)
     early_stopping_patience: int = opt(0, "stop after N validations without a better valid MRR; 0 never", minimum=0)

@@ -15,7 +15,7 @@ from bigkg.evaluation.breakdown import breakdown, relation_categories
 from bigkg.evaluation.filters import (FilterIndex, QueryKeys, Triples, by_entity_type, concatenate, filter_stride,
                                      iter_split)
 from bigkg.evaluation.metrics import QueryRanks, both_directions, mean_recall_ndcg, recall_ndcg_per_user
-from bigkg.evaluation.ranking import RankingOptions, rank_queries, top_k
+from bigkg.evaluation.ranking import RankingOptions, candidate_chunk, rank_queries, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun, open_run
 from bigkg.format import SPLITS, DatasetError, Manifest, manifest_path
 
@@ -112,7 +112,7 @@ def ranking_options(config: Config, device: str, shard: tuple[int, int] | None =
     e = config.eval
     return RankingOptions(
         query_batch=e.query_batch,
-        candidate_chunk=e.candidate_chunk,
+        candidate_chunk=candidate_chunk(e.candidate_chunk, e.query_batch, device),
         num_sampled=e.num_sampled if e.mode == "sampled" else None,
         seed=config.seed,
         device=device,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from bigkg.atomic import atomic_file
 from bigkg.evaluation.filters import FilterIndex, QueryKeys, entity_offsets, filter_stride
-from bigkg.evaluation.ranking import RankingOptions, top_k
+from bigkg.evaluation.ranking import RankingOptions, candidate_chunk, top_k
 from bigkg.evaluation.source import EvaluationError, TrainedRun
 from bigkg.format import DatasetError, Manifest, read_entity_names
 
@@ -156,8 +156,10 @@ def similar(run: TrainedRun, name: str, k: int, entity_type: str | None = None) 
 
 
 def _options(run: TrainedRun) -> RankingOptions:
-    """Ranking for queries: every candidate, the run's candidate chunk and device."""
-    return RankingOptions(candidate_chunk=run.config.eval.candidate_chunk, device=run.device)
+    """Ranking for queries: every candidate, the run's query batch, candidate chunk and device."""
+    e = run.config.eval
+    chunk = candidate_chunk(e.candidate_chunk, e.query_batch, run.device)
+    return RankingOptions(query_batch=e.query_batch, candidate_chunk=chunk, device=run.device)
 
 
 def _cosine(side: str, anchors: torch.Tensor, rels: torch.Tensor, candidates: torch.Tensor, skip: int = 0) -> torch.Tensor:

@@ -77,6 +77,23 @@ class RankingOptions:
     shard: tuple[int, int] | None = None
 
 
+# Candidates per score block where eval.candidate_chunk is 0 (the default). On the CPU a block
+# of 4M scores (16 MiB) is still in cache when the count that follows its product reads it;
+# a larger one goes out to memory and comes back (docs/benchmarks.md, "Evaluation: a score
+# block sized for the CPU"). A GPU wants large blocks: fewer kernel launches.
+CPU_BLOCK_SCORES = 1 << 22
+GPU_CANDIDATE_CHUNK = 65536
+
+
+def candidate_chunk(configured: int, query_batch: int, device: str) -> int:
+    """``eval.candidate_chunk``, or where it is 0 the size that suits ``device``."""
+    if configured:
+        return configured
+    if torch.device(device).type == "cpu":
+        return max(1024, CPU_BLOCK_SCORES // query_batch)
+    return GPU_CANDIDATE_CHUNK
+
+
 def gather(source: EntitySource, entity_type: str, gids: np.ndarray, device: str = "cpu") -> torch.Tensor:
     """Rows ``gids`` of an entity type, loading each needed partition once."""
     offsets = source.partition_offsets(entity_type)
