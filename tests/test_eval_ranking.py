@@ -398,9 +398,9 @@ def test_masked_pairs_are_found_in_the_chunk_that_scores_them(candidates, chunk_
     pairs = tuple(np.array(sorted(set(zip(*pairs)))).T)  # distinct, as the filter gives them
     masked = MaskedCandidates.among(pairs, candidates, chunk_size)
     found = set()
-    for start in range(0, candidates.size, chunk_size):
+    for index, start in enumerate(range(0, candidates.size, chunk_size)):
         chunk = candidates[start : start + chunk_size]
-        rows, positions = masked.within(start, start + chunk.size)
+        rows, positions = masked.chunk(index)
         found |= {(int(q), int(chunk[p])) for q, p in zip(rows, positions)}
     assert found == {(int(q), int(i)) for q, i in zip(*pairs) if i in set(candidates.tolist())}
     assert masked.per_query(6).sum() == len(found)

@@ -126,16 +126,18 @@ def pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torch
 @dataclass(frozen=True)
 class MaskedCandidates:
     """The (query row, global id) pairs of a query batch that do not compete, found among one
-    sorted candidate array: each pair's query row and candidate position."""
+    sorted candidate array scored in chunks: each pair's query row and candidate position,
+    grouped by chunk."""
 
     query_rows: np.ndarray
     positions: np.ndarray
-    ordered: bool  # positions ascending, so each chunk's pairs are one slice
+    chunk_size: int
+    bounds: np.ndarray  # [chunks + 1]: chunk c's pairs are [bounds[c], bounds[c + 1])
 
     @staticmethod
     def among(pairs: tuple[np.ndarray, np.ndarray], candidates: np.ndarray, chunk_size: int) -> "MaskedCandidates":
         """``pairs`` (query rows, global ids) located in the sorted, non-empty ``candidates``,
-        scored in chunks of ``chunk_size``; ordered by position only when there are several chunks."""
+        scored in chunks of ``chunk_size``."""
         qidx, ids = pairs
         if _is_range(candidates):  # positions by subtraction
             pos = ids - candidates[0]
@@ -143,19 +145,20 @@ class MaskedCandidates:
         else:
             pos = np.minimum(np.searchsorted(candidates, ids), candidates.size - 1)
             hit = np.flatnonzero(candidates[pos] == ids)
-        ordered = candidates.size > chunk_size
-        if ordered:
-            hit = hit[np.argsort(pos[hit], kind="stable")]
-        return MaskedCandidates(qidx[hit], pos[hit], ordered)
+        chunks = -(-candidates.size // chunk_size)
+        if chunks == 1:
+            return MaskedCandidates(qidx[hit], pos[hit], chunk_size, np.array([0, hit.size]))
+        chunk_of = pos[hit] // chunk_size
+        # A stable sort of 16-bit keys is a radix sort: linear, where sorting positions was not.
+        key = chunk_of.astype(np.uint16) if chunks <= np.iinfo(np.uint16).max else chunk_of
+        hit = hit[np.argsort(key, kind="stable")]
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(chunk_of, minlength=chunks))])
+        return MaskedCandidates(qidx[hit], pos[hit], chunk_size, bounds)
 
-    def within(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """(query rows, positions relative to ``start``) of the pairs at positions [start, stop)."""
-        if self.ordered:
-            a, b = np.searchsorted(self.positions, [start, stop])
-            picked: slice | np.ndarray = slice(a, b)
-        else:
-            picked = (self.positions >= start) & (self.positions < stop)
-        return self.query_rows[picked], self.positions[picked] - start
+    def chunk(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(query rows, positions within the chunk) of the pairs in chunk ``index``."""
+        picked = slice(int(self.bounds[index]), int(self.bounds[index + 1]))
+        return self.query_rows[picked], self.positions[picked] - index * self.chunk_size
 
     def per_query(self, n: int) -> np.ndarray:
         """How many candidates each of ``n`` queries has masked (the pairs are distinct)."""
@@ -175,23 +178,23 @@ def _masked_scores(
     vectors: torch.Tensor,
     lo: int,
     candidates: np.ndarray,
-    chunk_size: int,
     masked: MaskedCandidates,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """(candidate ids, float scores [n, m]) per chunk of the sorted global ids ``candidates``.
+    """(candidate ids, float scores [n, m]) per chunk of the sorted global ids ``candidates``,
+    in the chunks ``masked`` was made for.
 
     ``vectors`` is the partition whose first row is global id ``lo``; the ``masked``
     (query row, candidate position) pairs score -inf.
     """
     contiguous = _is_range(candidates)
-    for start in range(0, candidates.size, chunk_size):
-        chunk = candidates[start : start + chunk_size]
+    for index, start in enumerate(range(0, candidates.size, masked.chunk_size)):
+        chunk = candidates[start : start + masked.chunk_size]
         if contiguous:  # a view, no copy
             rows = vectors[int(chunk[0]) - lo : int(chunk[-1]) + 1 - lo]
         else:
             rows = vectors[torch.from_numpy(chunk - lo).to(vectors.device)]
         scores = score_fn(side, anchors, rels, rows).float()
-        query_rows, positions = masked.within(start, start + chunk.size)
+        query_rows, positions = masked.chunk(index)
         if query_rows.size:
             scores[torch.from_numpy(query_rows).to(scores.device), torch.from_numpy(positions).to(scores.device)] = float("-inf")
         yield chunk, scores
@@ -271,8 +274,7 @@ def rank_queries(
             masked = MaskedCandidates.among(pairs, candidates, options.candidate_chunk)
             competitors[sl] += candidates.size - masked.per_query(sl.stop - sl.start)
             with torch.no_grad():
-                for _, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, candidates,
-                                                options.candidate_chunk, masked):
+                for _, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, candidates, masked):
                     count_above_and_tied(scores, true_scores[sl], greater[sl], equal[sl])
     ranks = 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
     counts = competitors + 1
@@ -323,8 +325,7 @@ def top_k(
             in_batch = (ex_q >= sl.start) & (ex_q < sl.stop)
             masked = MaskedCandidates.among((ex_q[in_batch] - sl.start, ex_ids[in_batch]), ids_p, options.candidate_chunk)
             with torch.no_grad():
-                for chunk, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, ids_p,
-                                                    options.candidate_chunk, masked):
+                for chunk, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, ids_p, masked):
                     ids = torch.from_numpy(chunk).to(device).expand(scores.shape[0], -1)
                     top = torch.topk(torch.cat([best_scores[sl], scores], dim=1), k, dim=1, sorted=True)
                     best_scores[sl] = top.values
