@@ -12,7 +12,7 @@ training), then times, on the test split, both directions:
   entries set to -inf in a Python loop. It needs every entity's vector in one
   tensor, so it only runs at P=1; its MRR must equal ``bigkg full``'s.
 
-    python benchmarks/eval_speed.py out/fb15k237-p1 --dim 400 --repeats 3
+    python benchmarks/eval_speed.py out/fb15k237-p1 --dim 400 --repeats 3 [--json rows.json]
 
 Prints a table of median seconds, queries/s and the ratio to the reference.
 """
@@ -20,20 +20,26 @@ Prints a table of median seconds, queries/s and the ratio to the reference.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bigkg.checkpoint import CheckpointStore, PartitionState
-from bigkg.config import config_from_dict
-from bigkg.evaluation import evaluate
-from bigkg.evaluation.evaluate import _INDEX_CACHE
-from bigkg.evaluation.filters import read_split
-from bigkg.format import SPLITS, load_manifest
-from bigkg.model import build_model
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bigkg.atomic import write_text_atomic  # noqa: E402
+from bigkg.checkpoint import CheckpointStore, PartitionState  # noqa: E402
+from bigkg.config import config_from_dict  # noqa: E402
+from bigkg.evaluation import evaluate  # noqa: E402
+from bigkg.evaluation.evaluate import _INDEX_CACHE  # noqa: E402
+from bigkg.evaluation.filters import read_split  # noqa: E402
+from bigkg.format import SPLITS, load_manifest  # noqa: E402
+from bigkg.model import build_model  # noqa: E402
 
 
 METHODS = ("full", "sampled", "reference")
@@ -103,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="what to time (default: all); 'full' alone for a before/after of full ranking")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
 
     rows = []
@@ -132,6 +139,10 @@ def main() -> None:
         ratio = f"{ref[name] / secs:9.2f}x" if name in ref else f"{'-':>10}"
         mrr_text = f"{mrr:9.5f}" if mrr is not None else f"{'-':>9}"
         print(f"{name:<16}{parts:>3}  {method:<22}{secs:9.2f}{queries / secs:11.0f}{ratio}{mrr_text}")
+    if args.json:
+        fields = ("dataset", "partitions", "method", "seconds", "queries", "mrr")
+        write_text_atomic(args.json, json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                                 "rows": [dict(zip(fields, row)) for row in rows]}, indent=1))
 
 
 if __name__ == "__main__":
