@@ -18,10 +18,11 @@ from eval_datasets import TensorSource, write_dataset
 
 
 def diag_score(rel_vecs: torch.Tensor):
-    def score(side, anchors, rels, cands):
-        return (anchors * rel_vecs[rels]) @ cands.transpose(-1, -2)  # the same for both sides
+    def scorer(side, anchors, rels):
+        operated = anchors * rel_vecs[rels]
+        return lambda cands: operated @ cands.transpose(-1, -2)  # the same for both sides
 
-    return score
+    return scorer
 
 
 def test_keyed_sets_lookup_matches_python_sets():
@@ -125,7 +126,7 @@ def test_filtered_ranks_match_brute_force_with_ties(tmp_path, chunk, batch):
 def test_hand_worked_example(known_tails):
     # 5 entities in 2 partitions; a candidate's score is its own value: [1, 1, 2, 2, 0].
     source = TensorSource({"ent": torch.tensor([[1.0], [1.0], [2.0], [2.0], [0.0]])}, {"ent": np.array([0, 2, 5])})
-    score_fn = lambda side, a, r, c: c.transpose(-1, -2).expand(*a.shape[:-1], -1)  # noqa: E731
+    score_fn = lambda side, a, r: lambda c: c.transpose(-1, -2).expand(*a.shape[:-1], -1)  # noqa: E731
     # Query (0, r0, ?) with answer 1 (score 1). Known tails of (0, r0): 2 is filtered; the answer
     # is the reference whether the filter lists it or not (a query outside the known triples).
     heads = np.zeros(len(known_tails), dtype=np.int64)
@@ -264,7 +265,7 @@ def test_top_k_excludes_and_orders():
     items = torch.tensor([[5.0], [1.0], [4.0], [3.0], [6.0], [2.0]])
     users = torch.tensor([[1.0], [-1.0]])
     source = TensorSource({"item": items, "user": users}, offsets)
-    score_fn = lambda side, a, r, c: a @ c.transpose(-1, -2)  # noqa: E731
+    score_fn = lambda side, a, r: lambda c: a @ c.transpose(-1, -2)  # noqa: E731
     exclude = (np.array([0, 1]), np.array([4, 5]))  # user 0 already has item 4, user 1 item 5
     ids, scores = top_k("rhs", np.array([0, 1]), np.array([0, 0]), "user", "item", source, score_fn, 3,
                         RankingOptions(candidate_chunk=2), exclude)
@@ -276,13 +277,13 @@ def test_top_k_within_candidate_subset():
     offsets = {"item": np.array([0, 3, 6]), "user": np.array([0, 1])}
     items = torch.tensor([[5.0], [1.0], [4.0], [3.0], [6.0], [2.0]])
     source = TensorSource({"item": items, "user": torch.tensor([[1.0]])}, offsets)
-    score_fn = lambda side, a, r, c: a @ c.transpose(-1, -2)  # noqa: E731
+    score_fn = lambda side, a, r: lambda c: a @ c.transpose(-1, -2)  # noqa: E731
     ids, _ = top_k("rhs", np.array([0]), np.array([0]), "user", "item", source, score_fn, 5,
                    RankingOptions(candidate_chunk=2), candidates=np.array([1, 3, 5]))
     assert ids.tolist() == [[3, 5, 1]]  # k capped at the 3 candidates
 
 
-def test_score_blocks_bounded_by_batch_and_chunk(tmp_path):
+def test_score_blocks_bounded_by_batch_and_chunk_and_queries_prepared_once(tmp_path):
     splits, gid = _random_kg(tmp_path, parts=2)
     manifest = load_manifest(tmp_path)
     test = read_split(tmp_path, manifest, "test")
@@ -290,12 +291,18 @@ def test_score_blocks_bounded_by_batch_and_chunk(tmp_path):
     offsets = {"ent": manifest.entity_type("ent").offsets}
     source = TensorSource({"ent": torch.randn(n, 4)}, offsets)
     inner = diag_score(torch.ones(3, 4))
-    shapes = []
+    shapes, prepared = [], []
 
-    def recording(side, a, r, c):
-        out = inner(side, a, r, c)
-        shapes.append(out.shape)
-        return out
+    def recording(side, a, r):
+        prepared.append(a.shape)
+        scores_of = inner(side, a, r)
+
+        def scores(c):
+            out = scores_of(c)
+            shapes.append(out.shape)
+            return out
+
+        return scores
 
     rank_queries("lhs", test.tails, test.rels, test.heads, "ent", "ent", source, recording,
                  FilterIndex.from_dataset(tmp_path, manifest), RankingOptions(query_batch=8, candidate_chunk=6))
@@ -303,6 +310,9 @@ def test_score_blocks_bounded_by_batch_and_chunk(tmp_path):
     assert blocks and max(s[0] for s in blocks) <= 8 and max(s[1] for s in blocks) <= 6
     # Candidates scored per query: every entity exactly once.
     assert sum(s[0] * s[1] for s in blocks) == len(test) * n
+    # The queries are prepared (their relation operator applied) once for the answers' scores
+    # and once per batch, not again for each of the 2 partitions or each chunk.
+    assert len(prepared) == 1 + -(-len(test) // 8) and len(blocks) > len(prepared)
 
 
 def known_sets(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np.ndarray,

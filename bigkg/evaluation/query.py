@@ -106,7 +106,7 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
         keys = QueryKeys.of_anchors(side, gids, rels, stride)
         known_q, known_ids = FilterIndex.for_queries(root, manifest, keys).known_answers(side, gids, rels)
         exclude = (known_q, known_ids) if exclude_known else None
-        ids, scores = top_k(side, gids, rels, anchor_type, target_type, run.source, run.score_fn, k, options, exclude)
+        ids, scores = top_k(side, gids, rels, anchor_type, target_type, run.source, run.model.candidate_scorer, k, options, exclude)
         pair = np.arange(len(gids), dtype=np.int64)[:, None] * targets + ids
         is_known = np.isin(pair, known_q * targets + known_ids) & (ids >= 0)
         answer_names = entity_names(root, manifest, target_type, ids[ids >= 0])
@@ -162,10 +162,11 @@ def _options(run: TrainedRun) -> RankingOptions:
     return RankingOptions(query_batch=e.query_batch, candidate_chunk=chunk, device=run.device)
 
 
-def _cosine(side: str, anchors: torch.Tensor, rels: torch.Tensor, candidates: torch.Tensor, skip: int = 0) -> torch.Tensor:
-    """A ranking score function of [n, d] anchors against [m, d] candidates: the cosines [n, m]
-    of their coordinates from ``skip`` on."""
-    return F.normalize(anchors[:, skip:], dim=-1) @ F.normalize(candidates[:, skip:], dim=-1).T
+def _cosine(side: str, anchors: torch.Tensor, rels: torch.Tensor, skip: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ranking scorer of [n, d] anchors: against [m, d] candidates, the cosines [n, m] of
+    their coordinates from ``skip`` on."""
+    directions = F.normalize(anchors[:, skip:], dim=-1)
+    return lambda candidates: directions @ F.normalize(candidates[:, skip:], dim=-1).T
 
 
 def query(run: TrainedRun, relation: str, k: int, *, head: str | None = None, tail: str | None = None,

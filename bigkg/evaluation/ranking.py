@@ -16,8 +16,9 @@ are not known answers.
 The loop is partition-major: each partition of the target type is loaded once,
 and every query batch is scored against it in candidate chunks, with the batch's known
 answers in that partition masked (a partitioned ``FilterIndex`` gives each partition only
-its own). Memory is the query vectors, one partition, and a
-``query_batch x candidate_chunk`` score block.
+its own). Each batch's relation operator is applied to its anchors once, before the
+loop. Memory is the query vectors (twice: as read and as operated), one partition, and
+a ``query_batch x candidate_chunk`` score block.
 
 Sampled mode (for graphs too large for full ranking): each query batch draws
 ``num_sampled`` entities of the target type uniformly with replacement, keeps
@@ -41,10 +42,13 @@ from bigkg.evaluation.counting import count_above_and_tied
 from bigkg.evaluation.filters import FilterIndex
 from bigkg.evaluation.metrics import QueryRanks
 
-# (side, anchor vectors [..., N, d], relation ids [..., N], candidate vectors [..., M, d]) -> scores [..., N, M];
-# side "rhs" ranks tails for (head, rel), "lhs" ranks heads for (tail, rel); higher is better.
-# Leading batch dimensions are required to work (as in KGModel.score_candidates).
-ScoreFn = Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# (side, anchor vectors [..., N, d], relation ids [..., N]) -> a function of candidate vectors
+# [..., M, d] giving scores [..., N, M]; side "rhs" ranks tails for (head, rel), "lhs" ranks heads
+# for (tail, rel); higher is better. What depends on the queries alone (the relation operator) is
+# done once, by the outer call, for every partition and chunk of candidates (as in
+# KGModel.candidate_scorer). Leading batch dimensions are required to work.
+CandidateScores = Callable[[torch.Tensor], torch.Tensor]
+QueryScorer = Callable[[str, torch.Tensor, torch.Tensor], CandidateScores]
 
 
 class EntitySource(Protocol):
@@ -115,12 +119,13 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def pair_scores(score_fn: ScoreFn, side: str, anchors: torch.Tensor, rels: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
-    """Score of each query's own answer, through the same ``score_fn`` as the candidates.
+def pair_scores(scorer: QueryScorer, side: str, anchors: torch.Tensor, rels: torch.Tensor,
+                answers: torch.Tensor) -> torch.Tensor:
+    """Score of each query's own answer, through the same ``scorer`` as the candidates.
 
     Each query is a batch of one query and one candidate, so the cost is O(N d).
     """
-    return score_fn(side, anchors.unsqueeze(1), rels.unsqueeze(1), answers.unsqueeze(1))[:, 0, 0].float()
+    return scorer(side, anchors.unsqueeze(1), rels.unsqueeze(1))(answers.unsqueeze(1))[:, 0, 0].float()
 
 
 @dataclass(frozen=True)
@@ -171,17 +176,14 @@ def _is_range(candidates: np.ndarray) -> bool:
 
 
 def _masked_scores(
-    score_fn: ScoreFn,
-    side: str,
-    anchors: torch.Tensor,
-    rels: torch.Tensor,
+    scores_of: CandidateScores,
     vectors: torch.Tensor,
     lo: int,
     candidates: np.ndarray,
     masked: MaskedCandidates,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """(candidate ids, float scores [n, m]) per chunk of the sorted global ids ``candidates``,
-    in the chunks ``masked`` was made for.
+    """(candidate ids, float scores [n, m]) of a query batch per chunk of the sorted global ids
+    ``candidates``, in the chunks ``masked`` was made for.
 
     ``vectors`` is the partition whose first row is global id ``lo``; the ``masked``
     (query row, candidate position) pairs score -inf.
@@ -193,11 +195,20 @@ def _masked_scores(
             rows = vectors[int(chunk[0]) - lo : int(chunk[-1]) + 1 - lo]
         else:
             rows = vectors[torch.from_numpy(chunk - lo).to(vectors.device)]
-        scores = score_fn(side, anchors, rels, rows).float()
+        scores = scores_of(rows).float()
         query_rows, positions = masked.chunk(index)
         if query_rows.size:
             scores[torch.from_numpy(query_rows).to(scores.device), torch.from_numpy(positions).to(scores.device)] = float("-inf")
         yield chunk, scores
+
+
+def _batch_scorers(scorer: QueryScorer, side: str, anchor_vecs: torch.Tensor, rel_t: torch.Tensor, batches: list[slice],
+                   wanted: list[bool] | None = None) -> list[CandidateScores | None]:
+    """Each query batch's candidate scorer, prepared once for every partition (None for the
+    batches not ``wanted``)."""
+    with torch.no_grad():
+        return [scorer(side, anchor_vecs[sl], rel_t[sl]) if wanted is None or wanted[b] else None
+                for b, sl in enumerate(batches)]
 
 
 def _masked_pairs(filters: FilterIndex, side: str, anchors: np.ndarray, rels: np.ndarray, answers: np.ndarray,
@@ -226,7 +237,7 @@ def rank_queries(
     anchor_type: str,
     target_type: str,
     source: EntitySource,
-    score_fn: ScoreFn,
+    scorer: QueryScorer,
     filters: FilterIndex,
     options: RankingOptions,
 ) -> QueryRanks:
@@ -243,7 +254,7 @@ def rank_queries(
     anchor_vecs = gather(source, anchor_type, anchors, device)
     rel_t = torch.from_numpy(np.asarray(rels, dtype=np.int64)).to(device)
     with torch.no_grad():
-        true_scores = pair_scores(score_fn, side, anchor_vecs, rel_t, gather(source, target_type, answers, device))
+        true_scores = pair_scores(scorer, side, anchor_vecs, rel_t, gather(source, target_type, answers, device))
     if not bool(torch.isfinite(true_scores).all()):
         raise NonFiniteScoreError(f"the model gives non-finite scores to {int((~torch.isfinite(true_scores)).sum())} {side} queries")
     greater = torch.zeros(n, dtype=torch.int64, device=device)
@@ -253,6 +264,7 @@ def rank_queries(
     offsets = source.partition_offsets(target_type)
     batches = _batches(n, options.query_batch)
     mine = [options.shard is None or b % options.shard[1] == options.shard[0] for b in range(len(batches))]
+    scores_of = _batch_scorers(scorer, side, anchor_vecs, rel_t, batches, mine)
     samples = None
     if options.num_sampled is not None:
         rng = np.random.default_rng(options.seed)
@@ -274,7 +286,7 @@ def rank_queries(
             masked = MaskedCandidates.among(pairs, candidates, options.candidate_chunk)
             competitors[sl] += candidates.size - masked.per_query(sl.stop - sl.start)
             with torch.no_grad():
-                for _, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, candidates, masked):
+                for _, scores in _masked_scores(scores_of[b], vectors, lo, candidates, masked):
                     count_above_and_tied(scores, true_scores[sl], greater[sl], equal[sl])
     ranks = 1.0 + greater.cpu().numpy().astype(np.float64) + equal.cpu().numpy().astype(np.float64) / 2.0
     counts = competitors + 1
@@ -291,7 +303,7 @@ def top_k(
     anchor_type: str,
     target_type: str,
     source: EntitySource,
-    score_fn: ScoreFn,
+    scorer: QueryScorer,
     k: int,
     options: RankingOptions,
     exclude: tuple[np.ndarray, np.ndarray] | None = None,
@@ -315,17 +327,19 @@ def top_k(
     anchor_vecs = gather(source, anchor_type, anchors, device)
     rel_t = torch.from_numpy(np.asarray(rels, dtype=np.int64)).to(device)
     ex_q, ex_ids = exclude if exclude is not None else (np.empty(0, np.int64), np.empty(0, np.int64))
+    batches = _batches(n, options.query_batch)
+    scores_of = _batch_scorers(scorer, side, anchor_vecs, rel_t, batches)
     for part in range(len(offsets) - 1):
         lo, hi = int(offsets[part]), int(offsets[part + 1])
         ids_p = _in_partition(candidates, lo, hi)
         if ids_p.size == 0:
             continue
         vectors = source.load(target_type, part).to(device)
-        for sl in _batches(n, options.query_batch):
+        for b, sl in enumerate(batches):
             in_batch = (ex_q >= sl.start) & (ex_q < sl.stop)
             masked = MaskedCandidates.among((ex_q[in_batch] - sl.start, ex_ids[in_batch]), ids_p, options.candidate_chunk)
             with torch.no_grad():
-                for chunk, scores in _masked_scores(score_fn, side, anchor_vecs[sl], rel_t[sl], vectors, lo, ids_p, masked):
+                for chunk, scores in _masked_scores(scores_of[b], vectors, lo, ids_p, masked):
                     ids = torch.from_numpy(chunk).to(device).expand(scores.shape[0], -1)
                     top = torch.topk(torch.cat([best_scores[sl], scores], dim=1), k, dim=1, sorted=True)
                     best_scores[sl] = top.values

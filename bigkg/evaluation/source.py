@@ -82,9 +82,6 @@ class TrainedRun:
     source: CheckpointSource
     device: str
 
-    def score_fn(self, side: str, anchors: torch.Tensor, rels: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        return self.model.score_candidates(side, anchors, rels, candidates)
-
 
 def open_run(config: Config, store: CheckpointStore | None = None) -> TrainedRun:
     """Load the dataset manifest, the latest checkpoint and the model's shared parameters."""

@@ -6,6 +6,9 @@ are passed in as tensors, so a model of any size fits the same code.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -122,20 +125,26 @@ class KGModel(nn.Module):
         tails, candidates = heads. Leading batch dimensions are allowed
         (anchor [..., N, d], rel [..., N], candidates [..., M, d]).
         """
+        return self.candidate_scorer(side, anchor, rel)(candidates)
+
+    def candidate_scorer(self, side: str, anchor: Tensor, rel: Tensor) -> Callable[[Tensor], Tensor]:
+        """``score_candidates`` for these queries as a function of the candidates: the relation
+        operator is applied to the anchors once, however many candidate sets are scored."""
         if side == "rhs":
-            return self.comparator.candidates(self.operate(anchor, rel), candidates)
+            return functools.partial(self.comparator.candidates, self.operate(anchor, rel))
         if side != "lhs":
             raise ValueError(f"side must be 'lhs' or 'rhs', got {side!r}")
         mode = self._head_ranking
         if mode == "reciprocal":
-            return self.comparator.candidates(self.operate(anchor, rel + self.num_relations), candidates)
+            return functools.partial(self.comparator.candidates, self.operate(anchor, rel + self.num_relations))
         if mode == "adjoint":
-            scores = self.comparator.candidates(self._per_operator("adjoint", anchor, rel), candidates)
-            bias = self._dot_bias(anchor, rel)
-            return scores if bias is None else scores + bias.unsqueeze(-1)
+            operated, bias = self._per_operator("adjoint", anchor, rel), self._dot_bias(anchor, rel)
+            if bias is None:
+                return functools.partial(self.comparator.candidates, operated)
+            return lambda candidates: self.comparator.candidates(operated, candidates) + bias.unsqueeze(-1)
         if mode == "inverse":
-            return self.comparator.candidates(self._per_operator("inverse", anchor, rel), candidates)
-        return self._score_heads_per_relation(anchor, rel, candidates)
+            return functools.partial(self.comparator.candidates, self._per_operator("inverse", anchor, rel))
+        return functools.partial(self._score_heads_per_relation, anchor, rel)
 
     def _score_heads_per_relation(self, anchor: Tensor, rel: Tensor, candidates: Tensor) -> Tensor:
         """Exact fallback: op_r applied to every candidate, once per distinct r."""
