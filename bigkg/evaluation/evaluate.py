@@ -169,7 +169,8 @@ def recommendation_metrics(run: TrainedRun, rec: RecommendationEdges, split: str
     row = np.searchsorted(users, ku)  # every known edge's user is one of the split's
     ranked = mine[row]
     top_mine, _ = top_k("rhs", users[mine], np.full(int(mine.sum()), rec.relation), rel.lhs_type, rel.rhs_type, run.source,
-                        run.model.candidate_scorer, max(ks), options, exclude=(position[row[ranked]], ki[ranked]), candidates=rec.items)
+                        run.model.candidate_scorer, max(ks), options, exclude=(position[row[ranked]], ki[ranked]),
+                        candidates=rec.items)
     top = np.full((users.size, top_mine.shape[1]), -1, dtype=np.int64)
     top[mine] = top_mine
     out: dict[str, Any] = {"rec_relation": name, "rec_items": int(rec.items.size)}

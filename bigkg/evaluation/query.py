@@ -106,7 +106,8 @@ def answer(run: TrainedRun, relation: str, side: str, anchors: Iterable[str], k:
         keys = QueryKeys.of_anchors(side, gids, rels, stride)
         known_q, known_ids = FilterIndex.for_queries(root, manifest, keys).known_answers(side, gids, rels)
         exclude = (known_q, known_ids) if exclude_known else None
-        ids, scores = top_k(side, gids, rels, anchor_type, target_type, run.source, run.model.candidate_scorer, k, options, exclude)
+        ids, scores = top_k(side, gids, rels, anchor_type, target_type, run.source, run.model.candidate_scorer, k, options,
+                            exclude)
         pair = np.arange(len(gids), dtype=np.int64)[:, None] * targets + ids
         is_known = np.isin(pair, known_q * targets + known_ids) & (ids >= 0)
         answer_names = entity_names(root, manifest, target_type, ids[ids >= 0])

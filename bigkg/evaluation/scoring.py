@@ -79,7 +79,8 @@ def score_triples(run: TrainedRun, triples: Iterable[tuple[str, str, str]], *, b
                                            lambda k: line(int(rows[k])))
         head_vecs, tail_vecs = _vectors(run, lhs_types, head_ids), _vectors(run, rhs_types, tail_ids)
         with torch.no_grad():
-            scores = pair_scores(run.model.candidate_scorer, "rhs", head_vecs, torch.from_numpy(rels).to(run.device), tail_vecs)
+            rel_t = torch.from_numpy(rels).to(run.device)
+            scores = pair_scores(run.model.candidate_scorer, "rhs", head_vecs, rel_t, tail_vecs)
         keys = QueryKeys.of_anchors("rhs", head_ids, rels, stride)
         known_at, known_tails = FilterIndex.for_queries(root, manifest, keys).known_answers("rhs", head_ids, rels)
         pairs = np.arange(len(chunk), dtype=np.int64) * targets + tail_ids
