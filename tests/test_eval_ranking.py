@@ -11,8 +11,8 @@ from bigkg.evaluation.counting import _compiled_applies, count_above_and_tied
 from bigkg.evaluation.evaluate import ranking_options
 from bigkg.evaluation.filters import FilterIndex, KeyedSets, QueryKeys, Triples, filter_stride, read_split
 from bigkg.evaluation.metrics import ranking_metrics
-from bigkg.evaluation.ranking import (CPU_BLOCK_SCORES, GPU_CANDIDATE_CHUNK, MaskedCandidates, NonFiniteScoreError,
-                                     RankingOptions, candidate_chunk, gather, rank_queries, top_k)
+from bigkg.evaluation.ranking import (CPU_BLOCK_SCORES, GPU_CANDIDATE_CHUNK, MIN_CPU_CHUNK, MaskedCandidates,
+                                     NonFiniteScoreError, RankingOptions, candidate_chunk, gather, rank_queries, top_k)
 from bigkg.format import load_manifest
 from eval_datasets import TensorSource, write_dataset
 
@@ -364,10 +364,10 @@ def test_a_partitioned_index_gives_each_partition_its_own_answers(codex2):
 
 def test_a_zero_candidate_chunk_sizes_the_score_block_for_the_device():
     """eval.candidate_chunk 0 (the default): on the CPU, blocks of CPU_BLOCK_SCORES scores
-    (never under 1,024 candidates); on a GPU, GPU_CANDIDATE_CHUNK; a set value is kept."""
+    (never under MIN_CPU_CHUNK candidates); on a GPU, GPU_CANDIDATE_CHUNK; a set value is kept."""
     assert candidate_chunk(0, 1024, "cpu") * 1024 == CPU_BLOCK_SCORES
     assert candidate_chunk(0, 256, "cpu") * 256 == CPU_BLOCK_SCORES
-    assert candidate_chunk(0, 1 << 30, "cpu") == 1024
+    assert candidate_chunk(0, 1 << 30, "cpu") == MIN_CPU_CHUNK
     assert candidate_chunk(0, 1024, "cuda:0") == GPU_CANDIDATE_CHUNK
     assert candidate_chunk(300, 1024, "cpu") == candidate_chunk(300, 1024, "cuda") == 300
     config = config_from_dict({"eval": {"query_batch": 512}})

@@ -73,9 +73,10 @@ def _build_index(root: str | Path, manifest: Manifest, split: str, rec_relation:
     rec = None if rec_relation is None else _RecommendationCollector(rec_relation, triples)
     answering = []
     for s in SPLITS:
-        # The evaluated split, read once: each of its triples answers its own queries.
-        for part in evaluated if s == split else iter_split(root, manifest, s):
-            answering.append(part if s == split else keys.answering(part))
+        # The evaluated split is read once, above: each of its triples answers its own queries.
+        is_evaluated = s == split
+        for part in evaluated if is_evaluated else iter_split(root, manifest, s):
+            answering.append(part if is_evaluated else keys.answering(part))
             if s == "train":
                 for name, heads, tails in by_entity_type(manifest, part):
                     seen[name][part.heads[heads]] = True

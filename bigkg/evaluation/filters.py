@@ -163,14 +163,12 @@ class FilterIndex:
     def __init__(self, triples: Triples, stride: int, manifest: Manifest | None = None):
         self.stride = stride
         self.num_parts = 1 if manifest is None else manifest.num_partitions
-        if manifest is None:
-            head_parts = tail_parts = np.zeros(len(triples), dtype=np.int64)
-        else:
-            head_parts, tail_parts = answer_partitions(manifest, triples)
+        head_parts, tail_parts = (0, 0) if manifest is None else answer_partitions(manifest, triples)
         self.tails = KeyedSets.build(self._key(triples.rels, triples.heads, tail_parts), triples.tails)
         self.heads = KeyedSets.build(self._key(triples.rels, triples.tails, head_parts), triples.heads)
 
     def _key(self, rels: np.ndarray, anchors: np.ndarray, parts: np.ndarray | int) -> np.ndarray:
+        """``filter_key`` times the partition count, plus the answers' partition(s)."""
         return filter_key(rels, anchors, self.stride) * self.num_parts + parts
 
     def known_answers(self, side: str, anchors: np.ndarray, rels: np.ndarray,

@@ -84,8 +84,10 @@ class RankingOptions:
 # Candidates per score block where eval.candidate_chunk is 0 (the default). On the CPU a block
 # of 4M scores (16 MiB) is still in cache when the count that follows its product reads it;
 # a larger one goes out to memory and comes back (docs/benchmarks.md, "Evaluation: a score
-# block sized for the CPU"). A GPU wants large blocks: fewer kernel launches.
+# block sized for the CPU"). A GPU wants large blocks: fewer kernel launches. However large
+# the query batch, a chunk keeps at least MIN_CPU_CHUNK candidates, so per-chunk work stays small.
 CPU_BLOCK_SCORES = 1 << 22
+MIN_CPU_CHUNK = 1024
 GPU_CANDIDATE_CHUNK = 65536
 
 
@@ -94,7 +96,7 @@ def candidate_chunk(configured: int, query_batch: int, device: str) -> int:
     if configured:
         return configured
     if torch.device(device).type == "cpu":
-        return max(1024, CPU_BLOCK_SCORES // query_batch)
+        return max(MIN_CPU_CHUNK, CPU_BLOCK_SCORES // query_batch)
     return GPU_CANDIDATE_CHUNK
 
 

@@ -21,9 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also report MRR and Hits@k per relation and per category (1-1, 1-N, N-1, N-N from the training edges)")
 
 
+def _hits_keys(result: dict[str, Any]) -> list[str]:
+    """The result's ``hits@k`` keys, by increasing k."""
+    return sorted((key for key in result if key.startswith("hits@")), key=lambda key: int(key.split("@")[1]))
+
+
 def format_table(result: dict[str, Any]) -> str:
-    hits = sorted(k for k in result if k.startswith("hits@"))
-    hits.sort(key=lambda k: int(k.split("@")[1]))
+    hits = _hits_keys(result)
     head = f"{'':8}{'MRR':>8}{'MR':>10}" + "".join(f"{h:>9}" for h in hits) + f"{'AMRI':>9}{'count':>9}"
     lines = [
         f"split {result['split']}, checkpoint {result['checkpoint']} (epoch {result['epoch']}), "
@@ -46,7 +50,7 @@ def format_table(result: dict[str, Any]) -> str:
 def _breakdown_lines(result: dict[str, Any]) -> list[str]:
     """MRR of both directions, tails and heads, and Hits@ the largest k, per category, then
     per relation (largest first)."""
-    hits = max((k for k in result if k.startswith("hits@")), key=lambda k: int(k.split("@")[1]), default=None)
+    hits = (_hits_keys(result) or [None])[-1]
     head = f"{'MRR both':>10}{'tails':>8}{'heads':>8}" + (f"{hits:>9}" if hits else "") + f"{'count':>8}"
 
     def mrrs(m: dict[str, Any]) -> str:
