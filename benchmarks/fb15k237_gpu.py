@@ -50,7 +50,7 @@ from bigkg.evaluation import evaluate  # noqa: E402
 from bigkg.export import write_entity_tables, write_relation_rows  # noqa: E402
 from bigkg.pbg_checkpoint import PBGCheckpoint  # noqa: E402
 from bigkg.training.trainer import Trainer, train  # noqa: E402
-from benchmarks.pbg_env import in_loop_rate, locate_pbg, write_pbg_config  # noqa: E402
+from benchmarks.pbg_env import in_loop_rate, locate_pbg, write_pbg_config, write_pbg_input  # noqa: E402
 from benchmarks.vs_pbg import timed  # noqa: E402
 from launcher.process_settings import prepare_training_process  # noqa: E402
 from partitioner.run import PartitionOptions, run_partition  # noqa: E402
@@ -187,8 +187,7 @@ def run_pbg(raw: Path, dataset: Path, work: Path, args: argparse.Namespace) -> d
         partitions=1, operator="complex_diagonal", global_emb=False, dimension=400, comparator="dot",
         loss_fn="softmax", num_batch_negs=50, num_uniform_negs=1000, batch_size=5000, lr=0.1,
         num_epochs=args.pbg_epochs, workers=args.pbg_workers, eval_fraction=0)
-    timed(pbg.command("torchbiggraph_import_from_tsv") + ["-l", "0", "-r", "2", "--rel-col", "1", str(config),
-                                                          str(raw / "train.txt")], root / "import.log", env=pbg.env())
+    write_pbg_input(dataset, root / "entities", root / "edges")  # bigkg's partition, in PBG's format
     log = root / "train.log"
     wall, cpu = timed(pbg.command("torchbiggraph_train") + [str(config)], log, env=pbg.env())
     edges = sum(1 for _ in open(raw / "train.txt"))

@@ -6,7 +6,9 @@ edges once; both systems train on the same train edges with the same settings
 batch 1000, lr 0.1, P partitions, `--epochs` epochs, workers = cores, PBG with
 hogwild_delay=0) and both are scored by the same code: every test edge's tail
 (and head) is ranked against the same uniformly sampled candidate entities,
-from each system's embeddings looked up by entity name.
+from each system's embeddings looked up by entity name. PBG reads bigkg's partitioned
+dataset written in its own input format (benchmarks/pbg_env.py, ``write_pbg_input``):
+the same partitions for both, and seconds instead of its importer's minutes.
 
     .venv/bin/python benchmarks/vs_pbg.py --edges 1000000 --entities 100000 --epochs 5 --repeats 3
     python3 benchmarks/vs_pbg.py --device cuda --pbg-site /tmp/pbg-site      # bigkg on the GPU
@@ -53,7 +55,7 @@ sys.path.insert(0, str(REPO))
 
 from bigkg.checkpoint import CheckpointStore  # noqa: E402
 from bigkg.format import load_manifest, read_entity_names  # noqa: E402
-from benchmarks.pbg_env import PBG, in_loop_rate, locate_pbg, write_pbg_config  # noqa: E402
+from benchmarks.pbg_env import PBG, in_loop_rate, locate_pbg, write_pbg_config, write_pbg_input  # noqa: E402
 from partitioner.generate import GraphSpec, generate_graph  # noqa: E402
 
 
@@ -148,8 +150,9 @@ def run_bigkg(work: Path, data: Path, epochs: int, workers: int, device: str,
 # -- PBG ----------------------------------------------------------------------------------
 
 
-def import_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int, workers: int) -> Path:
-    """PBG's config and its import of the graph, made once per P; returns the config."""
+def prepare_pbg(work: Path, dataset: Path, partitions: int, epochs: int, workers: int) -> Path:
+    """PBG's config and its input, bigkg's ``dataset`` of P partitions written in PBG's
+    format (the same partitions for both systems), made once per P; returns the config."""
     root = work / f"pbg_p{partitions}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -159,8 +162,7 @@ def import_pbg(work: Path, pbg: PBG, train: Path, partitions: int, epochs: int, 
         partitions=partitions, global_emb=False, dimension=100, comparator="dot", loss_fn="softmax",
         num_batch_negs=50, num_uniform_negs=50, batch_size=1000, lr=0.1, num_epochs=epochs, workers=workers,
         hogwild_delay=0, eval_fraction=0)
-    timed(pbg.command("torchbiggraph_import_from_tsv") + ["-l", "0", "-r", "2", "--rel-col", "1", str(config), str(train)],
-          root / "import.log", env=pbg.env())
+    write_pbg_input(dataset, root / "entities", root / "edges")
     return config
 
 
@@ -240,7 +242,7 @@ def main() -> None:
     train_edges = args.edges - args.test_edges
     heads, tails = read_tsv(test)
     datasets = {p: partition_bigkg(args.work, train, test, p) for p in args.partitions}
-    pbg_configs = {p: import_pbg(args.work, pbg, train, p, args.epochs, args.workers) for p in args.partitions}
+    pbg_configs = {p: prepare_pbg(args.work, datasets[p], p, args.epochs, args.workers) for p in args.partitions}
     trials: dict[int, list[Trial]] = {p: [] for p in args.partitions}
     for repeat in range(args.repeats):
         for partitions in args.partitions:
