@@ -15,6 +15,8 @@
 #             epochs, PBG 1.0.0 CPU (16 workers) for 3 epochs; d=100, 10 epochs;
 #             d=400 with N3 0.05, 10 epochs, test ranked every epoch           (~4)
 #   fb15k237_tf32  (optional) the N3 0.05 run with TF32 products                  (~1)
+#   profile   benchmarks/gpu_profile.py: FB15k-237 at PBG's settings, closed form vs
+#             autograd vs 2 and 4 Hogwild threads; a profiled epoch of each         (~1)
 #   encoder   benchmarks/encoder.py on the GPU (needs its --device option)        (~3)
 #   scaling   benchmarks/scaling.py: 20M edges, P=16, W=1,2,4,8 CPU workers over
 #             gloo, 1 epoch each, one W after another so that a cut call keeps
@@ -25,6 +27,7 @@
 #   encoder_quality  (optional) benchmarks/encoder_quality.py on FB15k-237 with
 #             configs/fb15k237.yaml (20 epochs) on the GPU, seeds 0 and 1: shallow
 #             ComplEx, CompGCN FP32 and INT2 pruned [1.0, 1.1] (GPU time not yet measured)
+# FB15K237_PBG_EPOCHS (default 3; 0: skip) PBG's CPU epochs in the fb15k237 stage.
 # SCALING_WORKERS (default "1 2 4 8"), SCALING_EDGES, SCALING_ENTITIES, SCALING_PARTITIONS
 # change the scaling stage's series and graph; SCALING_BASELINE names the scaling.json of
 # an earlier, cut call (its rows join the table); PYTHON the interpreter (default python3).
@@ -134,7 +137,7 @@ stage_fb15k237() {
     # ranked every 10 epochs where only the curve's shape matters, every epoch where the
     # epoch reaching 0.30 is timed.
     "$python" benchmarks/fb15k237_gpu.py --device cuda --dims 400 --epochs 50 --eval-every 10 \
-        --pbg-epochs 3 --pbg-workers "$cores" --pbg-site "$site" \
+        --pbg-epochs "${FB15K237_PBG_EPOCHS:-3}" --pbg-workers "$cores" --pbg-site "$site" \
         --work /tmp/bigkg-fb15k237 --json "$out/fb15k237_gpu.json"
     "$python" benchmarks/fb15k237_gpu.py --device cuda --dims 100 --epochs 10 --eval-every 10 \
         --work /tmp/bigkg-fb15k237_d100 --json "$out/fb15k237_gpu_d100.json"
@@ -147,6 +150,15 @@ stage_fb15k237_tf32() {
     "$python" benchmarks/fb15k237_gpu.py --device cuda --dims 400 --epochs 10 --eval-every 1 \
         --set model.regularization_weight=0.05 --set matmul_precision=high \
         --work /tmp/bigkg-fb15k237_tf32 --json "$out/fb15k237_gpu_tf32.json"
+}
+
+stage_profile() {
+    # FB15k-237 at PBG's GPU settings: edges/s and a profiled epoch per variant (operations,
+    # launches, synchronisations and device time per step)
+    "$python" benchmarks/gpu_profile.py --device cuda --epochs 4 --work /tmp/bigkg-profile \
+        --variant closed_form=training.closed_form_softmax=true \
+        --variant autograd=training.closed_form_softmax=false \
+        --variant workers_2=training.workers=2 --variant workers_4=training.workers=4
 }
 
 stage_fb15k237_tuned() {
@@ -192,9 +204,9 @@ machine
 for stage in "$@"; do
     case "$stage" in
         check|vs_pbg|vs_pbg_cpu|fb15k237) need_device_dir; install_pbg ;;
-        encoder|encoder_quality|fb15k237_tuned|fb15k237_tf32) need_device_dir ;;
+        encoder|encoder_quality|fb15k237_tuned|fb15k237_tf32|profile) need_device_dir ;;
         scaling) ;;
-        *) echo "unknown stage $stage (check, vs_pbg, fb15k237, encoder, scaling, fb15k237_tf32, fb15k237_tuned, vs_pbg_cpu, encoder_quality)" >&2; exit 2 ;;
+        *) echo "unknown stage $stage (check, vs_pbg, fb15k237, encoder, scaling, profile, fb15k237_tf32, fb15k237_tuned, vs_pbg_cpu, encoder_quality)" >&2; exit 2 ;;
     esac
 done
 failed=()

@@ -167,9 +167,10 @@ class TrainingConfig:
         {}, "per-relation negative_sides, relation name -> both, tails or heads (overrides 'negative_sides')")
     loss: str = opt("softmax", "loss over a positive and its negatives", LOSSES)
     closed_form_softmax: bool = opt(
-        True, "shallow model without relation operator, dot comparator, softmax loss, batched negatives "
-        "without anchors: compute the loss's gradient in closed form rather than by autograd (the same "
-        "update, fewer products and tensor operations); false: always autograd")
+        True, "shallow model (no encoder, no global embedding), dot comparator without bias, softmax loss, "
+        "batched negatives without anchors: compute the scores' gradient in closed form, autograd only "
+        "taking it back through the relation operator and the regulariser (the same update, fewer "
+        "products and tensor operations); false: always autograd")
     relation_weights: dict[str, float] = opt(
         {}, "per-relation loss weight, relation name -> weight (PBG's relations[].weight), multiplied with the "
         "edges' own weights; relations not named weigh 1")

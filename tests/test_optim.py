@@ -186,8 +186,8 @@ def test_batch_step_equals_dense_autograd_reference(uniform, anchor_negatives, f
     chunk's positives and ``uniform`` drawn rows as candidates, optionally each positive's own
     anchor as one more candidate, masked on the self-loop 3->3, and foreign candidates scored
     by every positive, whose gradients go back to their pool) against autograd on the whole table,
-    by autograd and, where it applies (no operator, no anchors), by the closed-form softmax
-    gradient, whose chunks share their positive block between the two sides."""
+    by autograd and, where it applies (no anchors), by the closed-form softmax gradient, whose
+    chunks share their positive block between the two sides without an operator."""
     check_batch_step(uniform, anchor_negatives, foreign, operator, False, "n3", closed_form)
 
 
@@ -208,21 +208,34 @@ def test_closed_form_step_with_reciprocal_relations_and_regularizers(reciprocal,
     check_batch_step(3, False, "drawn", "none", reciprocal, regularizer, True)
 
 
+@pytest.mark.parametrize("reciprocal", [False, True])
+@pytest.mark.parametrize("operator", ["translation", "diagonal", "rotate", "affine"])
+def test_closed_form_step_under_each_relation_operator(operator, reciprocal):
+    """Under an operator the closed form scores the anchors under it against the candidates and
+    autograd takes the queries' gradient back through it (with the regulariser's) to the rows and
+    the relation parameters: the update is autograd's, with heads ranked by the adjoint (whose
+    score term constant per query, translation's and affine's, a softmax ignores) or by the
+    reciprocal relation."""
+    check_batch_step(3, False, "drawn", operator, reciprocal, "n3", True)
+
+
 @pytest.mark.parametrize("closed_form", [True, False])
+@pytest.mark.parametrize("operator", ["none", "complex_diagonal"])
 @pytest.mark.parametrize("sides", [{"r": "tails"}, {"r": "heads", "s": "tails"}])
-def test_batch_step_with_one_side_corrupted_per_relation(sides, closed_form):
+def test_batch_step_with_one_side_corrupted_per_relation(sides, operator, closed_form):
     """training.relation_negative_sides: a relation's edges train only their tail- (or head-)
     prediction loss, weighted by the edges' weights; the other relation's both."""
-    check_batch_step(3, False, "drawn", "none", False, "n3", closed_form, sides)
+    check_batch_step(3, False, "drawn", operator, False, "n3", closed_form, sides)
 
 
 @pytest.mark.parametrize("closed_form", [True, False])
+@pytest.mark.parametrize("operator", ["none", "complex_diagonal"])
 @pytest.mark.parametrize("side", ["tails", "heads"])
 @pytest.mark.parametrize("anchor_negatives, foreign", [(False, "drawn"), (True, "pool")])
-def test_batch_step_when_every_relation_trains_one_side(side, closed_form, anchor_negatives, foreign):
+def test_batch_step_when_every_relation_trains_one_side(side, operator, closed_form, anchor_negatives, foreign):
     """training.negative_sides for every relation: the other side gets no uniform negatives
     (the step draws none for it) and no loss; the update is still the reference's."""
-    check_batch_step(3, anchor_negatives, foreign, "none", False, "n3", closed_form, global_side=side)
+    check_batch_step(3, anchor_negatives, foreign, operator, False, "n3", closed_form, global_side=side)
 
 
 def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, regularizer, closed_form, sides=None,
@@ -290,7 +303,7 @@ def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, r
 
     part = step_and_compare(model, config, batch, table, state, samples, pool_leaves,
                             expected_table, expected_state,
-                            closed_form and not anchor_negatives and operator == "none" and not global_embedding, side_weights)
+                            closed_form and not anchor_negatives and not global_embedding, side_weights)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
     untouched = torch.ones(n, dtype=torch.bool)

@@ -22,9 +22,11 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 CODEX = Path(__file__).resolve().parents[1] / "data" / "codex-s"
 
 
-def test_cuda_step_equals_cpu_step():
+@pytest.mark.parametrize("closed_form", [True, False])
+def test_cuda_step_equals_cpu_step(closed_form):
     n, d = 40, 8
-    config = config_from_dict({"model": {"dim": d, "operator": "rotate"}, "training": {"chunk_size": 5, "num_uniform_negatives": 0}})
+    config = config_from_dict({"model": {"dim": d, "operator": "rotate"},
+                               "training": {"chunk_size": 5, "num_uniform_negatives": 0, "closed_form_softmax": closed_form}})
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})
     g = torch.Generator().manual_seed(0)
     table, state = torch.randn(n, d, generator=g), torch.rand(n, generator=g)
@@ -37,7 +39,8 @@ def test_cuda_step_equals_cpu_step():
         part = PartitionState(table.to(device), state.to(device))
         step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.1),
                          build_shared_optimizer(model, config.training), torch.Generator(device=device))
-        on_device = Batch(*(t.to(device) for t in batch[:3]), None)
+        assert step.closed_form == closed_form
+        on_device = Batch(batch.lhs.to(device), batch.rhs.to(device), batch.rel.to(device), None)
         loss = step(on_device, (("e", 0), part), (("e", 0), part))
         results.append((loss.cpu(), part.embeddings.cpu(), part.adagrad.cpu()))
     for cpu_value, cuda_value in zip(*results):

@@ -130,21 +130,32 @@ class KGModel(nn.Module):
     def candidate_scorer(self, side: str, anchor: Tensor, rel: Tensor) -> Callable[[Tensor], Tensor]:
         """``score_candidates`` for these queries as a function of the candidates: the relation
         operator is applied to the anchors once, however many candidate sets are scored."""
-        if side == "rhs":
-            return functools.partial(self.comparator.candidates, self.operate(anchor, rel))
-        if side != "lhs":
+        if side not in ("lhs", "rhs"):
             raise ValueError(f"side must be 'lhs' or 'rhs', got {side!r}")
+        if side == "lhs" and self._head_ranking == "per_relation":
+            return functools.partial(self._score_heads_per_relation, anchor, rel)
+        queries = self.query_vectors(side, anchor, rel)
+        bias = self._dot_bias(anchor, rel) if side == "lhs" and self._head_ranking == "adjoint" else None
+        if bias is None:
+            return functools.partial(self.comparator.candidates, queries)
+        return lambda candidates: self.comparator.candidates(queries, candidates) + bias.unsqueeze(-1)
+
+    def query_vectors(self, side: str, anchor: Tensor, rel: Tensor) -> Tensor:
+        """The vectors the comparator compares with the candidates of ``side`` for the queries
+        (``anchor``, ``rel``): the anchors under the relation's operator (heads ranked: its
+        reciprocal's, its adjoint's, or its inverse's). Under the adjoint the scores lack a
+        term constant per query (``Operator.dot_bias``), to which a ranking, a softmax and
+        a margin are blind; ``candidate_scorer`` adds it. Not defined for the per-relation
+        fallback of head ranking."""
+        if side == "rhs":
+            return self.operate(anchor, rel)
         mode = self._head_ranking
         if mode == "reciprocal":
-            return functools.partial(self.comparator.candidates, self.operate(anchor, rel + self.num_relations))
-        if mode == "adjoint":
-            operated, bias = self._per_operator("adjoint", anchor, rel), self._dot_bias(anchor, rel)
-            if bias is None:
-                return functools.partial(self.comparator.candidates, operated)
-            return lambda candidates: self.comparator.candidates(operated, candidates) + bias.unsqueeze(-1)
-        if mode == "inverse":
-            return functools.partial(self.comparator.candidates, self._per_operator("inverse", anchor, rel))
-        return functools.partial(self._score_heads_per_relation, anchor, rel)
+            return self.operate(anchor, rel + self.num_relations)
+        if mode in ("adjoint", "inverse"):
+            return self._per_operator(mode, anchor, rel)
+        raise ValueError(f"heads are ranked per relation under this model ({self.comparator.name} comparator): "
+                         "they have no query vectors")
 
     def _score_heads_per_relation(self, anchor: Tensor, rel: Tensor, candidates: Tensor) -> Tensor:
         """Exact fallback: op_r applied to every candidate, once per distinct r."""

@@ -6,14 +6,22 @@ gradients of the queries and candidates are more batched products, computed
 here in about twenty tensor operations per batch instead of the several times
 as many that autograd records, orders and replays.
 
-Where it pays: without a relation operator (PBG's setting for plain graphs) a
-score is the product of two rows, so a chunk's positive block is the same on
-both sides: the tail side scores h_i·t_j, the head side t_j·h_i. It is computed
-once and its two gradients are summed before they are mapped to rows, which
-saves a quarter of the products (9 instead of 12 of size c×c×d when u = c) and
-gathers each positive row once. Under a relation operator the two blocks
-differ, and the same algebra done per side measured no faster than autograd
-(docs/benchmarks.md), so those models keep autograd.
+Without a relation operator (PBG's setting for plain graphs) a score is the
+product of two rows, so a chunk's positive block is the same on both sides: the
+tail side scores h_i·t_j, the head side t_j·h_i. ``softmax_dot_gradients``
+computes it once and sums its two gradients before they are mapped to rows,
+which saves a quarter of the products (9 instead of 12 of size c×c×d when u = c)
+and gathers each positive row once.
+
+Under a relation operator the queries are the anchors under it (op_r(h) for
+tails, the reciprocal's or the adjoint's of t for heads) and each side is its
+own product (``softmax_query_gradients``). Autograd is left only the operator
+and the regulariser, on the positives' rows: their gradient flows back from the
+queries' closed-form gradient (``grad_outputs``). On the CPU this measured no
+faster than autograd, its products dominating; on a GPU, where a step costs
+what its tensor operations cost to launch, it takes the step from ~260
+operations and autograd's replay of the scores to about half of that
+(docs/benchmarks.md, "FB15k-237 on the GPU").
 
 Scores are computed in base-2 units (the products scaled by log2 e, which the
 matrix product does for free), so the softmax's exponential is exp2: on CPU
@@ -39,14 +47,14 @@ _LN_2 = 0.6931471805599453
 
 
 def supports_closed_form(model: KGModel, t: TrainingConfig) -> bool:
-    """Whether a batch's loss and gradient are ``softmax_dot_gradients`` of its rows:
-    shallow embeddings without a relation operator (so no parameters besides the
-    rows), the dot comparator, the softmax loss, batched negatives without anchors."""
+    """Whether a batch's loss and gradient are computed in closed form: shallow embeddings
+    (no encoder, no global embeddings), the plain dot comparator, the softmax loss,
+    batched negatives without anchors. Any relation operator: its parameters are
+    trained through the queries' gradient."""
     return (
         t.closed_form_softmax
         and isinstance(model.encoder, IdentityEncoder)
-        and model.rows_compared_directly
-        and not any(p.requires_grad for p in model.parameters())
+        and model.global_embeddings is None
         and model.comparator.name == "dot"
         and t.loss == "softmax"
         and t.negatives == "batched"
@@ -55,7 +63,9 @@ def supports_closed_form(model: KGModel, t: TrainingConfig) -> bool:
     )
 
 
-class SoftmaxDotGradients(NamedTuple):
+class ChunkGradients(NamedTuple):
+    """A block of chunks' loss and the gradients of the rows it scored."""
+
     loss: Tensor  # [nc, c] both sides' weighted cross-entropy of each positive
     heads: Tensor  # [nc, c, d] the positives' head rows, as queries and as candidates
     tails: Tensor  # [nc, c, d]
@@ -70,7 +80,7 @@ def softmax_dot_gradients(
     head_candidates: Tensor, tail_candidates: Tensor, c: int, weights: tuple[Tensor | None, Tensor | None],
     foreign_heads: Tensor | None = None, foreign_tails: Tensor | None = None,
     trains: tuple[bool, bool] = (True, True),
-) -> SoftmaxDotGradients:
+) -> ChunkGradients:
     """Loss and gradients of both sides' softmax cross-entropy, chunk by chunk.
 
     ``head_candidates`` [nc, c + u_h, d], ``tail_candidates`` [nc, c + u_t, d]: each
@@ -108,13 +118,54 @@ def softmax_dot_gradients(
         loss, tail_grad = head_loss, head_grad[:, :, :c].transpose(1, 2)
     grad_heads = torch.bmm(tail_grad[:, :, :k_tail], tail_candidates)
     grad_tails = torch.bmm(head_grad[:, :, :k_head], head_candidates)
-    return SoftmaxDotGradients(
+    return ChunkGradients(
         loss, grad_heads, grad_tails,
         torch.bmm(head_grad[:, :, c:k_head].transpose(1, 2), tails),
         torch.bmm(tail_grad[:, :, c:k_tail].transpose(1, 2), heads),
         _add_shared_gradient(grad_tails, head_grad[:, :, k_head:], tails, foreign_heads),
         _add_shared_gradient(grad_heads, tail_grad[:, :, k_tail:], heads, foreign_tails),
     )
+
+
+class SoftmaxQueryGradients(NamedTuple):
+    loss: Tensor  # [nc, c] both sides' weighted cross-entropy of each positive
+    tail_queries: Tensor | None  # [nc, c, d] gradient of the tail side's queries (None: side not trained)
+    head_queries: Tensor | None
+    tail_candidates: Tensor | None  # [nc, k_t, d] gradient of the tail side's candidates
+    head_candidates: Tensor | None
+    foreign_heads: Tensor | None  # [f, d]
+    foreign_tails: Tensor | None
+
+
+@torch.no_grad()
+def softmax_query_gradients(
+    tail_queries: Tensor | None, tail_candidates: Tensor, head_queries: Tensor | None, head_candidates: Tensor,
+    c: int, weights: tuple[Tensor | None, Tensor | None],
+    foreign_heads: Tensor | None = None, foreign_tails: Tensor | None = None,
+) -> SoftmaxQueryGradients:
+    """Loss and gradients of both sides' softmax cross-entropy when queries and candidates
+    differ (a relation operator): the tail side scores ``tail_queries`` [nc, c, d] against
+    ``tail_candidates`` [nc, k_t, d] (the chunk's c positive tails first, then its
+    negatives) and ``foreign_tails`` [f, d]; the head side likewise. Query i's positive is
+    candidate i. A side whose queries are None is not trained: no loss, no gradient.
+    ``weights``: the tail and head side's [nc, c] (or None: 1)."""
+    loss = None
+    out: list[Tensor | None] = []
+    for queries, candidates, shared, weight in ((tail_queries, tail_candidates, foreign_tails, weights[0]),
+                                                (head_queries, head_candidates, foreign_heads, weights[1])):
+        if queries is None:
+            out += [None, None, None]
+            continue
+        k = candidates.shape[1]
+        side_loss, grad = _softmax_gradient(_with_shared(_base2_scores(queries, candidates), queries, shared), c, weight)
+        loss = side_loss if loss is None else loss.add_(side_loss)
+        grad_queries = torch.bmm(grad[:, :, :k], candidates)
+        out += [grad_queries, torch.bmm(grad[:, :, :k].transpose(1, 2), queries),
+                _add_shared_gradient(grad_queries, grad[:, :, k:], queries, shared)]
+    if loss is None:
+        raise ValueError("no side trained: at least one side's queries are needed")
+    (grad_tq, grad_tc, grad_ft), (grad_hq, grad_hc, grad_fh) = out[:3], out[3:]
+    return SoftmaxQueryGradients(loss, grad_tq, grad_hq, grad_tc, grad_hc, grad_fh, grad_ft)
 
 
 def _base2_scores(queries: Tensor, candidates: Tensor) -> Tensor:

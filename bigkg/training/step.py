@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from bigkg.config import TrainingConfig
 from bigkg.model import EncoderContext, IdentityEncoder, KGModel
 from bigkg.negatives import ChunkPlan, chunk_positive_index, uniform_negatives
 from bigkg.optim import RowAdagrad
-from bigkg.training.closed_form import softmax_dot_gradients, supports_closed_form
+from bigkg.training.closed_form import ChunkGradients, softmax_dot_gradients, softmax_query_gradients, supports_closed_form
 from bigkg.training.foreign import ForeignSample
 
 LossFn = Callable[[Tensor, Tensor, float], Tensor]
@@ -185,12 +185,16 @@ class BatchStep:
         for sample, (picks, _), grad in zip(foreign or (), foreign_draws, grads[k : k + len(foreign_leaves)]):
             sample.add_gradient(picks, grad)
         k += len(foreign_leaves)
+        self._step_shared(grads[k:])
+        return loss.detach()
+
+    def _step_shared(self, grads: Sequence[Tensor | None]) -> None:
+        """The shared optimizer's step with ``grads`` of the shared parameters (None: unused)."""
         if self.shared_optimizer is not None:
             with self.shared_lock:
-                for p, g in zip(self.shared_params, grads[k:]):
+                for p, g in zip(self.shared_params, grads):
                     p.grad = g
                 self.shared_optimizer.step()
-        return loss.detach()
 
     def _edge_losses(self, batch: Batch, all_rows: bool, left: _Rows, right: _Rows, gen: torch.Generator,
                      foreign: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -253,6 +257,7 @@ class BatchStep:
         left_grads: list[Tensor] = []
         right_ids: list[Tensor] = []
         right_grads: list[Tensor] = []
+        shared_grads: list[Tensor | None] = [None] * len(self.shared_params)
         loss, chunk = torch.zeros((), device=device), 0
         for start, nc, c in plan.blocks():
             end = start + nc * c
@@ -261,16 +266,21 @@ class BatchStep:
             tail_ids = torch.cat([batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc]], 1)
             head_candidates = left.index_select(0, head_ids.flatten()).view(nc, c + u_head, d)
             tail_candidates = right.index_select(0, tail_ids.flatten()).view(nc, c + u_tail, d)
-            out = softmax_dot_gradients(head_candidates, tail_candidates, c, weights, foreign_heads, foreign_tails, self.trains)
+            rel = batch.rel[start:end].view(nc, c)
+            if self.model.rows_compared_directly:
+                out = softmax_dot_gradients(head_candidates, tail_candidates, c, weights, foreign_heads, foreign_tails, self.trains)
+                self._add_regularizer_gradient(rel, head_candidates[:, :c], tail_candidates[:, :c], out.heads, out.tails)
+            else:
+                out = self._operator_gradients(rel, head_candidates, tail_candidates, weights, foreign_heads, foreign_tails,
+                                               shared_grads)
             loss += out.loss.sum()
-            self._add_regularizer_gradient(batch.rel[start:end], head_candidates[:, :c], tail_candidates[:, :c],
-                                           out.heads, out.tails)
             left_ids += [batch.lhs[start:end], head_ids[:, c:].flatten()]
-            left_grads += [out.heads.view(nc * c, d), out.head_negatives.view(nc * u_head, d)]
+            left_grads += [out.heads.reshape(nc * c, d), out.head_negatives.reshape(nc * u_head, d)]
             right_ids += [batch.rhs[start:end], tail_ids[:, c:].flatten()]
-            right_grads += [out.tails.view(nc * c, d), out.tail_negatives.view(nc * u_tail, d)]
+            right_grads += [out.tails.reshape(nc * c, d), out.tail_negatives.reshape(nc * u_tail, d)]
             grad_foreign = [g if total is None else total + g for total, g in zip(grad_foreign, (out.foreign_heads, out.foreign_tails))]
             chunk += nc
+        self._step_shared(shared_grads)
         if lkey == rkey:
             self.row_optimizer.step(left, lstate.adagrad, left_ids + right_ids, left_grads + right_grads)
         else:
@@ -279,6 +289,37 @@ class BatchStep:
         for sample, (picks, _), grad in zip(foreign, foreign_draws, grad_foreign):
             sample.add_gradient(picks, grad)
         return loss
+
+    def _operator_gradients(
+        self, rel: Tensor, head_candidates: Tensor, tail_candidates: Tensor, weights: tuple[Tensor | None, Tensor | None],
+        foreign_heads: Tensor | None, foreign_tails: Tensor | None, shared_grads: list[Tensor | None],
+    ) -> ChunkGradients:
+        """The closed-form step's block under a relation operator: the queries are the
+        positives' rows under it (``KGModel.query_vectors``), the scores' gradient is
+        ``softmax_query_gradients``', and autograd takes it (with the regulariser's) back
+        through the operator to the rows and the relation parameters, whose gradients are
+        added to ``shared_grads``. ``rel`` [nc, c]; candidates as ``softmax_dot_gradients``."""
+        c = rel.shape[1]
+        heads, tails = head_candidates[:, :c].detach().requires_grad_(), tail_candidates[:, :c].detach().requires_grad_()
+        with torch.enable_grad():
+            queries = [self.model.query_vectors(side, anchor, rel) if on else None
+                       for side, anchor, on in (("rhs", heads, self.trains[0]), ("lhs", tails, self.trains[1]))]
+            reg = self.model.regularization([heads, tails], rel)
+        out = softmax_query_gradients(*(None if q is None else q.detach() for q in queries[:1]), tail_candidates,
+                                      *(None if q is None else q.detach() for q in queries[1:]), head_candidates,
+                                      c, weights, foreign_heads, foreign_tails)
+        outputs = [q for q in queries if q is not None] + ([] if reg is None else [reg])
+        grad_outputs = [g for g in (out.tail_queries, out.head_queries) if g is not None] + ([] if reg is None else [torch.ones_like(reg)])
+        grads = torch.autograd.grad(outputs, [heads, tails, *self.shared_params], grad_outputs, allow_unused=True)
+        for k, g in enumerate(grads[2:]):
+            if g is not None:
+                shared_grads[k] = g if shared_grads[k] is None else shared_grads[k] + g
+        # A row's gradient as a query (through the operator, and the regulariser's) plus as a candidate.
+        as_candidates = [None if g is None else g[:, :c] for g in (out.head_candidates, out.tail_candidates)]
+        rows = [_sum_present(a, b, like) for a, b, like in zip(grads[:2], as_candidates, (heads, tails))]
+        negatives = [candidates[:, c:] if g is None else g[:, c:]  # a side not trained has no negatives
+                     for g, candidates in ((out.head_candidates, head_candidates), (out.tail_candidates, tail_candidates))]
+        return ChunkGradients(out.loss, rows[0], rows[1], negatives[0], negatives[1], out.foreign_heads, out.foreign_tails)
 
     def _add_regularizer_gradient(self, rel: Tensor, h: Tensor, t: Tensor, grad_h: Tensor, grad_t: Tensor) -> None:
         """Add the gradient of the regulariser on the positives' rows ``h``, ``t`` (edges of
@@ -374,3 +415,10 @@ class BatchStep:
         ]).squeeze(-1)
         return scores if loops is None else scores.masked_fill(loops.unsqueeze(-1), float("-inf"))
 
+
+def _sum_present(a: Tensor | None, b: Tensor | None, like: Tensor) -> Tensor:
+    """a + b where either may be None (no gradient); zeros shaped as ``like`` when both are."""
+    if a is None or b is None:
+        present = a if b is None else b
+        return torch.zeros_like(like) if present is None else present
+    return a + b
