@@ -64,6 +64,8 @@ def profiled_epoch(config_path: Path, overrides: list[str], run_dir: Path, devic
         "syncs_per_step": {k: counts[k] / steps for k in SYNCS if counts[k]},
         "device_ms_per_step": device_us / 1e3 / steps,
         "top": [(e.key, e.count / steps, e.self_cpu_time_total / 1e3 / steps) for e in top],
+        "top_device": [(e.key, e.count / steps, e.self_device_time_total / 1e3 / steps) for e in sorted(
+            (e for e in events if e.self_device_time_total > 0), key=lambda e: -e.self_device_time_total)[:12]],
     }
 
 
@@ -115,6 +117,11 @@ def main() -> None:
         print("| operation | calls/step | host ms/step |\n|---|---:|---:|")
         for key, calls, ms in p["top"]:
             print(f"| {key} | {calls:.1f} | {ms:.3f} |")
+        if p["top_device"]:
+            print(f"\n{name}: the operations and kernels taking most device time per step\n")
+            print("| operation or kernel | calls/step | device ms/step |\n|---|---:|---:|")
+            for key, calls, ms in p["top_device"]:
+                print(f"| {key[:90]} | {calls:.1f} | {ms:.3f} |")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@
 #             d=400 with N3 0.05, 10 epochs, test ranked every epoch           (~4)
 #   fb15k237_tf32  (optional) the N3 0.05 run with TF32 products                  (~1)
 #   profile   benchmarks/gpu_profile.py: FB15k-237 at PBG's settings, closed form vs
-#             autograd vs 2 and 4 Hogwild threads; a profiled epoch of each         (~1)
+#             autograd (PROFILE_THREADS=1: and 2 Hogwild threads); a profiled epoch of each (~1)
 #   encoder   benchmarks/encoder.py on the GPU (needs its --device option)        (~3)
 #   scaling   benchmarks/scaling.py: 20M edges, P=16, W=1,2,4,8 CPU workers over
 #             gloo, 1 epoch each, one W after another so that a cut call keeps
@@ -157,8 +157,7 @@ stage_profile() {
     # launches, synchronisations and device time per step)
     "$python" benchmarks/gpu_profile.py --device cuda --epochs 4 --work /tmp/bigkg-profile \
         --variant closed_form=training.closed_form_softmax=true \
-        --variant autograd=training.closed_form_softmax=false \
-        --variant workers_2=training.workers=2 --variant workers_4=training.workers=4
+        --variant autograd=training.closed_form_softmax=false ${PROFILE_THREADS:+--variant workers_2=training.workers=2}
 }
 
 stage_fb15k237_tuned() {

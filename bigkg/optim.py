@@ -122,10 +122,11 @@ def _step_torch(
     """
     all_ids = ids[0] if len(ids) == 1 else torch.cat(list(ids))
     rows, order = torch.sort(all_ids)
-    positions = torch.arange(rows.shape[0], device=rows.device)
     run_starts = torch.ones_like(rows, dtype=torch.bool)
     run_starts[1:] = rows[1:] != rows[:-1]
-    sorted_slots = torch.cummax(torch.where(run_starts, positions, 0), 0).values  # its run's first position
+    # Its run's first position: a binary search per id, where a running maximum over the
+    # positions would be one scan along the whole batch.
+    sorted_slots = torch.searchsorted(rows, rows)
     slots = torch.empty_like(sorted_slots).scatter_(0, order, sorted_slots)
     summed = torch.zeros(rows.shape[0], table.shape[1], dtype=table.dtype, device=table.device)
     start = 0

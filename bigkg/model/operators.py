@@ -21,6 +21,13 @@ import torch
 from torch import Tensor, nn
 
 
+def _rows(parameter: Tensor, rel: Tensor) -> Tensor:
+    """The rows of ``parameter`` of relations ``rel`` [...] -> [..., *row]. An index_select,
+    whose gradient is an index_add: advanced indexing's is an accumulating index_put, which on
+    a GPU sums the repeats of one relation in a batch one after another."""
+    return parameter.index_select(0, rel.reshape(-1)).view(*rel.shape, *parameter.shape[1:])
+
+
 class Operator(nn.Module):
     name = ""
     distance_inverse = False
@@ -73,19 +80,19 @@ class TranslationOperator(Operator):
         self.translation = nn.Parameter(torch.zeros(num_relations, dim))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return x + self.translation[rel]
+        return x + _rows(self.translation, rel)
 
     def adjoint(self, x: Tensor, rel: Tensor) -> Tensor:
         return x
 
     def dot_bias(self, x: Tensor, rel: Tensor) -> Tensor:
-        return (x * self.translation[rel]).sum(-1)
+        return (x * _rows(self.translation, rel)).sum(-1)
 
     def inverse(self, x: Tensor, rel: Tensor) -> Tensor:
-        return x - self.translation[rel]
+        return x - _rows(self.translation, rel)
 
     def relation_rows(self, rel: Tensor) -> Tensor:
-        return self.translation[rel]
+        return _rows(self.translation, rel)
 
 
 class DiagonalOperator(Operator):
@@ -98,12 +105,12 @@ class DiagonalOperator(Operator):
         self.diagonal = nn.Parameter(torch.ones(num_relations, dim))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return x * self.diagonal[rel]
+        return x * _rows(self.diagonal, rel)
 
     adjoint = forward
 
     def relation_rows(self, rel: Tensor) -> Tensor:
-        return self.diagonal[rel]
+        return _rows(self.diagonal, rel)
 
 
 def _complex_mul(x: Tensor, re: Tensor, im: Tensor) -> Tensor:
@@ -128,13 +135,13 @@ class ComplexDiagonalOperator(Operator):
         self.imag = nn.Parameter(torch.zeros(num_relations, half))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return _complex_mul(x, self.real[rel], self.imag[rel])
+        return _complex_mul(x, _rows(self.real, rel), _rows(self.imag, rel))
 
     def adjoint(self, x: Tensor, rel: Tensor) -> Tensor:
-        return _complex_mul(x, self.real[rel], -self.imag[rel])
+        return _complex_mul(x, _rows(self.real, rel), -_rows(self.imag, rel))
 
     def relation_rows(self, rel: Tensor) -> Tensor:
-        return torch.cat([self.real[rel], self.imag[rel]], dim=-1)
+        return torch.cat([_rows(self.real, rel), _rows(self.imag, rel)], dim=-1)
 
 
 class RotateOperator(Operator):
@@ -150,11 +157,11 @@ class RotateOperator(Operator):
         self.phase = nn.Parameter(torch.zeros(num_relations, dim // 2))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        phase = self.phase[rel]
+        phase = _rows(self.phase, rel)
         return _complex_mul(x, torch.cos(phase), torch.sin(phase))
 
     def adjoint(self, x: Tensor, rel: Tensor) -> Tensor:
-        phase = self.phase[rel]
+        phase = _rows(self.phase, rel)
         return _complex_mul(x, torch.cos(phase), -torch.sin(phase))
 
     inverse = adjoint
@@ -170,13 +177,13 @@ class LinearOperator(Operator):
         self.matrix = nn.Parameter(torch.eye(dim).repeat(num_relations, 1, 1))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return (self.matrix[rel] @ x.unsqueeze(-1)).squeeze(-1)
+        return (_rows(self.matrix, rel) @ x.unsqueeze(-1)).squeeze(-1)
 
     def adjoint(self, x: Tensor, rel: Tensor) -> Tensor:
-        return (self.matrix[rel].transpose(-1, -2) @ x.unsqueeze(-1)).squeeze(-1)
+        return (_rows(self.matrix, rel).transpose(-1, -2) @ x.unsqueeze(-1)).squeeze(-1)
 
     def relation_rows(self, rel: Tensor) -> Tensor:
-        return self.matrix[rel].flatten(-2) / math.sqrt(self.dim)
+        return _rows(self.matrix, rel).flatten(-2) / math.sqrt(self.dim)
 
 
 class AffineOperator(LinearOperator):
@@ -189,10 +196,10 @@ class AffineOperator(LinearOperator):
         self.translation = nn.Parameter(torch.zeros(num_relations, dim))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return super().forward(x, rel) + self.translation[rel]
+        return super().forward(x, rel) + _rows(self.translation, rel)
 
     def dot_bias(self, x: Tensor, rel: Tensor) -> Tensor:
-        return (x * self.translation[rel]).sum(-1)
+        return (x * _rows(self.translation, rel)).sum(-1)
 
 
 OPERATORS: dict[str, type[Operator]] = {
