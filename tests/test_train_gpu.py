@@ -36,7 +36,7 @@ def test_cuda_step_equals_cpu_step(closed_form):
     for device in ("cpu", "cuda"):
         torch.manual_seed(1)
         model = build_model(config, manifest).to(device)
-        part = PartitionState(table.to(device), state.to(device))
+        part = PartitionState(table.clone().to(device), state.clone().to(device))  # each device from the same rows
         step = BatchStep(model, LOSSES["softmax"], config.training, RowAdagrad(0.1),
                          build_shared_optimizer(model, config.training), torch.Generator(device=device))
         assert step.closed_form == closed_form
