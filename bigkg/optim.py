@@ -48,8 +48,10 @@ class RowAdagrad:
             return
         if _numba_ok(table, state, grads):
             _step_numba(table, state, ids, grads, self.lr, self.eps, self._scratch_for(table), max_norm=self.max_norm)
-            return
-        _step_torch(table, state, ids, grads, self.lr, self.eps, max_norm=self.max_norm)
+        elif table.is_cuda and self.max_norm is None and table.shape[0] <= sum(i.shape[0] for i in ids):
+            _step_dense(table, state, ids, grads, self.lr, self.eps)
+        else:
+            _step_torch(table, state, ids, grads, self.lr, self.eps, max_norm=self.max_norm)
 
     def _scratch_for(self, table: Tensor) -> RowScratch:
         """This thread's scratch, large enough for ``table``."""
@@ -138,6 +140,25 @@ def _step_torch(
     table.index_add_(0, rows, step, alpha=-lr)
     if max_norm is not None:
         _clip_updated_rows(table, rows, run_starts, max_norm)
+
+
+def _step_dense(table: Tensor, state: Tensor, ids: Sequence[Tensor], grads: Sequence[Tensor], lr: float,
+                eps: float) -> None:
+    """The update in passes over the whole table: each gradient added at its row, then every
+    row stepped by its sum, a row without one by zero (its state and values unchanged).
+
+    Cheaper than the sorted path where a step names more ids than the table has rows, as a
+    small partition's on a GPU does (FB15k-237's 14,541 rows against ~210k ids a step at
+    PBG's 1,000 uniform negatives): passes over the table instead of over one row per id,
+    no sort, fewer operations. GPU only: a row without a gradient is written back unchanged,
+    which on CPU Hogwild threads, running at once, could undo another thread's update of it;
+    on one GPU the threads' kernels run one after another on the device's queue.
+    """
+    summed = torch.zeros_like(table)
+    for i, grad in zip(ids, grads):
+        summed.index_add_(0, i, grad)
+    state.add_(summed.pow(2).mean(dim=1))
+    table.addcdiv_(summed, state.sqrt().add_(eps).unsqueeze(1), value=-lr)
 
 
 def _clip_updated_rows(table: Tensor, rows: Tensor, run_starts: Tensor, max_norm: float) -> None:

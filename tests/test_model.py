@@ -10,6 +10,7 @@ from bigkg.format import EntityType, Manifest, Relation
 from bigkg.model import IdentityEncoder, build_model
 from bigkg.model.comparators import COMPARATORS, build_comparator, candidate_product
 from bigkg.model.operators import OPERATORS
+from bigkg.model.regularizers import regularization, regularization_gradient
 from bigkg.training.closed_form import supports_closed_form
 
 DIM = 6
@@ -195,3 +196,15 @@ def test_candidate_product_gradients_are_exact_and_in_the_inputs_layout():
     shared = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)  # broadcast over a's batch
     torch.testing.assert_close(candidate_product(a, shared), a @ shared.T)
     assert torch.autograd.gradcheck(candidate_product, (a, shared))
+
+
+@pytest.mark.parametrize("name", ["n3", "l2"])
+@pytest.mark.parametrize("is_complex", [False, True])
+def test_regularization_gradient_is_autograds(name, is_complex):
+    """The closed-form gradient of each regulariser (complex: a coordinate's modulus for both
+    of its parts) equals autograd's through the penalty, zeros and negative entries included."""
+    x = torch.randn(5, 3, 6, generator=torch.Generator().manual_seed(0))
+    x[0, 0] = 0.0
+    leaf = x.clone().requires_grad_()
+    regularization(name, [leaf], is_complex).backward()
+    torch.testing.assert_close(regularization_gradient(name, x, is_complex), leaf.grad)

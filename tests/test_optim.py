@@ -12,7 +12,7 @@ from bigkg.config import config_from_dict
 from bigkg.format import EntityType, Manifest, Relation
 from bigkg.losses import LOSSES
 from bigkg.model import build_model
-from bigkg.optim import RowAdagrad, RowScratch, _step_numba, _step_torch, build_shared_optimizer, clip_row_norms
+from bigkg.optim import RowAdagrad, RowScratch, _step_dense, _step_numba, _step_torch, build_shared_optimizer, clip_row_norms
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
 from bigkg.training.builders import build_all_rows_relations, build_side_weights
@@ -48,12 +48,12 @@ def test_preloaded_kernels_are_the_ones_a_training_step_calls():
     assert out.stdout.strip() == "True"
 
 
-@pytest.mark.parametrize("kernel", [_step_torch, _step_numba, None])
+@pytest.mark.parametrize("kernel", [_step_torch, _step_dense, _step_numba, None])
 def test_row_adagrad_matches_dense_reference(kernel):
     """Repeated rows across and within pieces get one update with their summed gradient;
     the compiled CPU kernel (which restores its slot map to all -1 and overwrites, rather
-    than adds to, what an earlier step left in its slot sums), the torch one (GPU path)
-    and the dispatching step (twice, reusing its scratch) agree."""
+    than adds to, what an earlier step left in its slot sums), the sorted torch one and the
+    whole-table one (GPU paths) and the dispatching step (twice, reusing its scratch) agree."""
     g = torch.Generator().manual_seed(0)
     table, state = torch.randn(50, 8, generator=g), torch.rand(50, generator=g)
     ids = [torch.tensor([3, 17, 4, 3]), torch.tensor([49, 17])]
@@ -66,7 +66,7 @@ def test_row_adagrad_matches_dense_reference(kernel):
     untouched[torch.cat(ids)] = False
     before = table.clone()
     optimizer = RowAdagrad(0.3)
-    if kernel is _step_torch:
+    if kernel in (_step_torch, _step_dense):
         kernel(table, state, ids, grads, optimizer.lr, optimizer.eps)
     elif kernel is _step_numba:
         scratch = RowScratch(50, 8)

@@ -22,9 +22,13 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 CODEX = Path(__file__).resolve().parents[1] / "data" / "codex-s"
 
 
+@pytest.mark.parametrize("n", [40, 8], ids=["sorted row update", "whole-table row update"])
 @pytest.mark.parametrize("closed_form", [True, False])
-def test_cuda_step_equals_cpu_step(closed_form):
-    n, d = 40, 8
+def test_cuda_step_equals_cpu_step(closed_form, n):
+    """One step on CUDA updates what it updates on the CPU, by autograd and in closed form,
+    with the row update over the ids (more rows than the batch names) and over the whole
+    table (fewer: the batch's 24 ids, 8 rows)."""
+    d = 8
     config = config_from_dict({"model": {"dim": d, "operator": "rotate"},
                                "training": {"chunk_size": 5, "num_uniform_negatives": 0, "closed_form_softmax": closed_form}})
     manifest = Manifest(1, [EntityType("e", [n])], [Relation("r", "e", "e"), Relation("s", "e", "e")], {})

@@ -17,7 +17,7 @@ from bigkg.format import Manifest
 from bigkg.model.comparators import Comparator, build_comparator
 from bigkg.model.encoder import Encoder, EncoderContext, build_encoder
 from bigkg.model.operators import OPERATORS
-from bigkg.model.regularizers import regularization
+from bigkg.model.regularizers import regularization, regularization_gradient
 
 # The name of KGModel's global embeddings in its state_dict (model.init_from treats them apart).
 GLOBAL_EMBEDDINGS = "global_embeddings"
@@ -172,14 +172,32 @@ class KGModel(nn.Module):
         """Weighted regulariser of the entity rows and relation parameters a batch used."""
         if self.regularizer == "none" or self.regularization_weight == 0:
             return None
-        tensors = list(entity_rows)
+        rows = self.regularization_weight * regularization(self.regularizer, entity_rows, self.is_complex)
+        relations = self.relation_regularization(rel)
+        return rows if relations is None else rows + relations
+
+    def relation_regularization(self, rel: Tensor) -> Tensor | None:
+        """The weighted regulariser of the parameters of relations ``rel`` (and of their
+        reciprocals); None when the model has no regulariser or its operators no parameters."""
+        if self.regularizer == "none" or self.regularization_weight == 0:
+            return None
         rel_ids = torch.cat([rel, rel + self.num_relations]) if self.reciprocal else rel
+        tensors = []
         for k, op in enumerate(self.operators):
             ids = rel_ids if len(self.operators) == 1 else rel_ids[self.operator_of[rel_ids] == k]
             rows = op.relation_rows(ids)
             if rows is not None:
                 tensors.append(rows)
+        if not tensors:
+            return None
         return self.regularization_weight * regularization(self.regularizer, tensors, self.is_complex)
+
+    def regularization_gradient(self, entity_rows: Tensor) -> Tensor | None:
+        """The gradient of the weighted regulariser with respect to ``entity_rows`` (a
+        batch's rows, each counted once per use); None when the model has no regulariser."""
+        if self.regularizer == "none" or self.regularization_weight == 0:
+            return None
+        return self.regularization_weight * regularization_gradient(self.regularizer, entity_rows, self.is_complex)
 
 
 def build_model(config: Config, manifest: Manifest) -> KGModel:

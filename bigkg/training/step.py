@@ -269,7 +269,7 @@ class BatchStep:
             rel = batch.rel[start:end].view(nc, c)
             if self.model.rows_compared_directly:
                 out = softmax_dot_gradients(head_candidates, tail_candidates, c, weights, foreign_heads, foreign_tails, self.trains)
-                self._add_regularizer_gradient(rel, head_candidates[:, :c], tail_candidates[:, :c], out.heads, out.tails)
+                self._add_regularizer_gradient(head_candidates[:, :c], tail_candidates[:, :c], out.heads, out.tails)
             else:
                 out = self._operator_gradients(rel, head_candidates, tail_candidates, weights, foreign_heads, foreign_tails,
                                                shared_grads)
@@ -296,15 +296,16 @@ class BatchStep:
     ) -> ChunkGradients:
         """The closed-form step's block under a relation operator: the queries are the
         positives' rows under it (``KGModel.query_vectors``), the scores' gradient is
-        ``softmax_query_gradients``', and autograd takes it (with the regulariser's) back
-        through the operator to the rows and the relation parameters, whose gradients are
-        added to ``shared_grads``. ``rel`` [nc, c]; candidates as ``softmax_dot_gradients``."""
+        ``softmax_query_gradients``', and autograd takes it (with the relation parameters'
+        regulariser's) back through the operator to the rows and the relation parameters,
+        whose gradients are added to ``shared_grads``; the rows' regulariser is added in
+        closed form. ``rel`` [nc, c]; candidates as ``softmax_dot_gradients``."""
         c = rel.shape[1]
         heads, tails = head_candidates[:, :c].detach().requires_grad_(), tail_candidates[:, :c].detach().requires_grad_()
         with torch.enable_grad():
             queries = [self.model.query_vectors(side, anchor, rel) if on else None
                        for side, anchor, on in (("rhs", heads, self.trains[0]), ("lhs", tails, self.trains[1]))]
-            reg = self.model.regularization([heads, tails], rel)
+            reg = self.model.relation_regularization(rel)  # the rows' part in closed form, below
         out = softmax_query_gradients(*(None if q is None else q.detach() for q in queries[:1]), tail_candidates,
                                       *(None if q is None else q.detach() for q in queries[1:]), head_candidates,
                                       c, weights, foreign_heads, foreign_tails)
@@ -317,20 +318,19 @@ class BatchStep:
         # A row's gradient as a query (through the operator, and the regulariser's) plus as a candidate.
         as_candidates = [None if g is None else g[:, :c] for g in (out.head_candidates, out.tail_candidates)]
         rows = [_sum_present(a, b, like) for a, b, like in zip(grads[:2], as_candidates, (heads, tails))]
+        self._add_regularizer_gradient(heads.detach(), tails.detach(), *rows)
         negatives = [candidates[:, c:] if g is None else g[:, c:]  # a side not trained has no negatives
                      for g, candidates in ((out.head_candidates, head_candidates), (out.tail_candidates, tail_candidates))]
         return ChunkGradients(out.loss, rows[0], rows[1], negatives[0], negatives[1], out.foreign_heads, out.foreign_tails)
 
-    def _add_regularizer_gradient(self, rel: Tensor, h: Tensor, t: Tensor, grad_h: Tensor, grad_t: Tensor) -> None:
-        """Add the gradient of the regulariser on the positives' rows ``h``, ``t`` (edges of
-        relations ``rel``) to ``grad_h``, ``grad_t`` (none without one). The regulariser
-        is a sum over rows, so a batch's is the sum of its blocks'."""
-        h, t = h.detach().requires_grad_(), t.detach().requires_grad_()
-        reg = self.model.regularization([h, t], rel)
-        if reg is not None:
-            reg_h, reg_t = torch.autograd.grad(reg, [h, t])
-            grad_h += reg_h
-            grad_t += reg_t
+    def _add_regularizer_gradient(self, h: Tensor, t: Tensor, grad_h: Tensor, grad_t: Tensor) -> None:
+        """Add the gradient of the regulariser on the positives' rows ``h``, ``t`` to ``grad_h``,
+        ``grad_t`` (none without one), in closed form. The regulariser is a sum over rows, so a
+        batch's is the sum of its blocks'."""
+        for rows, grad in ((h, grad_h), (t, grad_t)):
+            reg = self.model.regularization_gradient(rows)
+            if reg is not None:
+                grad += reg
 
     def _chunked_loss(
         self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator,
