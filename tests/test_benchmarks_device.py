@@ -93,3 +93,34 @@ def test_pbg_in_loop_rate_reads_its_bucket_lines():
 @pytest.mark.parametrize("script", ["gpu_session.sh", "prepare_device.sh"])
 def test_session_scripts_parse(script):
     subprocess.run(["bash", "-n", str(REPO / "benchmarks" / script)], check=True)
+
+
+def test_gpu_profile_reports_each_variant_and_its_profiled_epoch(tmp_path):
+    """benchmarks/gpu_profile.py (the GPU session's `profile` stage), on the CPU at tiny
+    scale: one table row per variant with its overrides and edges/s, and the operations
+    taking most host time in its profiled epoch."""
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "gpu_profile.py"), "--device", "cpu", "--data", str(tiny_archive(tmp_path)),
+         "--epochs", "2", "--work", str(tmp_path / "work"),
+         "--variant", "closed=model.dim=8,training.batch_size=500,training.num_uniform_negatives=20,training.threads=1",
+         "--variant", "autograd=model.dim=8,training.batch_size=500,training.num_uniform_negatives=20,training.threads=1,"
+                      "training.closed_form_softmax=false"],
+        check=True, cwd=REPO, capture_output=True, text=True,
+    ).stdout
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in out.splitlines() if line.startswith("| closed ")
+            or line.startswith("| autograd ")}
+    assert set(rows) == {"closed", "autograd"}
+    assert "training.closed_form_softmax=false" in rows["autograd"][0]
+    for cells in rows.values():
+        assert float(cells[1].replace(",", "")) > 0 and float(cells[3]) > 0  # edges/s, aten ops per step
+    assert "closed: the operations taking most host time per step" in out and "| aten::" in out
+
+
+def test_row_update_benchmark_times_every_path():
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "row_update.py"), "--rows", "50", "--dim", "4", "--positives", "10",
+         "--negatives", "30", "--rounds", "1"],
+        check=True, cwd=REPO, capture_output=True, text=True,
+    ).stdout
+    timed = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ") and "ms per" not in line]
+    assert timed == ["sorted (torch)", "whole table (torch)", "compiled (numba, CPU)"]
