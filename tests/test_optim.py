@@ -219,6 +219,15 @@ def test_closed_form_step_under_each_relation_operator(operator, reciprocal):
     check_batch_step(3, False, "drawn", operator, reciprocal, "n3", True)
 
 
+@pytest.mark.parametrize("reciprocal", [False, True])
+def test_closed_form_step_with_an_operator_per_relation(reciprocal):
+    """model.relation_operators: relation r's queries are its anchors under ComplEx, s's under
+    a translation (whose adjoint leaves a score term constant per query); both relations'
+    parameters are trained through one step, as autograd trains them."""
+    check_batch_step(3, False, "drawn", "complex_diagonal", reciprocal, "l2", True,
+                     relation_operators={"s": "translation"})
+
+
 @pytest.mark.parametrize("closed_form", [True, False])
 @pytest.mark.parametrize("operator", ["none", "complex_diagonal"])
 @pytest.mark.parametrize("sides", [{"r": "tails"}, {"r": "heads", "s": "tails"}])
@@ -239,11 +248,12 @@ def test_batch_step_when_every_relation_trains_one_side(side, operator, closed_f
 
 
 def check_batch_step(uniform, anchor_negatives, foreign, operator, reciprocal, regularizer, closed_form, sides=None,
-                     global_side="both", global_embedding=False):
+                     global_side="both", global_embedding=False, relation_operators=None):
     n, d = 30, 6
     config = config_from_dict({
         "model": {"dim": d, "operator": operator, "reciprocal": reciprocal, "regularizer": regularizer,
-                  "regularization_weight": 0.01, "global_embedding": global_embedding},
+                  "regularization_weight": 0.01, "global_embedding": global_embedding,
+                  "relation_operators": relation_operators or {}},
         "training": {"chunk_size": 4, "num_uniform_negatives": uniform, "lr": 0.5, "shared_lr": 0.2,
                      "anchor_negatives": anchor_negatives, "closed_form_softmax": closed_form,
                      "relation_negative_sides": sides or {}, "negative_sides": global_side},
