@@ -64,13 +64,16 @@ def supports_closed_form(model: KGModel, t: TrainingConfig) -> bool:
 
 
 class ChunkGradients(NamedTuple):
-    """A block of chunks' loss and the gradients of the rows it scored."""
+    """A block of chunks' loss and the gradients of the rows it scored: the positives' rows'
+    (``heads``, ``tails``) and their side's candidates' from column ``first`` on, which the
+    row update adds up where they name the same row."""
 
     loss: Tensor  # [nc, c] both sides' weighted cross-entropy of each positive
-    heads: Tensor  # [nc, c, d] the positives' head rows, as queries and as candidates
-    tails: Tensor  # [nc, c, d]
-    head_negatives: Tensor  # [nc, u, d]
-    tail_negatives: Tensor  # [nc, u, d]
+    heads: Tensor | None  # [nc, c, d] the positives' head rows, beyond their candidate columns from ``first``
+    tails: Tensor | None  # [nc, c, d]
+    head_candidates: Tensor | None  # [nc, c + u - first, d] the head candidates from column ``first``
+    tail_candidates: Tensor | None  # [nc, c + u - first, d]
+    first: int  # c: the candidate gradients are the negatives' alone; 0: every candidate's
     foreign_heads: Tensor | None  # [f, d]
     foreign_tails: Tensor | None  # [f, d]
 
@@ -121,7 +124,7 @@ def softmax_dot_gradients(
     return ChunkGradients(
         loss, grad_heads, grad_tails,
         torch.bmm(head_grad[:, :, c:k_head].transpose(1, 2), tails),
-        torch.bmm(tail_grad[:, :, c:k_tail].transpose(1, 2), heads),
+        torch.bmm(tail_grad[:, :, c:k_tail].transpose(1, 2), heads), c,
         _add_shared_gradient(grad_tails, head_grad[:, :, k_head:], tails, foreign_heads),
         _add_shared_gradient(grad_heads, tail_grad[:, :, k_tail:], heads, foreign_tails),
     )

@@ -274,10 +274,15 @@ class BatchStep:
                 out = self._operator_gradients(rel, head_candidates, tail_candidates, weights, foreign_heads, foreign_tails,
                                                shared_grads)
             loss += out.loss.sum()
-            left_ids += [batch.lhs[start:end], head_ids[:, c:].flatten()]
-            left_grads += [out.heads.reshape(nc * c, d), out.head_negatives.reshape(nc * u_head, d)]
-            right_ids += [batch.rhs[start:end], tail_ids[:, c:].flatten()]
-            right_grads += [out.tails.reshape(nc * c, d), out.tail_negatives.reshape(nc * u_tail, d)]
+            for ids, grads, positives, candidates, rows, candidate_rows in (
+                    (left_ids, left_grads, batch.lhs[start:end], head_ids, out.heads, out.head_candidates),
+                    (right_ids, right_grads, batch.rhs[start:end], tail_ids, out.tails, out.tail_candidates)):
+                if rows is not None:
+                    ids.append(positives)
+                    grads.append(rows.reshape(nc * c, d))
+                if candidate_rows is not None:  # contiguous blocks: flattened, not copied
+                    ids.append(candidates[:, out.first:].flatten())
+                    grads.append(candidate_rows.reshape(-1, d))
             grad_foreign = [g if total is None else total + g for total, g in zip(grad_foreign, (out.foreign_heads, out.foreign_tails))]
             chunk += nc
         self._step_shared(shared_grads)
@@ -315,13 +320,14 @@ class BatchStep:
         for k, g in enumerate(grads[2:]):
             if g is not None:
                 shared_grads[k] = g if shared_grads[k] is None else shared_grads[k] + g
-        # A row's gradient as a query (through the operator, and the regulariser's) plus as a candidate.
-        as_candidates = [None if g is None else g[:, :c] for g in (out.head_candidates, out.tail_candidates)]
-        rows = [_sum_present(a, b, like) for a, b, like in zip(grads[:2], as_candidates, (heads, tails))]
-        self._add_regularizer_gradient(heads.detach(), tails.detach(), *rows)
-        negatives = [candidates[:, c:] if g is None else g[:, c:]  # a side not trained has no negatives
-                     for g, candidates in ((out.head_candidates, head_candidates), (out.tail_candidates, tail_candidates))]
-        return ChunkGradients(out.loss, rows[0], rows[1], negatives[0], negatives[1], out.foreign_heads, out.foreign_tails)
+        # The positives' rows: as queries (through the operator) and the regulariser's; as
+        # candidates, within their side's candidate block, which the row update adds.
+        rows = []
+        for grad, anchors in zip(grads[:2], (heads, tails)):
+            reg = self.model.regularization_gradient(anchors.detach())
+            rows.append(grad if reg is None else reg if grad is None else grad + reg)
+        return ChunkGradients(out.loss, rows[0], rows[1], out.head_candidates, out.tail_candidates, 0,
+                              out.foreign_heads, out.foreign_tails)
 
     def _add_regularizer_gradient(self, h: Tensor, t: Tensor, grad_h: Tensor, grad_t: Tensor) -> None:
         """Add the gradient of the regulariser on the positives' rows ``h``, ``t`` to ``grad_h``,
@@ -415,10 +421,3 @@ class BatchStep:
         ]).squeeze(-1)
         return scores if loops is None else scores.masked_fill(loops.unsqueeze(-1), float("-inf"))
 
-
-def _sum_present(a: Tensor | None, b: Tensor | None, like: Tensor) -> Tensor:
-    """a + b where either may be None (no gradient); zeros shaped as ``like`` when both are."""
-    if a is None or b is None:
-        present = a if b is None else b
-        return torch.zeros_like(like) if present is None else present
-    return a + b
