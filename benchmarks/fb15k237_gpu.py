@@ -31,6 +31,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,6 +49,7 @@ from bigkg.atomic import write_text_atomic  # noqa: E402
 from bigkg.config import Config, load_config  # noqa: E402
 from bigkg.evaluation import evaluate  # noqa: E402
 from bigkg.export import write_entity_tables, write_relation_rows  # noqa: E402
+from bigkg.format import load_manifest  # noqa: E402
 from bigkg.pbg_checkpoint import PBGCheckpoint  # noqa: E402
 from bigkg.training.trainer import Trainer, train  # noqa: E402
 from benchmarks.pbg_env import in_loop_rate, locate_pbg, write_pbg_config, write_pbg_input  # noqa: E402
@@ -175,12 +177,13 @@ def train_and_test(config: Config, target: float) -> dict[str, Any]:
     }
 
 
-def run_pbg(raw: Path, dataset: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_pbg(dataset: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """PBG 1.0.0 on the CPU with the same settings (no regularizer: 1.0.0 has none); its
     model's test MRR by bigkg's evaluation of ``dataset``."""
     pbg = locate_pbg(args.pbg_venv, args.pbg_site)
     root = work / "pbg"
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)  # PBG resumes from a checkpoint it finds: start afresh
+    root.mkdir(parents=True)
     config = root / "config.py"
     write_pbg_config(
         config, entity_path=root / "entities", edge_path=root / "edges", checkpoint_path=root / "model",
@@ -190,7 +193,7 @@ def run_pbg(raw: Path, dataset: Path, work: Path, args: argparse.Namespace) -> d
     write_pbg_input(dataset, root / "entities", root / "edges")  # bigkg's partition, in PBG's format
     log = root / "train.log"
     wall, cpu = timed(pbg.command("torchbiggraph_train") + [str(config)], log, env=pbg.env())
-    edges = sum(1 for _ in open(raw / "train.txt"))
+    edges = load_manifest(dataset).split_count("train")  # what PBG's input holds: the deduplicated split
     return {"system": "PBG 1.0.0 CPU", "workers": args.pbg_workers, "epochs": args.pbg_epochs, "wall_s": wall,
             "cpu_s": cpu, "epoch_s": wall / args.pbg_epochs, "edges_per_s": edges * args.pbg_epochs / wall,
             "edges_per_s_in_loop": in_loop_rate(log.read_text(errors="replace")), "where": pbg.describe(),
@@ -260,7 +263,7 @@ def main() -> None:
               f"test MRR {result['final_test_mrr']:.4f} after {result['epochs']} epochs; "
               + (f"MRR {args.target_mrr} reached at {result['wall_s_to_target']:.1f} s" if result["wall_s_to_target"] is not None
                  else f"MRR {args.target_mrr} not reached"), flush=True)
-    pbg = run_pbg(raw, dataset, args.work, args) if args.pbg_epochs else None
+    pbg = run_pbg(dataset, args.work, args) if args.pbg_epochs else None
 
     print(f"\n{source.name} ({runs[0]['edges_per_epoch']:,} train edges), {args.config.relative_to(REPO) if args.config.is_relative_to(REPO) else args.config}"
           f" {' '.join(args.overrides)}; device {runs[0]['device']}"

@@ -168,9 +168,13 @@ class KGModel(nn.Module):
         return out
 
     # -- regularisation --------------------------------------------------------------
+    @property
+    def regularized(self) -> bool:
+        return self.regularizer != "none" and self.regularization_weight != 0
+
     def regularization(self, entity_rows: list[Tensor], rel: Tensor) -> Tensor | None:
         """Weighted regulariser of the entity rows and relation parameters a batch used."""
-        if self.regularizer == "none" or self.regularization_weight == 0:
+        if not self.regularized:
             return None
         rows = self.regularization_weight * regularization(self.regularizer, entity_rows, self.is_complex)
         relations = self.relation_regularization(rel)
@@ -179,7 +183,7 @@ class KGModel(nn.Module):
     def relation_regularization(self, rel: Tensor) -> Tensor | None:
         """The weighted regulariser of the parameters of relations ``rel`` (and of their
         reciprocals); None when the model has no regulariser or its operators no parameters."""
-        if self.regularizer == "none" or self.regularization_weight == 0:
+        if not self.regularized:
             return None
         rel_ids = torch.cat([rel, rel + self.num_relations]) if self.reciprocal else rel
         tensors = []
@@ -195,7 +199,7 @@ class KGModel(nn.Module):
     def regularization_gradient(self, entity_rows: Tensor) -> Tensor | None:
         """The gradient of the weighted regulariser with respect to ``entity_rows`` (a
         batch's rows, each counted once per use); None when the model has no regulariser."""
-        if self.regularizer == "none" or self.regularization_weight == 0:
+        if not self.regularized:
             return None
         return self.regularization_weight * regularization_gradient(self.regularizer, entity_rows, self.is_complex)
 

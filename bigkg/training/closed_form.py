@@ -131,6 +131,8 @@ def softmax_dot_gradients(
 
 
 class SoftmaxQueryGradients(NamedTuple):
+    """``softmax_query_gradients``' loss and the gradients of each side's queries and candidates."""
+
     loss: Tensor  # [nc, c] both sides' weighted cross-entropy of each positive
     tail_queries: Tensor | None  # [nc, c, d] gradient of the tail side's queries (None: side not trained)
     head_queries: Tensor | None

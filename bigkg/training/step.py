@@ -266,13 +266,13 @@ class BatchStep:
             tail_ids = torch.cat([batch.rhs[start:end].view(nc, c), tail_negatives[chunk : chunk + nc]], 1)
             head_candidates = left.index_select(0, head_ids.flatten()).view(nc, c + u_head, d)
             tail_candidates = right.index_select(0, tail_ids.flatten()).view(nc, c + u_tail, d)
-            rel = batch.rel[start:end].view(nc, c)
             if self.model.rows_compared_directly:
                 out = softmax_dot_gradients(head_candidates, tail_candidates, c, weights, foreign_heads, foreign_tails, self.trains)
-                self._add_regularizer_gradient(head_candidates[:, :c], tail_candidates[:, :c], out.heads, out.tails)
+                out = out._replace(heads=self._with_regularizer_gradient(head_candidates[:, :c], out.heads),
+                                   tails=self._with_regularizer_gradient(tail_candidates[:, :c], out.tails))
             else:
-                out = self._operator_gradients(rel, head_candidates, tail_candidates, weights, foreign_heads, foreign_tails,
-                                               shared_grads)
+                out = self._operator_gradients(batch.rel[start:end].view(nc, c), head_candidates, tail_candidates, weights,
+                                               foreign_heads, foreign_tails, shared_grads)
             loss += out.loss.sum()
             for ids, grads, positives, candidates, rows, candidate_rows in (
                     (left_ids, left_grads, batch.lhs[start:end], head_ids, out.heads, out.head_candidates),
@@ -310,33 +310,33 @@ class BatchStep:
         with torch.enable_grad():
             queries = [self.model.query_vectors(side, anchor, rel) if on else None
                        for side, anchor, on in (("rhs", heads, self.trains[0]), ("lhs", tails, self.trains[1]))]
-            reg = self.model.relation_regularization(rel)  # the rows' part in closed form, below
-        out = softmax_query_gradients(*(None if q is None else q.detach() for q in queries[:1]), tail_candidates,
-                                      *(None if q is None else q.detach() for q in queries[1:]), head_candidates,
-                                      c, weights, foreign_heads, foreign_tails)
-        outputs = [q for q in queries if q is not None] + ([] if reg is None else [reg])
-        grad_outputs = [g for g in (out.tail_queries, out.head_queries) if g is not None] + ([] if reg is None else [torch.ones_like(reg)])
+            relation_reg = self.model.relation_regularization(rel)  # the rows' part in closed form, below
+        tail_queries, head_queries = (None if q is None else q.detach() for q in queries)
+        out = softmax_query_gradients(tail_queries, tail_candidates, head_queries, head_candidates, c, weights,
+                                      foreign_heads, foreign_tails)
+        outputs = [q for q in queries if q is not None]
+        grad_outputs = [g for g in (out.tail_queries, out.head_queries) if g is not None]
+        if relation_reg is not None:
+            outputs.append(relation_reg)
+            grad_outputs.append(torch.ones_like(relation_reg))
         grads = torch.autograd.grad(outputs, [heads, tails, *self.shared_params], grad_outputs, allow_unused=True)
         for k, g in enumerate(grads[2:]):
             if g is not None:
                 shared_grads[k] = g if shared_grads[k] is None else shared_grads[k] + g
         # The positives' rows: as queries (through the operator) and the regulariser's; as
         # candidates, within their side's candidate block, which the row update adds.
-        rows = []
-        for grad, anchors in zip(grads[:2], (heads, tails)):
-            reg = self.model.regularization_gradient(anchors.detach())
-            rows.append(grad if reg is None else reg if grad is None else grad + reg)
-        return ChunkGradients(out.loss, rows[0], rows[1], out.head_candidates, out.tail_candidates, 0,
-                              out.foreign_heads, out.foreign_tails)
+        return ChunkGradients(out.loss, self._with_regularizer_gradient(heads.detach(), grads[0]),
+                              self._with_regularizer_gradient(tails.detach(), grads[1]),
+                              out.head_candidates, out.tail_candidates, 0, out.foreign_heads, out.foreign_tails)
 
-    def _add_regularizer_gradient(self, h: Tensor, t: Tensor, grad_h: Tensor, grad_t: Tensor) -> None:
-        """Add the gradient of the regulariser on the positives' rows ``h``, ``t`` to ``grad_h``,
-        ``grad_t`` (none without one), in closed form. The regulariser is a sum over rows, so a
-        batch's is the sum of its blocks'."""
-        for rows, grad in ((h, grad_h), (t, grad_t)):
-            reg = self.model.regularization_gradient(rows)
-            if reg is not None:
-                grad += reg
+    def _with_regularizer_gradient(self, rows: Tensor, grad: Tensor | None) -> Tensor | None:
+        """``grad`` of the positives' ``rows`` (None: none yet) plus the regulariser's gradient
+        on them, in closed form (``grad`` as it is without a regulariser). The regulariser is a
+        sum over rows, so a batch's is the sum of its blocks'."""
+        reg = self.model.regularization_gradient(rows)
+        if reg is None or grad is None:
+            return grad if reg is None else reg
+        return grad.add_(reg)
 
     def _chunked_loss(
         self, plan: ChunkPlan, batch: Batch, left: _Rows, right: _Rows, gen: torch.Generator,
