@@ -61,6 +61,7 @@ def profiled_epoch(config_path: Path, overrides: list[str], run_dir: Path, devic
     top = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: -e.self_cpu_time_total)[:12]
     return {
         "aten_per_step": aten / steps, "launches_per_step": counts["cudaLaunchKernel"] / steps,
+        "graph_launches_per_step": counts["cudaGraphLaunch"] / steps,
         "syncs_per_step": {k: counts[k] / steps for k in SYNCS if counts[k]},
         "device_ms_per_step": device_us / 1e3 / steps,
         "top": [(e.key, e.count / steps, e.self_cpu_time_total / 1e3 / steps) for e in top],
@@ -93,8 +94,9 @@ def main() -> None:
     print(f"{source.name}, {args.config.name}, device {args.device}"
           f"{' (' + torch.cuda.get_device_name(args.device) + ')' if args.device.startswith('cuda') else ''}, "
           f"torch {torch.__version__}; {args.epochs} epochs per variant, edges/s median of epochs 2..\n")
-    print("| variant | overrides | edges/s | ms/step | aten ops/step | kernel launches/step | device ms/step | host syncs/step |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+    print("| variant | overrides | edges/s | ms/step | aten ops/step | kernel launches/step | graph launches/step "
+          "| device ms/step | host syncs/step |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     details = []
     for name, spec in variants:
         overrides = [o for o in spec.split(",") if o]
@@ -105,12 +107,13 @@ def main() -> None:
         ms_per_step = 1e3 * statistics.median(r["train_s"] for r in timed) / (steps / len(epochs))
         cells = [f"{rate:,.0f}", f"{ms_per_step:.2f}"]
         if args.no_profile:
-            cells += ["-"] * 4
+            cells += ["-"] * 5
         else:
             p = profiled_epoch(args.config, base + overrides, args.work / f"profile_{name}", args.device)
             details.append((name, p))
             syncs = ", ".join(f"{k} {v:.1f}" for k, v in p["syncs_per_step"].items()) or "none"
-            cells += [f"{p['aten_per_step']:.0f}", f"{p['launches_per_step']:.0f}", f"{p['device_ms_per_step']:.2f}", syncs]
+            cells += [f"{p['aten_per_step']:.0f}", f"{p['launches_per_step']:.0f}", f"{p['graph_launches_per_step']:.2f}",
+                      f"{p['device_ms_per_step']:.2f}", syncs]
         print(f"| {name} | {' '.join(overrides) or '-'} | " + " | ".join(cells) + " |", flush=True)
     for name, p in details:
         print(f"\n{name}: the operations taking most host time per step (profiled, so slower than unprofiled)\n")

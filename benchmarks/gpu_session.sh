@@ -15,8 +15,9 @@
 #             epochs, PBG 1.0.0 CPU (16 workers) for 3 epochs; d=100, 10 epochs;
 #             d=400 with N3 0.05, 10 epochs, test ranked every epoch           (~4)
 #   fb15k237_tf32  (optional) the N3 0.05 run with TF32 products                  (~1)
-#   profile   benchmarks/gpu_profile.py: FB15k-237 at PBG's settings, closed form vs
-#             autograd (PROFILE_THREADS=1: and 2 Hogwild threads); a profiled epoch of each (~1)
+#   profile   benchmarks/gpu_profile.py: FB15k-237 at PBG's settings, the closed-form step
+#             replayed as a CUDA graph (float32 and TF32 products), eager, and autograd
+#             (PROFILE_THREADS=1: and 2 Hogwild threads); a profiled epoch of each     (~1)
 #   encoder   benchmarks/encoder.py on the GPU (needs its --device option)        (~3)
 #   scaling   benchmarks/scaling.py: 20M edges, P=16, W=1,2,4,8 CPU workers over
 #             gloo, 1 epoch each, one W after another so that a cut call keeps
@@ -156,7 +157,9 @@ stage_profile() {
     # FB15k-237 at PBG's GPU settings: edges/s and a profiled epoch per variant (operations,
     # launches, synchronisations and device time per step)
     "$python" benchmarks/gpu_profile.py --device cuda --epochs 4 --work /tmp/bigkg-profile \
-        --variant closed_form=training.closed_form_softmax=true \
+        --variant graphs=training.cuda_graphs=true \
+        --variant graphs_tf32=training.cuda_graphs=true,matmul_precision=high \
+        --variant eager=training.cuda_graphs=false \
         --variant autograd=training.closed_form_softmax=false ${PROFILE_THREADS:+--variant workers_2=training.workers=2}
 }
 

@@ -171,6 +171,10 @@ class TrainingConfig:
         "batched negatives without anchors: compute the scores' gradient in closed form, autograd only "
         "taking it back through the relation operator and the regulariser (the same update, fewer "
         "products and tensor operations); false: always autograd")
+    cuda_graphs: bool = opt(
+        True, "on a GPU, with the closed-form step and one worker: capture the step as a CUDA graph and "
+        "replay it per batch (one launch instead of ~200; batches of another size, and steps with "
+        "foreign negatives, run as they are)")
     relation_weights: dict[str, float] = opt(
         {}, "per-relation loss weight, relation name -> weight (PBG's relations[].weight), multiplied with the "
         "edges' own weights; relations not named weigh 1")

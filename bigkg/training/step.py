@@ -20,6 +20,7 @@ from bigkg.negatives import ChunkPlan, chunk_positive_index, uniform_negatives
 from bigkg.optim import RowAdagrad
 from bigkg.training.closed_form import ChunkGradients, softmax_dot_gradients, softmax_query_gradients, supports_closed_form
 from bigkg.training.foreign import ForeignSample
+from bigkg.training.graphed import GraphedStep
 
 LossFn = Callable[[Tensor, Tensor, float], Tensor]
 
@@ -131,6 +132,8 @@ class BatchStep:
         self.generator = generator
         self.shared_lock = threading.Lock()
         self.closed_form = supports_closed_form(model, config)
+        # One worker only: Hogwild threads would replay one graph's buffers at once.
+        self.graphs = GraphedStep(self._closed_form_step) if self.closed_form and config.cuda_graphs and config.workers == 1 else None
         self.steps = 0  # steps taken, resumed from the checkpoint's progress; the encoder's schedules follow it
 
     def __call__(
@@ -151,9 +154,15 @@ class BatchStep:
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         foreign_draws = [sample.draw(gen) for sample in foreign] if foreign is not None else []
         if self.closed_form:
-            plan = ChunkPlan(len(batch), min(cfg.chunk_size, len(batch)))
-            return self._closed_form_step(plan, batch, self._side_weights(batch), lhs, rhs, gen, foreign or (),
-                                          foreign_draws)
+            chunks = ChunkPlan(len(batch), min(cfg.chunk_size, len(batch))).total_chunks
+            negatives = (uniform_negatives(chunks, self.head_uniform, lstate.embeddings.shape[0], gen, batch.lhs.device),
+                         uniform_negatives(chunks, self.tail_uniform, rstate.embeddings.shape[0], gen, batch.lhs.device))
+            if self.graphs is not None and not foreign:
+                loss, shared_grads = self.graphs(batch, negatives, lhs, rhs)
+            else:
+                loss, shared_grads = self._closed_form_step(batch, negatives, lhs, rhs, foreign or (), foreign_draws)
+            self._step_shared(shared_grads)
+            return loss
         foreign_leaves = [leaf for _, leaf in foreign_draws]
         left = _Rows(lkey, lstate, self.model, edges)
         right = left if lkey == rkey else _Rows(rkey, rstate, self.model, edges)
@@ -231,23 +240,28 @@ class BatchStep:
         return batch.weight.expand(2, -1) if by_relation is None else by_relation * batch.weight
 
     def _closed_form_step(
-        self, plan: ChunkPlan, batch: Batch, sides: Tensor | None, lhs: tuple[PartitionKey, PartitionState],
-        rhs: tuple[PartitionKey, PartitionState], gen: torch.Generator,
-        foreign: tuple[ForeignSample, ...], foreign_draws: list[tuple[Tensor | None, Tensor]],
-    ) -> Tensor:
+        self, batch: Batch, negatives: tuple[Tensor, Tensor], lhs: tuple[PartitionKey, PartitionState],
+        rhs: tuple[PartitionKey, PartitionState], foreign: tuple[ForeignSample, ...] = (),
+        foreign_draws: Sequence[tuple[Tensor | None, Tensor]] = (),
+    ) -> tuple[Tensor, list[Tensor | None]]:
         """The batched softmax step of ``_chunked_loss`` (same draws, same update) with the
         scores' gradient in closed form (``bigkg.training.closed_form``); autograd only
-        adds the regulariser's gradient, when there is one.
+        takes it back through the relation operator, when there is one. ``negatives``: the
+        head and the tail side's uniform negatives [chunks, u]. Updates the rows; returns the
+        loss and the shared parameters' gradients, for the shared optimizer.
 
         Each side's candidates (the chunk's positives, then its negatives) are
         gathered in one block; the positives' rows are its first columns, so they
-        are gathered once and never copied out.
+        are gathered once and never copied out. Nothing here waits for the device or
+        draws random numbers, so on a GPU the step can be captured as a CUDA graph
+        (``bigkg.training.graphed``).
         """
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         left, right = lstate.embeddings, rstate.embeddings
+        plan = ChunkPlan(len(batch), min(self.config.chunk_size, len(batch)))
+        sides = self._side_weights(batch)
         u_head, u_tail, d, device = self.head_uniform, self.tail_uniform, left.shape[1], batch.lhs.device
-        head_negatives = uniform_negatives(plan.total_chunks, u_head, left.shape[0], gen, device)
-        tail_negatives = uniform_negatives(plan.total_chunks, u_tail, right.shape[0], gen, device)
+        head_negatives, tail_negatives = negatives
         # A side not trained has no candidates; its foreign rows are drawn all the same (the
         # autograd path's draws) but not scored.
         foreign_heads, foreign_tails = [rows.detach() if on else None
@@ -285,7 +299,6 @@ class BatchStep:
                     grads.append(candidate_rows.reshape(-1, d))
             grad_foreign = [g if total is None else total + g for total, g in zip(grad_foreign, (out.foreign_heads, out.foreign_tails))]
             chunk += nc
-        self._step_shared(shared_grads)
         if lkey == rkey:
             self.row_optimizer.step(left, lstate.adagrad, left_ids + right_ids, left_grads + right_grads)
         else:
@@ -293,7 +306,7 @@ class BatchStep:
             self.row_optimizer.step(right, rstate.adagrad, right_ids, right_grads)
         for sample, (picks, _), grad in zip(foreign, foreign_draws, grad_foreign):
             sample.add_gradient(picks, grad)
-        return loss
+        return loss, shared_grads
 
     def _operator_gradients(
         self, rel: Tensor, head_candidates: Tensor, tail_candidates: Tensor, weights: tuple[Tensor | None, Tensor | None],
