@@ -20,12 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-
-def _rows(parameter: Tensor, rel: Tensor) -> Tensor:
-    """The rows of ``parameter`` of relations ``rel`` [...] -> [..., *row]. An index_select,
-    whose gradient is an index_add: advanced indexing's is an accumulating index_put, which on
-    a GPU sums the repeats of one relation in a batch one after another."""
-    return parameter.index_select(0, rel.reshape(-1)).view(*rel.shape, *parameter.shape[1:])
+from bigkg.indexing import gather_rows
 
 
 class Operator(nn.Module):
@@ -80,19 +75,19 @@ class TranslationOperator(Operator):
         self.translation = nn.Parameter(torch.zeros(num_relations, dim))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return x + _rows(self.translation, rel)
+        return x + gather_rows(self.translation, rel)
 
     def adjoint(self, x: Tensor, rel: Tensor) -> Tensor:
         return x
 
     def dot_bias(self, x: Tensor, rel: Tensor) -> Tensor:
-        return (x * _rows(self.translation, rel)).sum(-1)
+        return (x * gather_rows(self.translation, rel)).sum(-1)
 
     def inverse(self, x: Tensor, rel: Tensor) -> Tensor:
-        return x - _rows(self.translation, rel)
+        return x - gather_rows(self.translation, rel)
 
     def relation_rows(self, rel: Tensor) -> Tensor:
-        return _rows(self.translation, rel)
+        return gather_rows(self.translation, rel)
 
 
 class DiagonalOperator(Operator):
@@ -105,12 +100,12 @@ class DiagonalOperator(Operator):
         self.diagonal = nn.Parameter(torch.ones(num_relations, dim))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return x * _rows(self.diagonal, rel)
+        return x * gather_rows(self.diagonal, rel)
 
     adjoint = forward
 
     def relation_rows(self, rel: Tensor) -> Tensor:
-        return _rows(self.diagonal, rel)
+        return gather_rows(self.diagonal, rel)
 
 
 def _complex_mul(x: Tensor, re: Tensor, im: Tensor) -> Tensor:
@@ -135,13 +130,13 @@ class ComplexDiagonalOperator(Operator):
         self.imag = nn.Parameter(torch.zeros(num_relations, half))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return _complex_mul(x, _rows(self.real, rel), _rows(self.imag, rel))
+        return _complex_mul(x, gather_rows(self.real, rel), gather_rows(self.imag, rel))
 
     def adjoint(self, x: Tensor, rel: Tensor) -> Tensor:
-        return _complex_mul(x, _rows(self.real, rel), -_rows(self.imag, rel))
+        return _complex_mul(x, gather_rows(self.real, rel), -gather_rows(self.imag, rel))
 
     def relation_rows(self, rel: Tensor) -> Tensor:
-        return torch.cat([_rows(self.real, rel), _rows(self.imag, rel)], dim=-1)
+        return torch.cat([gather_rows(self.real, rel), gather_rows(self.imag, rel)], dim=-1)
 
 
 class RotateOperator(Operator):
@@ -157,11 +152,11 @@ class RotateOperator(Operator):
         self.phase = nn.Parameter(torch.zeros(num_relations, dim // 2))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        phase = _rows(self.phase, rel)
+        phase = gather_rows(self.phase, rel)
         return _complex_mul(x, torch.cos(phase), torch.sin(phase))
 
     def adjoint(self, x: Tensor, rel: Tensor) -> Tensor:
-        phase = _rows(self.phase, rel)
+        phase = gather_rows(self.phase, rel)
         return _complex_mul(x, torch.cos(phase), -torch.sin(phase))
 
     inverse = adjoint
@@ -177,13 +172,13 @@ class LinearOperator(Operator):
         self.matrix = nn.Parameter(torch.eye(dim).repeat(num_relations, 1, 1))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return (_rows(self.matrix, rel) @ x.unsqueeze(-1)).squeeze(-1)
+        return (gather_rows(self.matrix, rel) @ x.unsqueeze(-1)).squeeze(-1)
 
     def adjoint(self, x: Tensor, rel: Tensor) -> Tensor:
-        return (_rows(self.matrix, rel).transpose(-1, -2) @ x.unsqueeze(-1)).squeeze(-1)
+        return (gather_rows(self.matrix, rel).transpose(-1, -2) @ x.unsqueeze(-1)).squeeze(-1)
 
     def relation_rows(self, rel: Tensor) -> Tensor:
-        return _rows(self.matrix, rel).flatten(-2) / math.sqrt(self.dim)
+        return gather_rows(self.matrix, rel).flatten(-2) / math.sqrt(self.dim)
 
 
 class AffineOperator(LinearOperator):
@@ -196,10 +191,10 @@ class AffineOperator(LinearOperator):
         self.translation = nn.Parameter(torch.zeros(num_relations, dim))
 
     def forward(self, x: Tensor, rel: Tensor) -> Tensor:
-        return super().forward(x, rel) + _rows(self.translation, rel)
+        return super().forward(x, rel) + gather_rows(self.translation, rel)
 
     def dot_bias(self, x: Tensor, rel: Tensor) -> Tensor:
-        return (x * _rows(self.translation, rel)).sum(-1)
+        return (x * gather_rows(self.translation, rel)).sum(-1)
 
 
 OPERATORS: dict[str, type[Operator]] = {

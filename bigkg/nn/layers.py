@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from bigkg.config import COMPOSITIONS
+from bigkg.indexing import gather_rows
 from bigkg.nn.base import Linear, MessagePassing, probe_rows
 from bigkg.nn.graph import GraphError, Receivers
 from bigkg.sparsify import WeightPruner
@@ -33,7 +34,7 @@ class Composition(nn.Module):
         self.rel = nn.Parameter(init(num_relations, dim) + 0.1 * torch.randn(num_relations, dim))
 
     def forward(self, x: Tensor, rel_ids: Tensor) -> Tensor:
-        z = self.rel[rel_ids]
+        z = gather_rows(self.rel, rel_ids)
         return x * z if self.op == "mult" else x - z
 
     def gain(self, probe: Tensor) -> Tensor:
@@ -149,7 +150,7 @@ class RGCNLayer(MessagePassing):
 
     def message(self, x_src: Tensor, rel: Tensor) -> Tensor:
         mixed = x_src.view(-1, self.num_bases, self.dim_out)
-        return torch.einsum("eb,ebk->ek", self.coeff[rel], mixed)
+        return torch.einsum("eb,ebk->ek", gather_rows(self.coeff, rel), mixed)
 
     def message_params(self) -> list[Tensor]:
         return [self.coeff]
@@ -183,7 +184,7 @@ class LightGCNLayer(MessagePassing):
         return ("copy", None)
 
     def attention(self, x_src: Tensor, x_dst: Tensor, rel: Tensor) -> Tensor:
-        return (x_src * self.rel[rel] * x_dst).sum(1) * self.scale
+        return (x_src * gather_rows(self.rel, rel) * x_dst).sum(1) * self.scale
 
     def relation_gain(self, x: Tensor) -> Tensor | None:
         return None
