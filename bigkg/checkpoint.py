@@ -76,6 +76,10 @@ class PartitionState:
     adagrad: Tensor
 
 
+# A partition held for training, with its key: one side (lhs or rhs) of a bucket.
+Side = tuple[PartitionKey, PartitionState]
+
+
 def partition_relpath(entity_type: str, part: int) -> Path:
     return Path("partitions") / entity_type / f"part_{part}.pt"
 

@@ -34,12 +34,11 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import torch
 from torch import Tensor
 
-from bigkg.checkpoint import PartitionKey, PartitionState
+from bigkg.checkpoint import Side
 
 if TYPE_CHECKING:
     from bigkg.training.step import Batch
 
-Side = tuple[PartitionKey, PartitionState]
 StepResult = tuple[Tensor, list[Tensor | None]]
 # (batch, (head, tail) negatives, lhs side, rhs side) -> (loss, shared parameters' gradients)
 StepFunction = Callable[..., StepResult]

@@ -44,12 +44,11 @@ import torch
 import torch.multiprocessing  # registers how tensors in shared memory are sent between processes
 from torch import Tensor
 
-from bigkg.checkpoint import PartitionKey, PartitionState
+from bigkg.checkpoint import PartitionKey, PartitionState, Side
 from bigkg.optim import preload_cpu_kernels
 from bigkg.training.foreign import ForeignSample
 from bigkg.training.step import Batch, BatchStep
 
-Side = tuple[PartitionKey, PartitionState]
 SHARED_MEMORY = "/dev/shm"  # where torch puts the tensors it shares between processes
 
 

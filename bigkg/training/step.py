@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from bigkg.checkpoint import PartitionKey, PartitionState
+from bigkg.checkpoint import PartitionKey, PartitionState, Side
 from bigkg.config import TrainingConfig
 from bigkg.model import EncoderContext, IdentityEncoder, KGModel
 from bigkg.negatives import ChunkPlan, chunk_positive_index, uniform_negatives
@@ -139,8 +139,8 @@ class BatchStep:
     def __call__(
         self,
         batch: Batch,
-        lhs: tuple[PartitionKey, PartitionState],
-        rhs: tuple[PartitionKey, PartitionState],
+        lhs: Side,
+        rhs: Side,
         edges: tuple[Tensor, Tensor, Tensor] | None = None,
         generator: torch.Generator | None = None,
         foreign: tuple[ForeignSample, ForeignSample] | None = None,
@@ -240,8 +240,8 @@ class BatchStep:
         return batch.weight.expand(2, -1) if by_relation is None else by_relation * batch.weight
 
     def _closed_form_step(
-        self, batch: Batch, negatives: tuple[Tensor, Tensor], lhs: tuple[PartitionKey, PartitionState],
-        rhs: tuple[PartitionKey, PartitionState], foreign: tuple[ForeignSample, ...] = (),
+        self, batch: Batch, negatives: tuple[Tensor, Tensor], lhs: Side,
+        rhs: Side, foreign: tuple[ForeignSample, ...] = (),
         foreign_draws: Sequence[tuple[Tensor | None, Tensor]] = (),
     ) -> tuple[Tensor, list[Tensor | None]]:
         """The batched softmax step of ``_chunked_loss`` (same draws, same update) with the
