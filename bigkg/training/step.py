@@ -154,9 +154,7 @@ class BatchStep:
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         foreign_draws = [sample.draw(gen) for sample in foreign] if foreign is not None else []
         if self.closed_form:
-            chunks = ChunkPlan(len(batch), min(cfg.chunk_size, len(batch))).total_chunks
-            negatives = (uniform_negatives(chunks, self.head_uniform, lstate.embeddings.shape[0], gen, batch.lhs.device),
-                         uniform_negatives(chunks, self.tail_uniform, rstate.embeddings.shape[0], gen, batch.lhs.device))
+            negatives = self._uniform_negatives(self._plan(batch).total_chunks, lstate, rstate, gen)
             if self.graphs is not None and not foreign:
                 loss, shared_grads = self.graphs(batch, negatives, lhs, rhs)
             else:
@@ -197,6 +195,18 @@ class BatchStep:
         self._step_shared(grads[k:])
         return loss.detach()
 
+    def _plan(self, batch: Batch) -> ChunkPlan:
+        """How ``batch`` is cut into chunks."""
+        return ChunkPlan(len(batch), min(self.config.chunk_size, len(batch)))
+
+    def _uniform_negatives(self, chunks: int, lstate: PartitionState, rstate: PartitionState,
+                           gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A batch's head and tail side's uniform negatives [chunks, u], local ids of the lhs and
+        the rhs partition (u = 0 for a side not trained), drawn in that order."""
+        device = lstate.embeddings.device
+        return (uniform_negatives(chunks, self.head_uniform, lstate.embeddings.shape[0], gen, device),
+                uniform_negatives(chunks, self.tail_uniform, rstate.embeddings.shape[0], gen, device))
+
     def _step_shared(self, grads: Sequence[Tensor | None]) -> None:
         """The shared optimizer's step with ``grads`` of the shared parameters (None: unused)."""
         if self.shared_optimizer is not None:
@@ -210,8 +220,7 @@ class BatchStep:
         """Per-edge loss [2, B] of the tail and the head side, and the positives' head and tail
         rows: against every row of the partitions (``all_rows``) or the chunks' candidates."""
         if not all_rows:
-            plan = ChunkPlan(len(batch), min(self.config.chunk_size, len(batch)))
-            return self._chunked_loss(plan, batch, left, right, gen, foreign)
+            return self._chunked_loss(self._plan(batch), batch, left, right, gen, foreign)
         lhs_all, rhs_all = left.take(None), right.take(None)
         h, t = lhs_all.index_select(0, batch.lhs), rhs_all.index_select(0, batch.rhs)
         foreign_scores = self._foreign_scores(h, t, batch.rel, foreign, (left.key[0], right.key[0]))
@@ -258,7 +267,7 @@ class BatchStep:
         """
         (lkey, lstate), (rkey, rstate) = lhs, rhs
         left, right = lstate.embeddings, rstate.embeddings
-        plan = ChunkPlan(len(batch), min(self.config.chunk_size, len(batch)))
+        plan = self._plan(batch)
         sides = self._side_weights(batch)
         u_head, u_tail, d, device = self.head_uniform, self.tail_uniform, left.shape[1], batch.lhs.device
         head_negatives, tail_negatives = negatives
@@ -364,8 +373,7 @@ class BatchStep:
         chunks = plan.total_chunks
         device = batch.lhs.device
         h, t = left.take(batch.lhs), right.take(batch.rhs)
-        head_negatives = uniform_negatives(chunks, self.head_uniform, left.state.embeddings.shape[0], gen, device)
-        tail_negatives = uniform_negatives(chunks, self.tail_uniform, right.state.embeddings.shape[0], gen, device)
+        head_negatives, tail_negatives = self._uniform_negatives(chunks, left.state, right.state, gen)
         blocks = plan.blocks()
         per_edge, chunk, margin = [], 0, self.config.margin
         anchors = self.config.anchor_negatives and left.key[0] == right.key[0]  # anchors of the candidates' type
